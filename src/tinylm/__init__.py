@@ -1,0 +1,3 @@
+"""tinylm: train, shrink and run small language models."""
+
+__version__ = "0.1.0"

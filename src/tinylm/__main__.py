@@ -1,0 +1,5 @@
+import sys
+
+from tinylm.cli import main
+
+sys.exit(main())

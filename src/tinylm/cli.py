@@ -1,0 +1,63 @@
+"""`tinylm <command>`: one thin entry point over the library.
+
+Each command lives in its own module under `tinylm.commands` and declares NAME, ORDER (its place in
+`--help`, following the user's path), HELP, EXAMPLES, `add_arguments(parser)` and `run(args)`.
+Command modules import only argparse-level things at top level so `tinylm --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from types import ModuleType
+
+from tinylm import __version__, commands
+from tinylm.errors import TinyLMError
+
+
+def _command_modules() -> list[ModuleType]:
+    mods = [importlib.import_module(f"tinylm.commands.{m.name}") for m in pkgutil.iter_modules(commands.__path__)]
+    return sorted((m for m in mods if hasattr(m, "NAME")), key=lambda m: (m.ORDER, m.NAME))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tinylm",
+        description="Train, shrink and run small language models (GPT-2 and Llama-2 architectures).",
+        epilog="Run `tinylm <command> --help` for a command's options and examples.",
+    )
+    parser.add_argument("--version", action="version", version=f"tinylm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for mod in _command_modules():
+        p = sub.add_parser(
+            mod.NAME,
+            help=mod.HELP,
+            description=mod.HELP,
+            epilog="examples:\n" + mod.EXAMPLES.strip("\n") if getattr(mod, "EXAMPLES", "") else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except TinyLMError as e:
+        print(f"tinylm {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"tinylm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `tinylm` subcommand (discovered by `tinylm.cli`)."""
