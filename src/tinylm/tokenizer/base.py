@@ -19,6 +19,7 @@ class Tokenizer(ABC):
     kind: ClassVar[str]  # registry key written to META_FILE
     bos_id: int | None = None
     eos_id: int | None = None  # also the document separator between documents in token shards
+    lossless: bool = False  # True when decode(encode(text)) == text for every string (instances may refine)
 
     @property
     @abstractmethod

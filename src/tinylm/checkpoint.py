@@ -1,0 +1,149 @@
+"""Checkpoints: a directory with `config.json` (the ModelConfig) and `model.safetensors`.
+
+Optional members: `tokenizer/` (a saved tokenizer) and whatever a writer adds through `extra`
+(training state, metrics, plots). The whole directory is replaced atomically on every save, and
+every way a checkpoint can be wrong is reported as one line naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from tinylm.config import ModelConfig
+from tinylm.errors import TinyLMError
+from tinylm.fileio import atomic_dir, write_json
+from tinylm.model import Model
+from tinylm.tokenizer import Tokenizer, load_tokenizer, save_tokenizer
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_DIR = "tokenizer"
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+@dataclass
+class Checkpoint:
+    model: Model
+    tokenizer: Tokenizer | None
+    path: Path
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+
+def model_state_dict(model: Model) -> dict[str, torch.Tensor]:
+    """The weights as saved: a tied output head is stored once (as tok_emb.weight)."""
+    sd = model.state_dict()
+    if model.config.tie_embeddings:
+        sd.pop("lm_head.weight")
+    return {k: v.detach().contiguous() for k, v in sd.items()}
+
+
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in model_state_dict(Model(cfg)).items()}
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: Model,
+    tokenizer: Tokenizer | None = None,
+    extra: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write model (+ tokenizer, + whatever `extra(tmpdir)` writes) to `path`, replacing it atomically."""
+    path = Path(path)
+    try:
+        with atomic_dir(path) as tmp:
+            write_json(tmp / CONFIG_FILE, model.config.to_dict())
+            save_file({k: v.cpu() for k, v in model_state_dict(model).items()}, tmp / WEIGHTS_FILE,
+                      metadata={"format": "pt", "writer": "tinylm"})  # fmt: skip
+            if tokenizer is not None:
+                save_tokenizer(tokenizer, tmp / TOKENIZER_DIR)
+            if extra is not None:
+                extra(tmp)
+    except PermissionError as e:
+        raise TinyLMError(f"cannot write checkpoint to {path}: {e.strerror}; choose a writable --out directory") from None
+    return path
+
+
+def load_config(path: str | Path) -> ModelConfig:
+    path = Path(path)
+    if not path.is_dir():
+        old = path.with_name(f".{path.name}.old")
+        hint = f" (an interrupted save left {old.name} beside it: rename it to {path.name})" if old.is_dir() else ""
+        raise TinyLMError(f"{path}: no checkpoint directory here{hint}; check the path")
+    cfg_path = path / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise TinyLMError(f"{cfg_path}: missing; a checkpoint needs {CONFIG_FILE} beside {WEIGHTS_FILE}")
+    try:
+        raw = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TinyLMError(f"{cfg_path}: not valid JSON ({e}); the file is corrupt") from None
+    if not isinstance(raw, dict):
+        raise TinyLMError(f"{cfg_path}: expected a JSON object of model settings")
+    return ModelConfig.from_dict(raw, source=str(cfg_path))
+
+
+def load_weights(path: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Read and validate the safetensors file against what `cfg` needs."""
+    wpath = path / WEIGHTS_FILE
+    if not wpath.is_file():
+        raise TinyLMError(f"{wpath}: missing; the checkpoint has no weights")
+    try:
+        with safe_open(wpath, framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise TinyLMError(f"{wpath}: truncated or corrupt safetensors file ({e}); restore it or re-save") from None
+    want = expected_shapes(cfg)
+    missing, extra = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
+    if missing:
+        raise TinyLMError(f"{wpath}: missing tensor(s) {_few(missing)}; weights and {CONFIG_FILE} disagree")
+    if extra:
+        raise TinyLMError(f"{wpath}: unexpected tensor(s) {_few(extra)}; weights and {CONFIG_FILE} disagree")
+    for k, shape in want.items():
+        if tuple(tensors[k].shape) != shape:
+            raise TinyLMError(
+                f"{wpath}: tensor {k} has shape {tuple(tensors[k].shape)} but {CONFIG_FILE} implies {shape}"
+            )
+        if tensors[k].dtype not in FLOAT_DTYPES:
+            raise TinyLMError(f"{wpath}: tensor {k} has dtype {tensors[k].dtype}; expected float32, bfloat16 or float16")
+    return tensors
+
+
+def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device: str | torch.device = "cpu",
+                dtype: torch.dtype | None = None) -> Model:  # fmt: skip
+    """A model holding exactly `tensors` (validated names and shapes), without a wasted random init."""
+    with torch.device("meta"):
+        model = Model(cfg)
+    sd = {k: v.to(device=device, dtype=dtype or v.dtype) for k, v in tensors.items()}
+    if cfg.tie_embeddings:
+        sd["lm_head.weight"] = sd["tok_emb.weight"]
+    model.load_state_dict(sd, strict=True, assign=True)
+    model.tie_weights()
+    model.init_buffers(device)
+    return model
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Checkpoint:
+    path = Path(path)
+    cfg = load_config(path)
+    model = build_model(cfg, load_weights(path, cfg), device=device, dtype=dtype)
+    tokenizer = load_tokenizer(path / TOKENIZER_DIR) if (path / TOKENIZER_DIR).is_dir() else None
+    if tokenizer is not None and tokenizer.vocab_size > cfg.vocab_size:
+        raise TinyLMError(
+            f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model only {cfg.vocab_size}; "
+            "they do not belong together"
+        )
+    return Checkpoint(model=model.eval(), tokenizer=tokenizer, path=path)
+
+
+def _few(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
