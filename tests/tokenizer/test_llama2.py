@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from tinylm.errors import TinyLMError
-from tinylm.tokenizer.llama2c import Llama2cTokenizer, Llama2cVocab, from_bin, to_bin, vocab_from_sentencepiece
+from tinylm.tokenizer.llama2c import (
+    Llama2cTokenizer,
+    Llama2cVocab,
+    from_bin,
+    to_bin,
+    vocab_from_sentencepiece,
+)
 from tinylm.tokenizer.sentencepiece import SentencePieceTokenizer
 
 

@@ -43,14 +43,19 @@ def _version_of(dtype: np.dtype) -> int:
     raise TinyLMError(f"token shards store uint16 or uint32, not {np.dtype(dtype)}")
 
 
+def _check_fits(tokens: np.ndarray, dtype: np.dtype) -> None:
+    if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) > np.iinfo(dtype).max):
+        raise TinyLMError(
+            f"token id {int(tokens.max()):,} does not fit {dtype.name} shards; "
+            "use a smaller vocabulary or uint32 shards"
+        )
+
+
 def write_shard(path: str | Path, tokens: np.ndarray, dtype: np.dtype | str = "<u2") -> None:
     """Write one complete shard atomically. Ids must fit `dtype` (checked)."""
     dtype = np.dtype(dtype).newbyteorder("<")
     tokens = np.asarray(tokens)
-    if tokens.size and (tokens.min() < 0 or tokens.max() > np.iinfo(dtype).max):
-        raise TinyLMError(
-            f"token ids up to {int(tokens.max()):,} do not fit {dtype.name} shards; use uint32 shards (a larger dtype)"
-        )
+    _check_fits(tokens, dtype)
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[:3] = (MAGIC, _version_of(dtype), tokens.size)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -111,7 +116,6 @@ class ShardWriter:
         self.directory, self.split = Path(directory), split
         self.dtype = np.dtype(dtype).newbyteorder("<")
         self.version = _version_of(self.dtype)
-        self.max_id = np.iinfo(self.dtype).max
         self.shard_tokens = shard_tokens
         self.shards: list[tuple[str, int]] = []
         self.tokens = 0
@@ -120,11 +124,7 @@ class ShardWriter:
 
     def add(self, tokens: np.ndarray | list[int]) -> None:
         tokens = np.asarray(tokens)
-        if tokens.size and (int(tokens.max()) > self.max_id or int(tokens.min()) < 0):
-            raise TinyLMError(
-                f"token id {int(tokens.max()):,} does not fit {self.dtype.name} shards; "
-                "use a smaller vocabulary or uint32 shards"
-            )
+        _check_fits(tokens, self.dtype)
         while tokens.size:
             if self._file is None:
                 self._open()
