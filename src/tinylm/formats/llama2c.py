@@ -1,0 +1,299 @@
+"""llama2.c model files, the three layouts its export.py writes (little-endian throughout):
+
+v0 (legacy; what run.c reads): 7 x int32 (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size,
+   seq_len; a negative vocab_size means the classifier is not shared), then fp32: token embedding,
+   per-kind stacks over layers (attention norm, wq, wk, wv, wo, ffn norm, w1, w2, w3), final norm,
+   the RoPE cos/sin tables (seq_len x head_size/2 each; run.c skips them), and the classifier if unshared.
+v1: uint32 magic "ak42", int32 version 1, the 7 ints, a shared-classifier byte, zeros up to 256 bytes;
+   then fp32: all norms first (attention, ffn, final), embedding, wq, wk, wv, wo, w1, w2, w3, [classifier].
+v2 (Q8_0; what runq.c reads): the v1 header plus an int32 group size; the norms in fp32, then each
+   matrix (per layer) as int8 values followed by one fp32 scale per group: w ~= q * scale.
+
+llama2.c rotates interleaved pairs for RoPE, as tinylm does, so q/k rows are copied unpermuted; its
+C code fixes RMSNorm eps at 1e-5 and RoPE theta at 10000.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinylm.config import ModelConfig
+from tinylm.errors import TinyLMError
+from tinylm.formats.common import (
+    BinFile,
+    Exported,
+    Imported,
+    build,
+    check_positive,
+    config_problem,
+    is_llama,
+    join_qkv,
+    numpy_state,
+    require,
+    split_qkv,
+    stream_to,
+)
+from tinylm.model import Model, rope_tables
+from tinylm.tokenizer import Tokenizer
+
+MAGIC = 0x616B3432  # "ak42"
+HEADER_BYTES = 256
+LEGACY_HEADER_BYTES = 7 * 4
+VERSIONS = (0, 1, 2)
+TOKENIZER_FILE = "tokenizer.bin"
+MATRICES = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
+
+
+def check_model(cfg: ModelConfig) -> None:
+    target = "llama2.c"
+    require(is_llama(cfg), target, "it is not a Llama-family model (RoPE, RMSNorm, SwiGLU)",
+            "export GPT-2 models with --to llmc, gguf or hf")  # fmt: skip
+    require(not cfg.bias, target, "it has biases", "use --to gguf or hf")
+    require(
+        cfg.norm_eps == 1e-5,
+        target,
+        f"RMSNorm eps is {cfg.norm_eps} (run.c fixes 1e-5)",
+        "use --to gguf or hf",
+    )
+    require(
+        cfg.rope_theta == 10000.0,
+        target,
+        f"RoPE theta is {cfg.rope_theta} (run.c fixes 10000)",
+        "use --to gguf or hf",
+    )
+
+
+def config_from_header(path: Path, dims: tuple[int, ...]) -> tuple[ModelConfig, bool]:
+    dim, hidden, layers, heads, kv_heads, vocab, seq_len = dims
+    shared = vocab > 0
+    check_positive(path, {"dim": dim, "hidden_dim": hidden, "n_layers": layers, "n_heads": heads,
+                          "n_kv_heads": kv_heads, "vocab_size": abs(vocab), "seq_len": seq_len})  # fmt: skip
+    cfg = config_problem(path, lambda: ModelConfig(
+        vocab_size=abs(vocab), context_length=seq_len, n_layers=layers, n_heads=heads, n_kv_heads=kv_heads,
+        dim=dim, hidden_dim=hidden, norm="rmsnorm", norm_eps=1e-5, positions="rope", rope_theta=10000.0,
+        mlp="swiglu", bias=False, tie_embeddings=shared, family="llama",
+    ))  # fmt: skip
+    return cfg, shared
+
+
+def _shapes(cfg: ModelConfig) -> dict[str, tuple[int, int]]:
+    C, F, hs = cfg.dim, cfg.ffn_dim, cfg.head_dim
+    return {"wq": (cfg.n_heads * hs, C), "wk": (cfg.kv_heads * hs, C), "wv": (cfg.kv_heads * hs, C),
+            "wo": (C, cfg.n_heads * hs), "w1": (F, C), "w2": (C, F), "w3": (F, C)}  # fmt: skip
+
+
+def layout(
+    cfg: ModelConfig, version: int
+) -> tuple[list[tuple[str, tuple[int, ...]]], list[tuple[str, tuple[int, ...]]]]:
+    """The file's tensors in order, as (name, shape): (fp32 part, Q8_0 part). Names are ours, with the
+    fused q/k/v projection split into layers.{i}.attn.wq/wk/wv as llama2.c stores it (see split_qkv)."""
+    L, C, V = cfg.n_layers, cfg.dim, cfg.vocab_size
+    shapes = _shapes(cfg)
+
+    def stack(kind: str, shape: tuple[int, ...]) -> list[tuple[str, tuple[int, ...]]]:
+        return [(f"layers.{i}.{kind}", shape) for i in range(L)]
+
+    mats = {m: stack(("attn." if m[1] in "qkvo" else "mlp.") + m + ".weight", shapes[m]) for m in MATRICES}
+    norms = [*stack("attn_norm.weight", (C,)), *stack("mlp_norm.weight", (C,)), ("norm.weight", (C,))]
+    head = [] if cfg.tie_embeddings else [("lm_head.weight", (V, C))]
+    emb = [("tok_emb.weight", (V, C))]
+    if version == 0:
+        rope = [
+            ("rope.cos", (cfg.context_length, cfg.head_dim // 2)),
+            ("rope.sin", (cfg.context_length, cfg.head_dim // 2)),
+        ]
+        order = [*emb, *stack("attn_norm.weight", (C,)), *mats["wq"], *mats["wk"], *mats["wv"], *mats["wo"],
+                 *stack("mlp_norm.weight", (C,)), *mats["w1"], *mats["w2"], *mats["w3"], ("norm.weight", (C,)), *rope, *head]  # fmt: skip
+        return order, []
+    matrices = [*emb, *(t for m in MATRICES for t in mats[m]), *head]
+    return (norms + matrices, []) if version == 1 else (norms, matrices)
+
+
+def _pieces(cfg: ModelConfig, model: Model) -> dict[str, np.ndarray]:
+    """The model's weights under the names `layout` uses, plus v0's RoPE tables."""
+    cos, sin = rope_tables(cfg, cfg.context_length)
+    return {**split_qkv(cfg, numpy_state(model)), "rope.cos": cos.numpy(), "rope.sin": sin.numpy()}
+
+
+def quantize_q80(w: np.ndarray, group_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per group: scale = max|w| / 127, q = round(w / scale). Dequantizing and
+    quantizing again gives back the same q and scales (the round trip is byte-exact)."""
+    groups = w.astype(np.float32).reshape(-1, group_size)
+    scale = (np.abs(groups).max(axis=1) / np.float32(127)).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(scale[:, None] > 0, np.round(groups / scale[:, None]), 0)
+    return q.astype(np.int8).reshape(w.shape), scale
+
+
+def dequantize_q80(q: np.ndarray, scale: np.ndarray, group_size: int) -> np.ndarray:
+    return (q.reshape(-1, group_size).astype(np.float32) * scale[:, None]).reshape(q.shape)
+
+
+def group_size_for(cfg: ModelConfig, wanted: int = 64) -> int:
+    """llama2.c's default group (64), halved until it divides dim and hidden_dim (runq.c quantizes
+    activations of both sizes in these groups)."""
+    gs = wanted
+    while cfg.dim % gs or cfg.ffn_dim % gs:
+        gs //= 2
+    return gs
+
+
+def header(cfg: ModelConfig, version: int, group_size: int = 0) -> bytes:
+    vocab = cfg.vocab_size if (cfg.tie_embeddings or version > 0) else -cfg.vocab_size
+    dims = struct.pack(
+        "<7i", cfg.dim, cfg.ffn_dim, cfg.n_layers, cfg.n_heads, cfg.kv_heads, vocab, cfg.context_length
+    )
+    if version == 0:
+        return dims
+    head = struct.pack("<Ii", MAGIC, version) + dims + struct.pack("<B", int(cfg.tie_embeddings))
+    if version == 2:
+        head += struct.pack("<i", group_size)
+    return head.ljust(HEADER_BYTES, b"\0")
+
+
+def write_model(model: Model, path: Path, version: int = 0) -> None:
+    cfg = model.config
+    check_model(cfg)
+    if version not in VERSIONS:
+        raise TinyLMError(
+            f"llama2.c has versions 0, 1 and 2, not {version}; use --version 0 (run.c), 1 or 2 (runq.c)"
+        )
+    pieces = _pieces(cfg, model)
+    gs = group_size_for(cfg) if version == 2 else 0
+    fp32, q80 = layout(cfg, version)
+    total = len(header(cfg, version, gs)) + sum(4 * int(np.prod(s)) for _, s in fp32)
+    total += sum(int(np.prod(s)) * (1 + 4 / gs) for _, s in q80) if q80 else 0
+    with stream_to(path, int(total), f"llama2.c v{version}") as write:
+        write(header(cfg, version, gs))
+        for name, _ in fp32:
+            write(pieces[name].astype("<f4"))
+        for name, _ in q80:
+            q, scale = quantize_q80(pieces[name], gs)
+            write(q)
+            write(scale.astype("<f4"))
+
+
+def read_model(path: Path, dtype: torch.dtype | None = None) -> Model:
+    f = BinFile(path)
+    magic = int(f.array(0, "<u4", 1)[0]) if f.size >= 4 else None
+    if magic == MAGIC:
+        version, *dims = (int(x) for x in f.array(4, "<i4", 8))
+        if version not in (1, 2):
+            raise TinyLMError(f"{path}: llama2.c version {version} is not supported (known: 0, 1, 2)")
+        if dims[5] <= 0:
+            raise TinyLMError(
+                f"{path}: header field vocab_size = {dims[5]} is impossible; not a valid model file"
+            )
+        cfg, _ = config_from_header(path, tuple(dims))
+        shared = bool(f.array(36, "u1", 1)[0])
+        cfg = cfg.replace(tie_embeddings=shared)
+        gs = int(f.array(37, "<i4", 1)[0]) if version == 2 else 0
+        if version == 2 and (gs <= 0 or cfg.dim % gs or cfg.ffn_dim % gs):
+            raise TinyLMError(
+                f"{path}: group size {gs} does not divide dim {cfg.dim} and hidden_dim {cfg.ffn_dim}"
+            )
+        offset = HEADER_BYTES
+    else:
+        version, gs, offset = 0, 0, LEGACY_HEADER_BYTES
+        cfg, _ = config_from_header(path, tuple(int(x) for x in f.array(0, "<i4", 7)))
+    fp32, q80 = layout(cfg, version)
+    sizes = [int(np.prod(s)) for _, s in fp32], [int(np.prod(s)) for _, s in q80]
+    f.expect_size(
+        offset + 4 * sum(sizes[0]) + sum(n + 4 * (n // gs) for n in sizes[1]),
+        f"its llama2.c v{version} header",
+    )
+    pieces = {}
+    for name, shape in fp32:
+        n = int(np.prod(shape))
+        pieces[name] = f.array(offset, "<f4", n).reshape(shape)
+        offset += 4 * n
+    for name, shape in q80:
+        n = int(np.prod(shape))
+        q = f.array(offset, "i1", n)
+        scale = f.array(offset + n, "<f4", n // gs)
+        pieces[name] = dequantize_q80(q, scale, gs).reshape(shape)
+        offset += n + 4 * (n // gs)
+    return build(cfg, join_qkv({k: v for k, v in pieces.items() if not k.startswith("rope.")}), dtype)
+
+
+def looks_like_legacy(path: Path) -> bool:
+    """Whether `path` is a v0 file: its 7-int header must predict the file size exactly."""
+    try:
+        f = BinFile(path)
+        cfg, _ = config_from_header(path, tuple(int(x) for x in f.array(0, "<i4", 7)))
+    except TinyLMError:
+        return False
+    fp32, _ = layout(cfg, 0)
+    return f.size == LEGACY_HEADER_BYTES + 4 * sum(int(np.prod(s)) for _, s in fp32)
+
+
+# ---- the tokenizer.bin beside the model --------------------------------------------------------
+
+
+def tokenizer_bin(tok: Tokenizer) -> bytes:
+    """llama2.c's tokenizer.bin for a SentencePiece-style tokenizer."""
+    from tinylm.tokenizer.llama2c import Llama2cTokenizer
+
+    if tok.kind == "llama2c":
+        return tok.to_bin()  # type: ignore[attr-defined]
+    if tok.kind == "sentencepiece":
+        return Llama2cTokenizer.from_sentencepiece(tok).to_bin()  # type: ignore[arg-type]
+    raise TinyLMError(
+        f"llama2.c's tokenizer.bin holds SentencePiece-style vocabularies, not a {tok.kind!r} tokenizer"
+    )
+
+
+def export(model: Model, tokenizer: Tokenizer | None, out: Path, version: int = 0,
+           tokenizer_out: Path | None = None) -> Exported:  # fmt: skip
+    check_model(model.config)
+    notes: list[str] = []
+    files = []
+    tok_bytes = None
+    if tokenizer is not None:
+        if tokenizer.vocab_size != model.config.vocab_size:
+            notes.append(f"tokenizer has {tokenizer.vocab_size} tokens but the model {model.config.vocab_size}; "
+                         "run.c needs them equal, so no tokenizer.bin was written")  # fmt: skip
+        elif tokenizer.kind not in ("llama2c", "sentencepiece"):
+            notes.append(f"a {tokenizer.kind!r} tokenizer has no tokenizer.bin form; wrote the model only")
+        else:
+            tok_bytes = tokenizer_bin(tokenizer)
+            tokenizer_out = tokenizer_out or out.with_name(TOKENIZER_FILE)
+            if tokenizer_out.is_file() and tokenizer_out.read_bytes() != tok_bytes:
+                raise TinyLMError(
+                    f"{tokenizer_out} exists with a different vocabulary; pass --tokenizer-out to write elsewhere"
+                )
+    write_model(model, out, version)
+    files.append(out)
+    if tok_bytes is not None and tokenizer_out is not None:
+        from tinylm.fileio import write_bytes
+
+        write_bytes(tokenizer_out, tok_bytes)
+        files.append(tokenizer_out)
+    return Exported(files, notes)
+
+
+def load(path: Path, tokenizer: Path | None = None, dtype: torch.dtype | None = None) -> Imported:
+    from tinylm.tokenizer import load_tokenizer
+
+    model = read_model(path, dtype)
+    notes = []
+    tok = None
+    if tokenizer is not None:
+        tok = load_tokenizer(tokenizer)
+    elif (path.parent / TOKENIZER_FILE).is_file():
+        candidate = load_tokenizer(path.parent / TOKENIZER_FILE)
+        if candidate.vocab_size == model.config.vocab_size:
+            tok = candidate
+            notes.append(f"tokenizer: {path.parent / TOKENIZER_FILE}")
+        else:
+            notes.append(f"ignored {path.parent / TOKENIZER_FILE}: {candidate.vocab_size} tokens, the model has "
+                         f"{model.config.vocab_size}; give the right one with --tokenizer")  # fmt: skip
+    else:
+        notes.append(
+            f"no {TOKENIZER_FILE} beside the model; imported without a tokenizer (give one with --tokenizer)"
+        )
+    return Imported(model, tok, notes)

@@ -1,0 +1,249 @@
+"""llm.c's GPT-2 files (little-endian throughout).
+
+Model (`gpt2_124M.bin`): 256 x int32 header (magic 20240326, version 3 = fp32 or 5 = bf16, max_seq_len,
+vocab_size, num_layers, num_heads, channels, padded_vocab_size), then the parameters: wte (padded_vocab x C,
+rows past vocab_size zero), wpe, and per-kind stacks over layers: ln1 w/b, qkv w (3C x C)/b, attention
+projection w/b, ln2 w/b, fc w (4C x C)/b, fc projection w/b; then the final LayerNorm w/b. Matrices are
+(out, in) like torch's Linear. The classifier is wte (tied).
+
+Tokenizer (`gpt2_tokenizer.bin`): 256 x int32 header (magic 20240328, version 2, vocab size, EOT id),
+then per token a uint8 length and that many bytes. llm.c only decodes with it; importing rebuilds a
+byte-level BPE from the token order (a token's rank is its id, as in tiktoken).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinylm.config import ModelConfig
+from tinylm.errors import TinyLMError
+from tinylm.formats.common import (
+    BinFile,
+    Exported,
+    Imported,
+    build,
+    check_positive,
+    config_problem,
+    is_gpt2,
+    numpy_state,
+    require,
+    stream_to,
+)
+from tinylm.model import Model
+from tinylm.tokenizer import Tokenizer
+
+MAGIC = 20240326
+TOKENIZER_MAGIC = 20240328
+HEADER_INTS = 256
+HEADER_BYTES = 4 * HEADER_INTS
+DTYPES = {3: "float32", 5: "bfloat16"}
+VOCAB_MULTIPLE = 128
+TOKENIZER_FILE = "gpt2_tokenizer.bin"
+MAX_VOCAB = 1 << 16  # llm.c's token files hold uint16 ids
+SPECIAL = re.compile(rb"<\|[A-Za-z0-9_]+\|>")
+
+
+def check_model(cfg: ModelConfig) -> None:
+    target = "llm.c"
+    require(is_gpt2(cfg), target, "it is not a GPT-2-family model (LayerNorm, learned positions, GELU, biases)",
+            "export Llama models with --to llama2c, gguf or hf")  # fmt: skip
+    require(cfg.kv_heads == cfg.n_heads, target, "it uses grouped-query attention", "use --to hf or gguf")
+    require(cfg.tie_embeddings, target, "its output head is not tied to the embedding", "use --to hf or gguf")
+    require(
+        cfg.ffn_dim == 4 * cfg.dim,
+        target,
+        f"its MLP width is {cfg.ffn_dim}, llm.c fixes 4 x dim",
+        "use --to hf or gguf",
+    )
+    require(
+        cfg.norm_eps == 1e-5,
+        target,
+        f"LayerNorm eps is {cfg.norm_eps}, llm.c fixes 1e-5",
+        "use --to hf or gguf",
+    )
+    require(cfg.vocab_size <= MAX_VOCAB, target, f"its vocabulary of {cfg.vocab_size:,} does not fit llm.c's uint16 tokens",
+            "use --to hf or gguf")  # fmt: skip
+
+
+def padded(vocab_size: int) -> int:
+    return -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+
+def layout(cfg: ModelConfig, padded_vocab: int) -> list[tuple[str, tuple[int, ...]]]:
+    """(our name, shape) in file order; "wte" is the padded embedding."""
+    C, L = cfg.dim, cfg.n_layers
+    per_layer = [("attn_norm.weight", (C,)), ("attn_norm.bias", (C,)), ("attn.wqkv.weight", (3 * C, C)),
+                 ("attn.wqkv.bias", (3 * C,)), ("attn.wo.weight", (C, C)), ("attn.wo.bias", (C,)),
+                 ("mlp_norm.weight", (C,)), ("mlp_norm.bias", (C,)), ("mlp.w1.weight", (4 * C, C)),
+                 ("mlp.w1.bias", (4 * C,)), ("mlp.w2.weight", (C, 4 * C)), ("mlp.w2.bias", (C,))]  # fmt: skip
+    stacks = [(f"layers.{i}.{name}", shape) for name, shape in per_layer for i in range(L)]
+    return [("wte", (padded_vocab, C)), ("pos_emb.weight", (cfg.context_length, C)), *stacks,
+            ("norm.weight", (C,)), ("norm.bias", (C,))]  # fmt: skip
+
+
+def _encode(a: np.ndarray, version: int) -> np.ndarray:
+    if version == 3:
+        return a.astype("<f4")
+    return torch.from_numpy(a).to(torch.bfloat16).view(torch.int16).numpy().astype("<i2")
+
+
+def _decode(raw: np.ndarray, version: int) -> torch.Tensor:
+    if version == 3:
+        return torch.from_numpy(np.array(raw, dtype=np.float32))
+    return torch.from_numpy(np.array(raw, dtype=np.int16)).view(torch.bfloat16)
+
+
+def write_model(model: Model, path: Path, dtype: str = "float32") -> None:
+    cfg = model.config
+    check_model(cfg)
+    version = {v: k for k, v in DTYPES.items()}.get(dtype)
+    if version is None:
+        raise TinyLMError(f"llm.c stores float32 or bfloat16, not {dtype}; use --dtype float32 or bfloat16")
+    sd = numpy_state(model)
+    Vp = padded(cfg.vocab_size)
+    sd["wte"] = np.zeros((Vp, cfg.dim), np.float32)
+    sd["wte"][: cfg.vocab_size] = sd.pop("tok_emb.weight")
+    head = np.zeros(HEADER_INTS, "<i4")
+    head[:8] = (MAGIC, version, cfg.context_length, cfg.vocab_size, cfg.n_layers, cfg.n_heads, cfg.dim, Vp)
+    order = layout(cfg, Vp)
+    total = HEADER_BYTES + sum(sd[n].size for n, _ in order) * (4 if version == 3 else 2)
+    with stream_to(path, total, f"llm.c {dtype}") as write:
+        write(head)
+        for name, _ in order:
+            write(_encode(sd[name], version))
+
+
+def read_model(path: Path, dtype: torch.dtype | None = None) -> Model:
+    f = BinFile(path)
+    head = [int(x) for x in f.array(0, "<i4", 8)]
+    if head[0] != MAGIC:
+        raise TinyLMError(f"{path}: bad magic {head[0]} (llm.c models have {MAGIC})")
+    version, seq_len, vocab, layers, heads, channels, Vp = head[1:]
+    if version not in DTYPES:
+        raise TinyLMError(f"{path}: llm.c model version {version} is not supported (3 = fp32, 5 = bf16)")
+    check_positive(path, {"max_seq_len": seq_len, "vocab_size": vocab, "num_layers": layers, "num_heads": heads,
+                          "channels": channels, "padded_vocab_size": Vp})  # fmt: skip
+    if Vp < vocab:
+        raise TinyLMError(f"{path}: padded vocab {Vp} is smaller than vocab {vocab}; not a valid llm.c model")
+    cfg = config_problem(path, lambda: ModelConfig(
+        vocab_size=vocab, context_length=seq_len, n_layers=layers, n_heads=heads, dim=channels,
+        hidden_dim=4 * channels, norm="layernorm", norm_eps=1e-5, positions="learned", mlp="gelu", bias=True,
+        tie_embeddings=True, family="gpt2",
+    ))  # fmt: skip
+    order = layout(cfg, Vp)
+    item = 4 if version == 3 else 2
+    f.expect_size(HEADER_BYTES + item * sum(int(np.prod(s)) for _, s in order), "its llm.c header")
+    tensors = {}
+    offset = HEADER_BYTES
+    for name, shape in order:
+        n = int(np.prod(shape))
+        tensors[name] = _decode(f.array(offset, "<f4" if version == 3 else "<i2", n), version).view(shape)
+        offset += item * n
+    tensors["tok_emb.weight"] = tensors.pop("wte")[:vocab].clone()
+    return build(cfg, tensors, dtype)
+
+
+# ---- tokenizer file ----------------------------------------------------------------------------
+
+
+def tokenizer_file(tok: Tokenizer) -> bytes:
+    from tinylm.formats.vocab import token_bytes
+
+    tokens = token_bytes(tok)
+    too_long = next((i for i, t in enumerate(tokens) if len(t) > 255), None)
+    if too_long is not None:
+        raise TinyLMError(
+            f"token {too_long} is {len(tokens[too_long])} bytes; llm.c's tokenizer file holds at most 255"
+        )
+    head = np.zeros(HEADER_INTS, "<i4")
+    head[:4] = (TOKENIZER_MAGIC, 2, len(tokens), tok.eos_id if tok.eos_id is not None else -1)
+    return head.tobytes() + b"".join(struct.pack("<B", len(t)) + t for t in tokens)
+
+
+def read_tokenizer(path: Path) -> Tokenizer:
+    from tinylm.formats.vocab import byte_bpe_from_ranks, byte_bpe_tokenizer
+
+    f = BinFile(path)
+    magic, version, n, eot = (int(x) for x in f.array(0, "<i4", 4))
+    if magic != TOKENIZER_MAGIC or version not in (1, 2):
+        raise TinyLMError(f"{path}: not an llm.c tokenizer file (magic {magic}, version {version})")
+    if not 0 < n <= 1 << 24:
+        raise TinyLMError(f"{path}: header says {n} tokens; not a valid llm.c tokenizer file")
+    data = f.data
+    tokens, pos = [], HEADER_BYTES
+    for i in range(n):
+        if pos >= f.size or pos + 1 + int(data[pos]) > f.size:
+            raise TinyLMError(f"{path}: truncated in token {i} of {n}; re-export it")
+        length = int(data[pos])
+        tokens.append(bytes(data[pos + 1 : pos + 1 + length]))
+        pos += 1 + length
+    if pos != f.size:
+        raise TinyLMError(
+            f"{path}: {f.size - pos} bytes after the last of {n} tokens; not a valid llm.c tokenizer file"
+        )
+    eos = eot if version == 2 and 0 <= eot < n else None
+    # the file marks no special tokens but EOT; GPT-2-style tokenizers spell theirs <|name|>
+    specials = {i for i, t in enumerate(tokens) if SPECIAL.fullmatch(t)} | (
+        {eos} if eos is not None else set()
+    )
+    bos = next((i for i in specials if tokens[i] == b"<|startoftext|>"), None)
+    try:
+        return byte_bpe_tokenizer(byte_bpe_from_ranks(tokens, specials, bos, eos))
+    except TinyLMError as e:
+        raise TinyLMError(f"{path}: {e}") from None
+
+
+def export(model: Model, tokenizer: Tokenizer | None, out: Path, dtype: str = "float32",
+           tokenizer_out: Path | None = None) -> Exported:  # fmt: skip
+    check_model(model.config)
+    notes: list[str] = []
+    tok_bytes = None
+    if tokenizer is not None:
+        if tokenizer.vocab_size != model.config.vocab_size:
+            notes.append(f"tokenizer has {tokenizer.vocab_size} tokens but the model {model.config.vocab_size}; "
+                         f"no {TOKENIZER_FILE} was written")  # fmt: skip
+        else:
+            tok_bytes = tokenizer_file(tokenizer)
+            tokenizer_out = tokenizer_out or out.with_name(TOKENIZER_FILE)
+            if tokenizer_out.is_file() and tokenizer_out.read_bytes() != tok_bytes:
+                raise TinyLMError(
+                    f"{tokenizer_out} exists with a different vocabulary; pass --tokenizer-out to write elsewhere"
+                )
+    write_model(model, out, dtype)
+    files = [out]
+    if tok_bytes is not None and tokenizer_out is not None:
+        from tinylm.fileio import write_bytes
+
+        write_bytes(tokenizer_out, tok_bytes)
+        files.append(tokenizer_out)
+    return Exported(files, notes)
+
+
+def load(path: Path, tokenizer: Path | None = None, dtype: torch.dtype | None = None) -> Imported:
+    from tinylm.tokenizer import load_tokenizer
+
+    model = read_model(path, dtype)
+    notes = []
+    tok = None
+    beside = path.parent / TOKENIZER_FILE
+    if tokenizer is not None:
+        tok = read_tokenizer(tokenizer) if _is_tokenizer_file(tokenizer) else load_tokenizer(tokenizer)
+    elif beside.is_file():
+        tok = read_tokenizer(beside)
+        notes.append(f"tokenizer: {beside}")
+    else:
+        notes.append(
+            f"no {TOKENIZER_FILE} beside the model; imported without a tokenizer (give one with --tokenizer)"
+        )
+    return Imported(model, tok, notes)
+
+
+def _is_tokenizer_file(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return len(head) == 4 and struct.unpack("<i", head)[0] == TOKENIZER_MAGIC
