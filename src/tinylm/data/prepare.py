@@ -1,0 +1,340 @@
+"""`prepare`: raw text in, token shards + tokenizer + manifest out.
+
+Two streaming passes, each in constant memory apart from the dedup index:
+1. read documents, clean and deduplicate them, and append the kept ones to a scratch file;
+2. (after training or loading the tokenizer) tokenise the scratch file in parallel batches, frame
+   each document as [bos] + tokens + [eos], and stream it into the train or val shards.
+Everything is written into a temporary directory that replaces `out` only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import multiprocessing
+import os
+import struct
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from tinylm import __version__
+from tinylm.data.clean import Cleaner
+from tinylm.data.download import fetch
+from tinylm.data.minhash import MinHashConfig
+from tinylm.data.shards import MANIFEST, VERSIONS, Manifest, ShardWriter, dtype_for_vocab
+from tinylm.data.sources import SourceStats, expand_inputs, read_documents, stdlib_files
+from tinylm.errors import TinyLMError
+from tinylm.fileio import atomic_dir, write_json
+from tinylm.tokenizer import (
+    PRETRAINED,
+    TRAINABLE,
+    Tokenizer,
+    load_tokenizer,
+    pretrained_tokenizer,
+    save_tokenizer,
+    train_tokenizer,
+)
+
+# name -> (download name or None, document separator)
+DATASETS = {
+    "tinystories": ("tinystories", "eot"),  # the TinyStories V2 validation file (~22 MB): a quick start
+    "tinystories-train": ("tinystories-train", "eot"),  # the full training file (~2.2 GB)
+    "shakespeare": ("shakespeare", "blank"),  # tiny Shakespeare, one document per speech
+    "pystdlib": (None, "file"),  # this interpreter's standard library, one document per .py file
+}
+BATCH_DOCS = 256
+_SCRATCH = ".documents.tmp"
+
+
+def _resolve_inputs(inputs: Sequence[str | Path], dataset: str | None, max_mb: float | None) -> tuple[list[Path], str | None]:
+    """Files to read, and the separator the dataset implies (None: the caller's)."""
+    if dataset is None:
+        if not inputs:
+            raise TinyLMError("no input: give text/JSONL files, directories or globs, or --dataset NAME")
+        return expand_inputs(inputs), None
+    if inputs:
+        raise TinyLMError("give either input files or --dataset, not both")
+    if dataset not in DATASETS:
+        raise TinyLMError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+    remote, separator = DATASETS[dataset]
+    if remote is None:
+        return stdlib_files(max_mb), separator
+    return [fetch(remote)], separator
+
+
+def _is_val(doc: str, fraction: float, key: bytes) -> bool:
+    """Deterministic by content: the same document always lands in the same split."""
+    h = hashlib.blake2b(doc.encode("utf-8", "surrogatepass"), digest_size=8, key=key).digest()
+    return int.from_bytes(h, "little") < fraction * 2**64
+
+
+def _write_docs(f: Any, docs: Iterable[str]) -> None:
+    for d in docs:
+        b = d.encode("utf-8", "surrogatepass")
+        f.write(struct.pack("<I", len(b)))
+        f.write(b)
+
+
+def _read_docs(path: Path) -> Iterator[str]:
+    with open(path, "rb") as f:
+        while header := f.read(4):
+            (n,) = struct.unpack("<I", header)
+            yield f.read(n).decode("utf-8", "surrogatepass")
+
+
+def _batched(it: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    it = iter(it)
+    while batch := list(itertools.islice(it, n)):
+        yield batch
+
+
+def _take_mb(docs: Iterable[str], mb: float | None) -> Iterator[str]:
+    budget = None if mb is None else mb * 1e6
+    for d in docs:
+        if budget is not None and budget <= 0:
+            return
+        yield d
+        if budget is not None:
+            budget -= len(d.encode("utf-8", "surrogatepass"))
+
+
+def encode_framed(tok: Tokenizer, docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Every doc as [bos] + tokens + [eos] (where the tokenizer has them), concatenated as uint32,
+    plus each doc's length. Uses the tokenizer's own `encode_batch` where it has one."""
+    batch = getattr(tok, "encode_batch", None)
+    lists = batch(docs) if batch is not None else [tok.encode(d) for d in docs]
+    pre = [] if tok.bos_id is None else [tok.bos_id]
+    post = [] if tok.eos_id is None else [tok.eos_id]
+    lengths = np.fromiter((len(ids) + len(pre) + len(post) for ids in lists), dtype=np.int64, count=len(lists))
+    flat = np.fromiter(
+        itertools.chain.from_iterable(itertools.chain(pre, ids, post) for ids in lists),
+        dtype=np.uint32,
+        count=int(lengths.sum()),
+    )
+    return flat, lengths
+
+
+_worker_tok: Tokenizer | None = None
+
+
+def _init_worker(tok_dir: str) -> None:
+    global _worker_tok
+    _worker_tok = load_tokenizer(tok_dir)
+
+
+def _encode_in_worker(docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    assert _worker_tok is not None
+    return encode_framed(_worker_tok, docs)
+
+
+def _natively_parallel(tok: Tokenizer) -> bool:
+    """HF tokenizers, tiktoken and SentencePiece encode a batch on all cores themselves."""
+    return tok.kind in ("bpe", "tiktoken", "sentencepiece")
+
+
+def encode_stream(
+    tok: Tokenizer, tok_dir: Path, batches: Iterable[list[str]], workers: int | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`encode_framed` over batches, in order. `workers` processes (each loading the tokenizer from
+    `tok_dir`) for tokenizers written in Python; None picks in-process batch encoding for natively
+    parallel kinds and one process per core for the others; 0 forces in-process."""
+    if workers is None:
+        workers = 0 if _natively_parallel(tok) else (os.cpu_count() or 1)
+    if workers <= 1:
+        for docs in batches:
+            yield encode_framed(tok, docs)
+        return
+    # fork where there is one: spawn would re-import the caller's __main__ (a script without a
+    # `if __name__ == "__main__"` guard would start over); workers only read the tokenizer dir.
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(str(tok_dir),)) as pool:
+        yield from pool.imap(_encode_in_worker, batches)
+
+
+def _get_tokenizer(spec: str | Path | Tokenizer, texts: Iterable[str], vocab_size: int, bos: bool) -> Tokenizer:
+    if isinstance(spec, Tokenizer):
+        return spec
+    if spec in TRAINABLE:
+        return train_tokenizer(str(spec), texts, vocab_size, bos=bos)
+    if spec in PRETRAINED:
+        return pretrained_tokenizer(str(spec))
+    if Path(spec).exists():
+        return load_tokenizer(spec)
+    raise TinyLMError(
+        f"unknown tokenizer {str(spec)!r}; use {', '.join(TRAINABLE + PRETRAINED)}, or a path to a saved tokenizer "
+        "directory, tokenizer.model or tokenizer.bin"
+    )
+
+
+def prepare(
+    inputs: Sequence[str | Path] = (),
+    out: str | Path = "data",
+    *,
+    dataset: str | None = None,
+    tokenizer: str | Path | Tokenizer = "bpe",
+    vocab_size: int = 4096,
+    bos: bool = False,
+    separator: str = "auto",
+    text_field: str = "text",
+    dedup: bool = True,
+    near_dedup: bool = True,
+    minhash: MinHashConfig | None = None,
+    val_fraction: float = 0.05,
+    seed: int = 0,
+    max_mb: float | None = None,
+    tokenizer_train_mb: float = 64.0,
+    dtype: str | None = None,
+    shard_tokens: int = 100_000_000,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Manifest:
+    """Turn text into token shards in `out` (see module doc); returns the written manifest.
+
+    `inputs`: files, directories or globs (.txt/.md split by `separator`, .jsonl reading `text_field`,
+    .gz of either), or `dataset` ("tinystories", "tinystories-train", "shakespeare", "pystdlib").
+    `tokenizer`: a trainable kind ("bpe", "sentencepiece", "char", trained on up to
+    `tokenizer_train_mb` of the cleaned text), a published one ("llama2", "gpt2"), a path, or a
+    Tokenizer. `bos` gives a trained BPE a BOS token. `max_mb` stops reading after that much text.
+    """
+    if not 0 <= val_fraction < 1:
+        raise TinyLMError(f"--val-fraction must be in [0, 1), not {val_fraction}")
+    out = Path(out)
+    files, dataset_sep = _resolve_inputs(inputs, dataset, max_mb)
+    stats = SourceStats()
+    cleaner = Cleaner(exact=dedup, near=(minhash or MinHashConfig()) if dedup and near_dedup else None)
+    key = seed.to_bytes(8, "little")
+    timings: dict[str, float] = {}
+    with atomic_dir(out) as tmp:
+        # Pass 1: read, clean, deduplicate, spill the kept documents to a scratch file.
+        t0 = time.perf_counter()
+        scratch = tmp / _SCRATCH
+        is_val = bytearray()
+        known = None if any(f.suffix == ".gz" for f in files) else sum(f.stat().st_size for f in files)
+        docs = _take_mb(read_documents(files, stats, dataset_sep or separator, text_field), max_mb)
+        with (
+            open(scratch, "wb") as f,
+            tqdm(total=known, unit="B", unit_scale=True, desc="clean+dedup", disable=not progress) as bar,
+        ):
+            for batch in _batched(docs, BATCH_DOCS):
+                kept = cleaner.clean(batch)
+                _write_docs(f, kept)
+                is_val.extend(_is_val(d, val_fraction, key) for d in kept)
+                bar.update(stats.bytes - bar.n)
+                bar.set_postfix(docs=f"{cleaner.report.documents_in / max(bar.format_dict['elapsed'], 1e-9):,.0f}/s")
+        report = cleaner.report
+        if report.documents_out == 0:
+            where = dataset or ", ".join(str(p) for p in inputs)
+            raise TinyLMError(f"{where}: no text found (empty corpus); give files with some text in them")
+        n_docs = report.documents_out
+        if val_fraction > 0 and n_docs > 1:
+            # Hashing can leave a tiny corpus with an empty split; move one document over.
+            if not any(is_val):
+                is_val[-1] = 1
+            elif all(is_val):
+                is_val[0] = 0
+        timings["clean_s"] = time.perf_counter() - t0
+
+        # The tokenizer, saved beside the shards.
+        t0 = time.perf_counter()
+        train_mb = None if tokenizer == "char" else tokenizer_train_mb
+        tok = _get_tokenizer(tokenizer, _take_mb(_read_docs(scratch), train_mb), vocab_size, bos)
+        save_tokenizer(tok, tmp / "tokenizer")
+        timings["tokenizer_s"] = time.perf_counter() - t0
+        shard_dtype = dtype_for_vocab(tok.vocab_size) if dtype in (None, "auto") else np.dtype(dtype)
+        if shard_dtype not in VERSIONS.values():
+            raise TinyLMError(f"--dtype must be uint16, uint32 or auto, not {dtype}")
+        if tok.vocab_size - 1 > np.iinfo(shard_dtype).max:
+            raise TinyLMError(
+                f"the tokenizer's {tok.vocab_size:,} ids do not fit {shard_dtype.name} shards; use --dtype uint32 (or auto)"
+            )
+
+        # Pass 2: tokenise in parallel and stream into the shards.
+        t0 = time.perf_counter()
+        writers = {s: ShardWriter(tmp, s, shard_dtype, shard_tokens) for s in ("train", "val")}
+        split_docs = {"train": 0, "val": 0}
+        by_tokens = val_fraction > 0 and n_docs == 1  # one document: split its tokens instead
+        flags = iter(is_val)
+        batch_bytes: deque[int] = deque()  # filled as batches are read, emptied as their tokens arrive
+
+        def batches() -> Iterator[list[str]]:
+            for docs in _batched(_read_docs(scratch), BATCH_DOCS):
+                batch_bytes.append(sum(len(d.encode("utf-8", "surrogatepass")) for d in docs))
+                yield docs
+
+        with tqdm(total=report.bytes_out, unit="B", unit_scale=True, desc="tokenise", disable=not progress) as bar:
+            for flat, lengths in encode_stream(tok, tmp / "tokenizer", batches(), workers):
+                if by_tokens:
+                    cut = round(flat.size * (1 - val_fraction))
+                    writers["train"].add(flat[:cut])
+                    writers["val"].add(flat[cut:])
+                    split_docs = {"train": 1, "val": 1}
+                else:
+                    for doc_ids in np.split(flat, np.cumsum(lengths)[:-1]):
+                        split = "val" if next(flags) else "train"
+                        writers[split].add(doc_ids)
+                        split_docs[split] += 1
+                bar.update(batch_bytes.popleft())
+        scratch.unlink()
+        splits = {}
+        for s, w in writers.items():
+            shards = w.close()
+            splits[s] = {
+                "documents": split_docs[s],
+                "tokens": sum(n for _, n in shards),
+                "shards": [{"file": name, "tokens": n} for name, n in shards],
+            }
+        timings["tokenize_s"] = time.perf_counter() - t0
+        tokens = splits["train"]["tokens"] + splits["val"]["tokens"]
+        write_json(
+            tmp / MANIFEST,
+            {
+                "format": "tinylm-token-shards",
+                "created_by": f"tinylm {__version__}",
+                "sources": [dataset] if dataset else [str(f) for f in files],
+                "tokenizer": "tokenizer",
+                "tokenizer_kind": tok.kind,
+                "vocab_size": tok.vocab_size,
+                "bos_id": tok.bos_id,
+                "eos_id": tok.eos_id,
+                "dtype": shard_dtype.name,
+                "split": {
+                    "method": "tokens" if by_tokens else "document-hash",
+                    "val_fraction": val_fraction,
+                    "seed": seed,
+                },
+                "splits": splits,
+                "tokens": tokens,
+                "bytes_per_token": report.bytes_out / max(tokens, 1),
+                "input": {"files": stats.files, "bytes": stats.bytes, "invalid_utf8_bytes": stats.invalid_utf8_bytes},
+                "clean": report.to_dict(),
+                "timings": timings,
+            },
+        )
+    return Manifest.load(out)
+
+
+def summary_table(manifest: Manifest) -> str:
+    """The end-of-run table: documents in/out, duplicates removed, tokens, bytes per token."""
+    m = manifest.raw
+    c, s = m["clean"], m["splits"]
+    rows = [
+        ("input", f"{m['input']['files']:,} files, {m['input']['bytes'] / 1e6:,.2f} MB"),
+        ("invalid UTF-8 bytes replaced", f"{m['input']['invalid_utf8_bytes']:,}"),
+        ("documents in", f"{c['documents_in']:,}"),
+        ("NFC-normalised", f"{c['nfc_changed']:,}"),
+        ("exact duplicates removed", f"{c['exact_duplicates']:,}"),
+        ("near duplicates removed", f"{c['near_duplicates']:,}" if c["near_dedup"] else "off"),
+        ("documents out", f"{c['documents_out']:,} ({s['train']['documents']:,} train / {s['val']['documents']:,} val)"),
+        ("tokenizer", f"{m['tokenizer_kind']}, {m['vocab_size']:,} ids, {m['dtype']} shards"),
+        ("tokens", f"{m['tokens']:,} ({s['train']['tokens']:,} train / {s['val']['tokens']:,} val)"),
+        ("bytes per token", f"{m['bytes_per_token']:.2f}"),
+        ("time", ", ".join(f"{k.removesuffix('_s')} {v:.1f}s" for k, v in m["timings"].items())),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
