@@ -83,15 +83,21 @@ def test_pytorch_model_bin_is_loaded_weights_only(tmp_path):
     model = save(tmp_path / "ckpt", cfg)
     export_model(tmp_path / "ckpt", "hf", tmp_path / "hf")
     folder = tmp_path / "hf"
-    hf_model = transformers.AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+    sd = transformers.AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).state_dict()
     (folder / "model.safetensors").unlink()
-    torch.save(hf_model.state_dict(), folder / "pytorch_model.bin")
-    imported = import_model(folder, tmp_path / "back")
-    assert torch.equal(logits(imported.model, 67), logits(model, 67))
-    torch.save(
-        {"weights": argparse.Namespace(evil=True)}, folder / "pytorch_model.bin"
-    )  # an arbitrary object
-    with pytest.raises(TinyLMError, match="not a plain PyTorch weights file"):
+    torch.save(sd, folder / "pytorch_model.bin")
+    assert torch.equal(logits(import_model(folder, tmp_path / "one").model, 67), logits(model, 67))
+    # sharded the old way: pytorch_model-0000k-of-00002.bin listed by pytorch_model.bin.index.json
+    (folder / "pytorch_model.bin").unlink()
+    names = sorted(sd)
+    weight_map = {}
+    for k, part in enumerate((names[: len(names) // 2], names[len(names) // 2 :]), start=1):
+        torch.save({n: sd[n] for n in part}, folder / f"pytorch_model-0000{k}-of-00002.bin")
+        weight_map |= {n: f"pytorch_model-0000{k}-of-00002.bin" for n in part}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    assert torch.equal(logits(import_model(folder, tmp_path / "two").model, 67), logits(model, 67))
+    torch.save({"weights": argparse.Namespace(evil=True)}, folder / "pytorch_model-00001-of-00002.bin")
+    with pytest.raises(TinyLMError, match="not a plain PyTorch weights file"):  # weights_only refuses objects
         import_model(folder, tmp_path / "evil")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,11 +13,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from tinylm.checkpoint import build_model, expected_shapes, model_state_dict
 from tinylm.config import ModelConfig
 from tinylm.errors import TinyLMError
-from tinylm.fileio import atomic_path
+from tinylm.fileio import atomic_path, write_bytes
 from tinylm.model import Model
-from tinylm.tokenizer import Tokenizer
+from tinylm.tokenizer import Tokenizer, load_tokenizer
 
 PROGRESS_BYTES = 64 << 20  # show a progress bar for files larger than this
 
@@ -51,15 +52,11 @@ def require(ok: bool, target: str, problem: str, fix: str) -> None:
 
 def numpy_state(model: Model) -> dict[str, np.ndarray]:
     """Our weights (tied head stored once) as float32 NumPy arrays."""
-    from tinylm.checkpoint import model_state_dict
-
     return {k: v.detach().float().cpu().numpy() for k, v in model_state_dict(model).items()}
 
 
 def build(cfg: ModelConfig, arrays: dict[str, np.ndarray | torch.Tensor], dtype: torch.dtype | None) -> Model:
     """A model holding `arrays` (our names; validated by the checkpoint loader's rules)."""
-    from tinylm.checkpoint import build_model, expected_shapes
-
     tensors = {
         k: torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v for k, v in arrays.items()
     }
@@ -102,7 +99,7 @@ class BinFile:
 
 
 @contextlib.contextmanager
-def stream_to(path: Path, total: int, desc: str) -> Iterator[callable]:
+def stream_to(path: Path, total: int, desc: str) -> Iterator[Callable[[bytes | np.ndarray], None]]:
     """Write a file atomically through `write(bytes | ndarray)`, with a MB/s bar for big files."""
     bar = tqdm(
         total=total, unit="B", unit_scale=True, desc=desc, disable=total < PROGRESS_BYTES, file=sys.stderr
@@ -130,7 +127,7 @@ def check_positive(path: Path, fields: dict[str, int], limit: int = 1 << 24) -> 
             raise TinyLMError(f"{path}: header field {name} = {value} is impossible; not a valid model file")
 
 
-def config_problem(path: Path, build: callable) -> ModelConfig:
+def config_problem(path: Path, build: Callable[[], ModelConfig]) -> ModelConfig:
     """Build a config from header fields, turning an inconsistent header into one line naming the file."""
     try:
         return build()
@@ -161,3 +158,37 @@ def check_replaceable(out: Path, what: str) -> None:
     """Writers replace `out` as a whole; refuse to do that to a file or a folder that is not `what`."""
     if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file()):
         raise TinyLMError(f"{out} exists and is not {what}; choose a new --out")
+
+
+def write_with_tokenizer(
+    write_model: Callable[[], None],
+    out: Path,
+    tokenizer: bytes | None,
+    default_name: str,
+    tokenizer_out: Path | None,
+) -> list[Path]:
+    """Write the model to `out`, then its tokenizer file (`default_name` beside it unless `tokenizer_out`),
+    refusing before anything is written to replace a different tokenizer file already there."""
+    target = None
+    if tokenizer is not None:
+        target = tokenizer_out or out.with_name(default_name)
+        if target.is_file() and target.read_bytes() != tokenizer:
+            raise TinyLMError(
+                f"{target} exists with a different vocabulary; pass --tokenizer-out to write elsewhere"
+            )
+    write_model()
+    if target is None:
+        return [out]
+    write_bytes(target, tokenizer)  # type: ignore[arg-type]
+    return [out, target]
+
+
+def load_given_tokenizer(path: Path) -> Tokenizer:
+    """The tokenizer a user names with --tokenizer: anything `load_tokenizer` reads, or llm.c's file."""
+    from tinylm.formats import llmc  # llmc builds on this module
+
+    if path.is_file():
+        with open(path, "rb") as f:
+            if int.from_bytes(f.read(4), "little") == llmc.TOKENIZER_MAGIC:
+                return llmc.read_tokenizer(path)
+    return load_tokenizer(path)

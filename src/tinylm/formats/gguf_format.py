@@ -31,6 +31,7 @@ from tinylm.formats.common import (
     is_gpt2,
     is_llama,
     join_qkv,
+    load_given_tokenizer,
     numpy_state,
     require,
     split_qkv,
@@ -103,7 +104,7 @@ def _add_tokenizer(w: Any, tok: Tokenizer, n_vocab: int) -> str:
             f"the tokenizer has {tok.vocab_size} tokens but the model only {n_vocab}; they do not belong together"
         )
     pad = n_vocab - tok.vocab_size  # llama.cpp wants one token per embedding row
-    if tok.kind in ("sentencepiece", "llama2c"):
+    if V.is_sentencepiece_style(tok):
         sp = V.sp_vocab(tok)
         w.add_tokenizer_model("llama")
         w.add_tokenizer_pre("default")
@@ -248,13 +249,14 @@ def config_from_gguf(path: Path, reader: Any, tensors: dict[str, Any]) -> ModelC
     ))  # fmt: skip
 
 
-def read_tokenizer(reader: Any) -> Tokenizer | None:
+def read_tokenizer(reader: Any) -> tuple[Tokenizer | None, str | None]:
+    """The GGUF's tokenizer, or None and why not."""
     from tinylm.formats import vocab as V
 
     kind = _field(reader, "tokenizer.ggml.model")
     tokens = _field(reader, "tokenizer.ggml.tokens")
     if kind is None or tokens is None:
-        return None
+        return None, "the GGUF file has no tokenizer; imported without one (give one with --tokenizer)"
     types = [int(t) for t in _field(reader, "tokenizer.ggml.token_type", [V.NORMAL] * len(tokens))]
     # padding rows exported for a larger embedding are not part of the vocabulary
     while types and types[-1] == V.UNUSED and tokens[-1].startswith("[PAD"):
@@ -265,12 +267,16 @@ def read_tokenizer(reader: Any) -> Tokenizer | None:
         scores = [float(s) for s in _field(reader, "tokenizer.ggml.scores", [0.0] * len(tokens))][
             : len(tokens)
         ]
-        return V.llama2c_tokenizer(V.SpVocab(list(tokens), scores, types, bos, eos))
-    if kind == "gpt2":
+        return V.llama2c_tokenizer(V.SpVocab(list(tokens), scores, types, bos, eos)), None
+    pre = _field(reader, "tokenizer.ggml.pre", "gpt-2")
+    if kind == "gpt2" and pre in ("gpt-2", "default"):
         merges = list(_field(reader, "tokenizer.ggml.merges", []))
         specials = {i for i, t in enumerate(types) if t == V.CONTROL}
-        return V.byte_bpe_tokenizer(V.ByteBPE(list(tokens), merges, specials, bos, eos))
-    raise TinyLMError(f"GGUF tokenizer model {kind!r} is not supported (tinylm reads llama and gpt2)")
+        return V.byte_bpe_tokenizer(V.ByteBPE(list(tokens), merges, specials, bos, eos)), None
+    return None, (
+        f"GGUF tokenizer {kind!r} (pre-tokenizer {pre!r}) is not one tinylm reads (llama, or gpt2 with GPT-2's "
+        "pre-tokenizer); imported without it: attach the model's tokenizer.json with --tokenizer"
+    )
 
 
 def load(path: Path, tokenizer: Path | None = None, dtype: torch.dtype | None = None) -> Imported:
@@ -297,11 +303,9 @@ def load(path: Path, tokenizer: Path | None = None, dtype: torch.dtype | None = 
     model = build(cfg, join_qkv(arrays) if arch == "llama" else arrays, dtype)
     notes = []
     if tokenizer is not None:
-        from tinylm.tokenizer import load_tokenizer
-
-        tok = load_tokenizer(tokenizer)
+        tok = load_given_tokenizer(tokenizer)
     else:
-        tok = read_tokenizer(reader)
-        if tok is None:
-            notes.append("the GGUF file has no tokenizer; imported without one (give one with --tokenizer)")
+        tok, why_not = read_tokenizer(reader)
+        if why_not:
+            notes.append(why_not)
     return Imported(model, tok, notes)

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from tinylm.checkpoint import model_state_dict
 from tinylm.errors import TinyLMError
 from tinylm.fileio import atomic_dir, write_bytes, write_json, write_text
-from tinylm.formats.common import Exported, Imported, build, check_replaceable
+from tinylm.formats.common import Exported, Imported, build, check_replaceable, load_given_tokenizer
 from tinylm.formats.hf import (
     from_hf_config,
     from_hf_state_dict,
@@ -195,9 +195,7 @@ def load(folder: Path, tokenizer: Path | None = None, dtype: torch.dtype | None 
     model = build(cfg, ours, dtype)
     notes = []
     if tokenizer is not None:
-        from tinylm.tokenizer import load_tokenizer
-
-        tok = load_tokenizer(tokenizer)
+        tok = load_given_tokenizer(tokenizer)
     else:
         tok = read_tokenizer(folder, *_special_ids(folder, config))
         if tok is None:

@@ -32,13 +32,15 @@ from tinylm.formats.common import (
     config_problem,
     is_llama,
     join_qkv,
+    load_given_tokenizer,
     numpy_state,
     require,
     split_qkv,
     stream_to,
+    write_with_tokenizer,
 )
 from tinylm.model import Model, rope_tables
-from tinylm.tokenizer import Tokenizer
+from tinylm.tokenizer import Tokenizer, load_tokenizer
 
 MAGIC = 0x616B3432  # "ak42"
 HEADER_BYTES = 256
@@ -67,17 +69,16 @@ def check_model(cfg: ModelConfig) -> None:
     )
 
 
-def config_from_header(path: Path, dims: tuple[int, ...]) -> tuple[ModelConfig, bool]:
+def config_from_header(path: Path, dims: tuple[int, ...]) -> ModelConfig:
+    """The model the 7 header ints describe (v0's sign convention: negative vocab = own classifier)."""
     dim, hidden, layers, heads, kv_heads, vocab, seq_len = dims
-    shared = vocab > 0
     check_positive(path, {"dim": dim, "hidden_dim": hidden, "n_layers": layers, "n_heads": heads,
                           "n_kv_heads": kv_heads, "vocab_size": abs(vocab), "seq_len": seq_len})  # fmt: skip
-    cfg = config_problem(path, lambda: ModelConfig(
+    return config_problem(path, lambda: ModelConfig(
         vocab_size=abs(vocab), context_length=seq_len, n_layers=layers, n_heads=heads, n_kv_heads=kv_heads,
         dim=dim, hidden_dim=hidden, norm="rmsnorm", norm_eps=1e-5, positions="rope", rope_theta=10000.0,
-        mlp="swiglu", bias=False, tie_embeddings=shared, family="llama",
+        mlp="swiglu", bias=False, tie_embeddings=vocab > 0, family="llama",
     ))  # fmt: skip
-    return cfg, shared
 
 
 def _shapes(cfg: ModelConfig) -> dict[str, tuple[int, int]]:
@@ -188,18 +189,16 @@ def read_model(path: Path, dtype: torch.dtype | None = None) -> Model:
             raise TinyLMError(
                 f"{path}: header field vocab_size = {dims[5]} is impossible; not a valid model file"
             )
-        cfg, _ = config_from_header(path, tuple(dims))
-        shared = bool(f.array(36, "u1", 1)[0])
-        cfg = cfg.replace(tie_embeddings=shared)
+        cfg = config_from_header(path, tuple(dims)).replace(tie_embeddings=bool(f.array(36, "u1", 1)[0]))
         gs = int(f.array(37, "<i4", 1)[0]) if version == 2 else 0
-        if version == 2 and (gs <= 0 or cfg.dim % gs or cfg.ffn_dim % gs):
+        if version == 2 and (gs <= 0 or cfg.dim % gs):  # every matrix has dim as a factor
             raise TinyLMError(
-                f"{path}: group size {gs} does not divide dim {cfg.dim} and hidden_dim {cfg.ffn_dim}"
+                f"{path}: group size {gs} does not divide dim {cfg.dim}; not a valid llama2.c v2 file"
             )
         offset = HEADER_BYTES
     else:
         version, gs, offset = 0, 0, LEGACY_HEADER_BYTES
-        cfg, _ = config_from_header(path, tuple(int(x) for x in f.array(0, "<i4", 7)))
+        cfg = config_from_header(path, tuple(int(x) for x in f.array(0, "<i4", 7)))
     fp32, q80 = layout(cfg, version)
     sizes = [int(np.prod(s)) for _, s in fp32], [int(np.prod(s)) for _, s in q80]
     f.expect_size(
@@ -224,7 +223,7 @@ def looks_like_legacy(path: Path) -> bool:
     """Whether `path` is a v0 file: its 7-int header must predict the file size exactly."""
     try:
         f = BinFile(path)
-        cfg, _ = config_from_header(path, tuple(int(x) for x in f.array(0, "<i4", 7)))
+        cfg = config_from_header(path, tuple(int(x) for x in f.array(0, "<i4", 7)))
     except TinyLMError:
         return False
     fp32, _ = layout(cfg, 0)
@@ -236,54 +235,46 @@ def looks_like_legacy(path: Path) -> bool:
 
 def tokenizer_bin(tok: Tokenizer) -> bytes:
     """llama2.c's tokenizer.bin for a SentencePiece-style tokenizer."""
-    from tinylm.tokenizer.llama2c import Llama2cTokenizer
+    from tinylm.formats.vocab import is_sentencepiece_style, llama2c_tokenizer, sp_vocab
 
     if tok.kind == "llama2c":
         return tok.to_bin()  # type: ignore[attr-defined]
-    if tok.kind == "sentencepiece":
-        return Llama2cTokenizer.from_sentencepiece(tok).to_bin()  # type: ignore[arg-type]
-    raise TinyLMError(
-        f"llama2.c's tokenizer.bin holds SentencePiece-style vocabularies, not a {tok.kind!r} tokenizer"
-    )
+    if not is_sentencepiece_style(tok):
+        raise TinyLMError(
+            f"llama2.c's tokenizer.bin holds SentencePiece-style vocabularies, not a {tok.kind!r} tokenizer"
+        )
+    return llama2c_tokenizer(sp_vocab(tok)).to_bin()  # type: ignore[attr-defined]
 
 
-def export(model: Model, tokenizer: Tokenizer | None, out: Path, version: int = 0,
-           tokenizer_out: Path | None = None) -> Exported:  # fmt: skip
+def export(
+    model: Model, tokenizer: Tokenizer | None, out: Path, version: int = 0, tokenizer_out: Path | None = None
+) -> Exported:
     check_model(model.config)
     notes: list[str] = []
-    files = []
     tok_bytes = None
     if tokenizer is not None:
         if tokenizer.vocab_size != model.config.vocab_size:
-            notes.append(f"tokenizer has {tokenizer.vocab_size} tokens but the model {model.config.vocab_size}; "
-                         "run.c needs them equal, so no tokenizer.bin was written")  # fmt: skip
-        elif tokenizer.kind not in ("llama2c", "sentencepiece"):
-            notes.append(f"a {tokenizer.kind!r} tokenizer has no tokenizer.bin form; wrote the model only")
+            notes.append(
+                f"tokenizer has {tokenizer.vocab_size} tokens but the model {model.config.vocab_size}; "
+                "run.c needs them equal, so no tokenizer.bin was written"
+            )
         else:
-            tok_bytes = tokenizer_bin(tokenizer)
-            tokenizer_out = tokenizer_out or out.with_name(TOKENIZER_FILE)
-            if tokenizer_out.is_file() and tokenizer_out.read_bytes() != tok_bytes:
-                raise TinyLMError(
-                    f"{tokenizer_out} exists with a different vocabulary; pass --tokenizer-out to write elsewhere"
-                )
-    write_model(model, out, version)
-    files.append(out)
-    if tok_bytes is not None and tokenizer_out is not None:
-        from tinylm.fileio import write_bytes
-
-        write_bytes(tokenizer_out, tok_bytes)
-        files.append(tokenizer_out)
+            try:
+                tok_bytes = tokenizer_bin(tokenizer)
+            except TinyLMError as e:
+                notes.append(f"{e}; wrote the model only")
+    files = write_with_tokenizer(
+        lambda: write_model(model, out, version), out, tok_bytes, TOKENIZER_FILE, tokenizer_out
+    )
     return Exported(files, notes)
 
 
 def load(path: Path, tokenizer: Path | None = None, dtype: torch.dtype | None = None) -> Imported:
-    from tinylm.tokenizer import load_tokenizer
-
     model = read_model(path, dtype)
     notes = []
     tok = None
     if tokenizer is not None:
-        tok = load_tokenizer(tokenizer)
+        tok = load_given_tokenizer(tokenizer)
     elif (path.parent / TOKENIZER_FILE).is_file():
         candidate = load_tokenizer(path.parent / TOKENIZER_FILE)
         if candidate.vocab_size == model.config.vocab_size:

@@ -30,9 +30,11 @@ from tinylm.formats.common import (
     check_positive,
     config_problem,
     is_gpt2,
+    load_given_tokenizer,
     numpy_state,
     require,
     stream_to,
+    write_with_tokenizer,
 )
 from tinylm.model import Model
 from tinylm.tokenizer import Tokenizer
@@ -198,41 +200,37 @@ def read_tokenizer(path: Path) -> Tokenizer:
         raise TinyLMError(f"{path}: {e}") from None
 
 
-def export(model: Model, tokenizer: Tokenizer | None, out: Path, dtype: str = "float32",
-           tokenizer_out: Path | None = None) -> Exported:  # fmt: skip
+def export(
+    model: Model,
+    tokenizer: Tokenizer | None,
+    out: Path,
+    dtype: str = "float32",
+    tokenizer_out: Path | None = None,
+) -> Exported:
     check_model(model.config)
     notes: list[str] = []
     tok_bytes = None
     if tokenizer is not None:
         if tokenizer.vocab_size != model.config.vocab_size:
-            notes.append(f"tokenizer has {tokenizer.vocab_size} tokens but the model {model.config.vocab_size}; "
-                         f"no {TOKENIZER_FILE} was written")  # fmt: skip
+            notes.append(
+                f"tokenizer has {tokenizer.vocab_size} tokens but the model {model.config.vocab_size}; "
+                f"no {TOKENIZER_FILE} was written"
+            )
         else:
             tok_bytes = tokenizer_file(tokenizer)
-            tokenizer_out = tokenizer_out or out.with_name(TOKENIZER_FILE)
-            if tokenizer_out.is_file() and tokenizer_out.read_bytes() != tok_bytes:
-                raise TinyLMError(
-                    f"{tokenizer_out} exists with a different vocabulary; pass --tokenizer-out to write elsewhere"
-                )
-    write_model(model, out, dtype)
-    files = [out]
-    if tok_bytes is not None and tokenizer_out is not None:
-        from tinylm.fileio import write_bytes
-
-        write_bytes(tokenizer_out, tok_bytes)
-        files.append(tokenizer_out)
+    files = write_with_tokenizer(
+        lambda: write_model(model, out, dtype), out, tok_bytes, TOKENIZER_FILE, tokenizer_out
+    )
     return Exported(files, notes)
 
 
 def load(path: Path, tokenizer: Path | None = None, dtype: torch.dtype | None = None) -> Imported:
-    from tinylm.tokenizer import load_tokenizer
-
     model = read_model(path, dtype)
     notes = []
     tok = None
     beside = path.parent / TOKENIZER_FILE
     if tokenizer is not None:
-        tok = read_tokenizer(tokenizer) if _is_tokenizer_file(tokenizer) else load_tokenizer(tokenizer)
+        tok = load_given_tokenizer(tokenizer)
     elif beside.is_file():
         tok = read_tokenizer(beside)
         notes.append(f"tokenizer: {beside}")
@@ -241,9 +239,3 @@ def load(path: Path, tokenizer: Path | None = None, dtype: torch.dtype | None = 
             f"no {TOKENIZER_FILE} beside the model; imported without a tokenizer (give one with --tokenizer)"
         )
     return Imported(model, tok, notes)
-
-
-def _is_tokenizer_file(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    return len(head) == 4 and struct.unpack("<i", head)[0] == TOKENIZER_MAGIC

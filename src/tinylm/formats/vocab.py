@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 SPACE = "▁"
 GPT2_EOT = "<|endoftext|>"
+# GPT-2's pre-tokenizer regex, as HF's ByteLevel applies it (tiktoken spells it either way)
+GPT2_PATTERNS = (
+    r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
+    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s""",
+)
 
 
 @dataclass
@@ -89,7 +94,44 @@ def sp_vocab(tok: Tokenizer) -> SpVocab:
             pieces.append(text if _BYTE_PIECE.fullmatch(raw) else text.replace(" ", SPACE))
             types.append(BYTE if _BYTE_PIECE.fullmatch(raw) else UNKNOWN if raw == b"<unk>" else NORMAL)
         return SpVocab(pieces, list(vocab.scores), types, tok.bos_id, tok.eos_id)
+    if is_sentencepiece_style(tok):
+        return _sp_vocab_from_json(json.loads(tok.hf.to_str()), tok)  # type: ignore[attr-defined]
     raise TinyLMError(f"a {tok.kind!r} tokenizer has no SentencePiece-style vocabulary")
+
+
+def is_sentencepiece_style(tok: Tokenizer) -> bool:
+    """SentencePiece kinds, and HF tokenizer.json files converted from one (BPE with byte fallback, as
+    Llama's): they can be written wherever a SentencePiece vocabulary goes."""
+    if tok.kind in ("sentencepiece", "llama2c"):
+        return True
+    if tok.kind != "bpe":
+        return False
+    model = json.loads(tok.hf.to_str())["model"]  # type: ignore[attr-defined]
+    return model.get("type") == "BPE" and bool(model.get("byte_fallback"))
+
+
+def _sp_vocab_from_json(spec: dict, tok: Tokenizer) -> SpVocab:
+    """Pieces from the vocabulary; a piece's score is minus the rank of the first merge that makes it,
+    which orders merges exactly as the merge list does (pieces no merge makes never need a score)."""
+    model = spec["model"]
+    pieces = [""] * tok.vocab_size
+    for text, i in model["vocab"].items():
+        pieces[i] = text
+    specials = {t["id"] for t in spec.get("added_tokens", []) if t.get("special")}
+    for t in spec.get("added_tokens", []):
+        pieces[t["id"]] = t["content"]
+    made: dict[str, float] = {}
+    for rank, m in enumerate(model["merges"]):
+        left, right = m.split(" ", 1) if isinstance(m, str) else m
+        made.setdefault(left + right, float(-rank))
+    types = []
+    for i, p in enumerate(pieces):
+        byte = len(p) == 6 and p.startswith("<0x") and p.endswith(">")
+        types.append(
+            UNKNOWN if p == model.get("unk_token") else CONTROL if i in specials else BYTE if byte else NORMAL
+        )
+    scores = [made.get(p, -1e9 if len(p) > 1 else 0.0) for p in pieces]
+    return SpVocab(pieces, scores, types, tok.bos_id, tok.eos_id)
 
 
 def llama2c_tokenizer(v: SpVocab) -> Tokenizer:
@@ -203,6 +245,10 @@ def byte_bpe(tok: Tokenizer) -> ByteBPE:
         return ByteBPE(tokens, merges, specials, tok.bos_id, tok.eos_id)
     if tok.kind == "tiktoken":
         enc = tok.enc  # type: ignore[attr-defined]
+        if enc._pat_str not in GPT2_PATTERNS:
+            raise TinyLMError(
+                f"tiktoken's {enc.name} splits text unlike GPT-2; only its gpt2 encoding converts"
+            )
         special = set(enc._special_tokens.values())
         raw = [enc.decode_single_token_bytes(i) for i in range(enc.n_vocab)]
         return byte_bpe_from_ranks(raw, special, tok.bos_id, tok.eos_id)
@@ -269,15 +315,15 @@ def byte_bpe_tokenizer(v: ByteBPE) -> Tokenizer:
 
 def token_bytes(tok: Tokenizer) -> list[bytes]:
     """What each id of `tok` stands for, as raw bytes (specials as their text)."""
-    if tok.kind in ("bpe", "tiktoken"):
-        v = byte_bpe(tok)
-        return [t.encode("utf-8") if i in v.specials else unspell(t) for i, t in enumerate(v.tokens)]
-    if tok.kind in ("sentencepiece", "llama2c"):
+    if is_sentencepiece_style(tok):
         v = sp_vocab(tok)
         out = []
         for p, t in zip(v.pieces, v.types, strict=True):
             out.append(bytes([int(p[3:5], 16)]) if t == BYTE else p.replace(SPACE, " ").encode("utf-8"))
         return out
+    if tok.kind in ("bpe", "tiktoken"):
+        b = byte_bpe(tok)
+        return [t.encode("utf-8") if i in b.specials else unspell(t) for i, t in enumerate(b.tokens)]
     if tok.kind == "char":
         return [c.encode("utf-8") for c in tok.chars] + [GPT2_EOT.encode()]  # type: ignore[attr-defined]
     raise TinyLMError(f"cannot list the tokens of a {tok.kind!r} tokenizer")
