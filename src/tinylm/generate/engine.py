@@ -1,0 +1,142 @@
+"""The torch engine: a static, preallocated KV cache driven over the Model's own weights (gpt-fast style).
+
+The cache holds, per layer, keys and values as (batch, kv_heads, length, head_size) tensors allocated
+once per generation. Every row of a batch has its own position, so prompts of different lengths are
+simply right-padded: a pad token's key lands at a position the row will overwrite before it ever
+attends there, and the mask `key position <= query position` hides everything not yet written. One
+code path serves prefill (T prompt tokens at once) and decode (T = 1), so both write the cache and
+mask it identically; decode shapes never change within a generation, which lets torch.compile build
+one graph for it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tinylm.errors import TinyLMError
+from tinylm.model import Model, apply_rope
+
+
+class TorchEngine:
+    """Batched next-token logits from a `Model` with a static KV cache.
+
+    `prefill(prompts)` starts a generation; each `decode(tokens)` appends one token per row.
+    `compile=True` compiles the decode step with torch.compile (slow to start, fast per token).
+    """
+
+    def __init__(self, model: Model, compile: bool = False):
+        self.model = model.eval()
+        self.config = cfg = model.config
+        self.device = model.tok_emb.weight.device
+        self.dtype = model.tok_emb.weight.dtype
+        # x @ W_t with a (dim, vocab) weight multiplies fastest for one row at a time
+        self.head_t = model.lm_head.weight.detach().t().contiguous()
+        self.rope = (model.rope_cos, model.rope_sin) if cfg.positions == "rope" else None
+        self.batch = self.length = 0
+        self.k_cache: list[torch.Tensor] = []
+        self.v_cache: list[torch.Tensor] = []
+        self._decode = (
+            torch.compile(self._forward, fullgraph=True, dynamic=False) if compile else self._forward
+        )
+        self.pos = torch.zeros(0, dtype=torch.long, device=self.device)
+        self.steps_left = 0
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    def _allocate(self, batch: int, length: int) -> None:
+        if (batch, length) == (self.batch, self.length):
+            return
+        cfg = self.config
+        shape = (batch, cfg.kv_heads, length, cfg.head_dim)
+        self.k_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(cfg.n_layers)]
+        self.v_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(cfg.n_layers)]
+        self.batch, self.length = batch, length
+        # flat row index of (row b, kv head h) in a cache viewed as (batch * kv_heads * length, head_size)
+        self._row_base = (
+            torch.arange(batch * cfg.kv_heads, device=self.device).view(batch, cfg.kv_heads, 1) * length
+        )
+        self._key_pos = torch.arange(length, device=self.device)
+
+    @torch.inference_mode()
+    def prefill(self, prompts: list[list[int]], length: int) -> np.ndarray:
+        """Reset the cache to hold `length` positions per row, run all prompts at once and return the
+        logits (B, vocab) after each prompt's last token."""
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise TinyLMError("every prompt needs at least one token")
+        longest = max(len(p) for p in prompts)
+        if longest > length or length > self.config.context_length:
+            raise TinyLMError(
+                f"cannot hold {length} positions (longest prompt {longest}) in a context of {self.config.context_length}"
+            )
+        self._allocate(len(prompts), length)
+        lens = torch.tensor([len(p) for p in prompts], device=self.device)
+        idx = torch.tensor([p + [0] * (longest - len(p)) for p in prompts], device=self.device)
+        pos = torch.arange(longest, device=self.device).expand(len(prompts), longest)
+        logits = self._forward(idx, pos, last=lens - 1)
+        self.pos = lens.clone()
+        self.steps_left = length - longest
+        return _numpy(logits)
+
+    @torch.inference_mode()
+    def decode(self, tokens: np.ndarray) -> np.ndarray:
+        """Append one token per row (B,) at each row's next position; logits (B, vocab)."""
+        if self.steps_left <= 0:
+            raise TinyLMError(f"the KV cache holds {self.length} positions and is full")
+        self.steps_left -= 1
+        tokens_t = torch.from_numpy(np.asarray(tokens, dtype=np.int64)).to(self.device).view(-1, 1)
+        logits = self._decode(tokens_t, self.pos.view(-1, 1), None)
+        self.pos += 1
+        return _numpy(logits)
+
+    def _forward(self, idx: torch.Tensor, pos: torch.Tensor, last: torch.Tensor | None) -> torch.Tensor:
+        """Tokens idx at positions pos (both (B, T)): write their keys/values into the cache and return
+        the logits at column `last` of each row (B,), or at the only column when T == 1."""
+        model, cfg = self.model, self.config
+        B, T = idx.shape
+        H, KV, hs = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        x = F.embedding(idx, model.tok_emb.weight)
+        if model.pos_emb is not None:
+            x = x + F.embedding(pos, model.pos_emb.weight)
+        rope = None
+        if self.rope is not None:  # one (position, frequency) row per token, as a batch of one sequence
+            rope = (self.rope[0][pos.flatten()], self.rope[1][pos.flatten()])
+        slots = (self._row_base + pos.view(B, 1, T)).flatten()  # cache rows written, ordered (B, KV, T)
+        mask = self._key_pos.view(1, 1, 1, -1) <= pos.view(B, 1, T, 1)  # (B, 1, T, length)
+        for i, layer in enumerate(model.layers):
+            attn = layer.attn
+            q, k, v = attn.wqkv(layer.attn_norm(x)).split([H * hs, KV * hs, KV * hs], dim=-1)
+            q, k, v = q.view(B, T, H, hs), k.view(B, T, KV, hs), v.view(B, T, KV, hs)
+            if rope is not None:
+                q = apply_rope(q.reshape(1, B * T, H, hs), *rope).view(B, T, H, hs)
+                k = apply_rope(k.reshape(1, B * T, KV, hs), *rope).view(B, T, KV, hs)
+            self.k_cache[i].view(-1, hs).index_copy_(0, slots, k.transpose(1, 2).reshape(-1, hs))
+            self.v_cache[i].view(-1, hs).index_copy_(0, slots, v.transpose(1, 2).reshape(-1, hs))
+            y = _attend(q, self.k_cache[i], self.v_cache[i], mask)
+            x = x + attn.wo(y)
+            x = x + layer.mlp(layer.mlp_norm(x))
+        if last is not None:
+            x = x[torch.arange(B, device=x.device), last]
+        else:
+            x = x[:, -1]
+        return model.norm(x) @ self.head_t
+
+
+def _numpy(logits: torch.Tensor) -> np.ndarray:
+    """float32 NumPy logits for the shared sampler (a view, not a copy, of float32 CPU tensors)."""
+    return logits.float().cpu().numpy()
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Attention of queries q (B, T, H, hs) over cached keys/values (B, KV, S, hs) where mask (B, 1, T, S)
+    allows; returns (B, T, H * hs). Query head h reads kv head h // (H // KV), as in grouped-query attention."""
+    B, T, H, hs = q.shape
+    KV = k.shape[1]
+    q = q.view(B, T, KV, H // KV, hs).permute(0, 2, 3, 1, 4).reshape(B, KV, -1, hs)  # (B, KV, G*T, hs)
+    scores = (q @ k.transpose(-1, -2)).view(B, KV, H // KV, T, -1) * hs**-0.5
+    scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf")).softmax(-1)
+    y = scores.view(B, KV, -1, k.shape[2]) @ v  # (B, KV, G*T, hs)
+    return y.view(B, KV, H // KV, T, hs).permute(0, 3, 1, 2, 4).reshape(B, T, H * hs)

@@ -1,0 +1,90 @@
+"""The decode loop both engines share: prefill, then pick a token per row and feed it back.
+
+An engine is anything with `prefill(prompts, length) -> logits (B, vocab)` (start a generation whose
+rows need at most `length` cache positions) and `decode(tokens (B,)) -> logits (B, vocab)`, both
+returning float32 NumPy arrays. The torch engine (`tinylm.generate.engine`) and the NumPy runtime
+(`tinylm.runtime`) are the two; this module imports neither, so it runs without torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from tinylm.generate.sampling import Sampler
+
+
+class Engine(Protocol):
+    def prefill(self, prompts: list[list[int]], length: int) -> np.ndarray: ...
+    def decode(self, tokens: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class Timing:
+    prompt_tokens: int = 0
+    prefill_s: float = 0.0
+    new_tokens: int = 0  # tokens computed by decode steps (finished rows included: they cost the same)
+    decode_s: float = 0.0
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        return self.prompt_tokens / self.prefill_s if self.prefill_s else 0.0
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        return self.new_tokens / self.decode_s if self.decode_s else 0.0
+
+
+def generate_ids(
+    engine: Engine,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    sampler: Sampler,
+    stop_ids: Collection[int] = (),
+    done: np.ndarray | None = None,
+    timing: Timing | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield the next token of every row (B,) per step, -1 for rows already finished.
+
+    A row finishes on a token in `stop_ids` (yielded, then -1 after) or when the caller sets
+    `done[row]` (e.g. on a stop string); the loop ends when every row is done or after
+    `max_new_tokens` steps.
+    """
+    prompts = [list(p) for p in prompts]
+    done = np.zeros(len(prompts), dtype=bool) if done is None else done
+    timing = timing if timing is not None else Timing()
+    stop = np.array(sorted(stop_ids), dtype=np.int64)
+    history = (
+        [np.array(p, dtype=np.int64) for p in prompts] if sampler.params.repetition_penalty != 1 else None
+    )
+
+    start = time.perf_counter()
+    logits = engine.prefill(prompts, max(map(len, prompts)) + max_new_tokens - 1)
+    timing.prompt_tokens += sum(map(len, prompts))
+    tokens = np.zeros(0, dtype=np.int64)
+    for step in range(max_new_tokens):
+        if step:
+            start = time.perf_counter()
+            logits = engine.decode(tokens)
+        if sampler.params.greedy and history is None:
+            tokens = logits.argmax(-1).astype(np.int64)
+        else:
+            tokens = np.array(
+                [sampler.sample(row, b, history[b] if history else ()) for b, row in enumerate(logits)]
+            )
+        if step:  # the time of the engine and the sampler only, not of whoever consumes the tokens
+            timing.decode_s += time.perf_counter() - start
+            timing.new_tokens += len(prompts)
+        else:
+            timing.prefill_s += time.perf_counter() - start
+        if history is not None:
+            history = [np.append(h, t) for h, t in zip(history, tokens, strict=True)]
+        out = np.where(done, -1, tokens)
+        done |= np.isin(tokens, stop)
+        yield out
+        if done.all():
+            break

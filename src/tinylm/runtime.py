@@ -1,0 +1,298 @@
+"""Run a tinylm checkpoint with NumPy alone (no torch): llama2.c's run.c, as one NumPy module.
+
+Reads a checkpoint directory (config.json, model.safetensors, tokenizer/) and generates text with
+either model family:
+  GPT-2:   learned positions, LayerNorm, GELU (tanh approximation), biases;
+  Llama 2: RoPE on interleaved pairs (x[2i], x[2i+1]), RMSNorm, SwiGLU, grouped-query attention.
+Everything is float32. The KV cache is preallocated per generation; every row of a batch has its
+own position, so prompts of different lengths are right-padded and a mask hides the cache positions
+a row has not written yet. Decoding one token is a few matrix products per layer, vectorised over
+heads. Sampling, stop handling and streaming are the torch-free pieces in `tinylm.generate`.
+
+    from tinylm.runtime import NumpyModel
+    model = NumpyModel.from_checkpoint("runs/stories15M")
+    print(model.generate("Once upon a time", max_new_tokens=50, temperature=0))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinylm.config import ModelConfig
+from tinylm.errors import TinyLMError
+
+# ----------------------------------------------------------------------------------------------
+# reading a checkpoint
+
+
+def load_config(path: Path) -> ModelConfig:
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise TinyLMError(f"{cfg_path}: missing; is {path} a tinylm checkpoint directory?")
+    try:
+        raw = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TinyLMError(f"{cfg_path}: not valid JSON ({e}); the file is corrupt") from None
+    if not isinstance(raw, dict):
+        raise TinyLMError(f"{cfg_path}: expected a JSON object of model settings")
+    return ModelConfig.from_dict(raw, source=str(cfg_path))
+
+
+def load_weights(path: Path) -> dict[str, np.ndarray]:
+    """All tensors of model.safetensors as float32 arrays."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    wpath = path / "model.safetensors"
+    if not wpath.is_file():
+        raise TinyLMError(f"{wpath}: missing; the checkpoint has no weights")
+    try:
+        tensors = load_file(wpath)
+    except TypeError:  # NumPy has no bfloat16: read the raw bits
+        tensors = _load_bfloat16(wpath)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise TinyLMError(
+            f"{wpath}: truncated or corrupt safetensors file ({e}); restore it or re-save"
+        ) from None
+    return {k: v.astype(np.float32) for k, v in tensors.items()}
+
+
+def _load_bfloat16(wpath: Path) -> dict[str, np.ndarray]:
+    """safetensors layout: u64 header size, JSON header {name: {dtype, shape, data_offsets}}, data."""
+    data = wpath.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    header.pop("__metadata__", None)
+    dtypes = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+    out = {}
+    for name, info in header.items():
+        begin, end = info["data_offsets"]
+        a = np.frombuffer(data, dtype=dtypes[info["dtype"]], count=(end - begin) // 2 if info["dtype"] != "F32"
+                          else (end - begin) // 4, offset=8 + n + begin).reshape(info["shape"])  # fmt: skip
+        if info["dtype"] == "BF16":  # a bfloat16 is the top half of a float32
+            a = (a.astype(np.uint32) << 16).view(np.float32)
+        out[name] = a
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the transformer
+
+
+def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, eps: float) -> np.ndarray:
+    x = x - x.mean(-1, keepdims=True)
+    x *= 1.0 / np.sqrt((x * x).mean(-1, keepdims=True) + eps)
+    x *= w
+    if b is not None:
+        x += b
+    return x
+
+
+def rms_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, eps: float) -> np.ndarray:
+    return x * (1.0 / np.sqrt((x * x).mean(-1, keepdims=True) + eps)) * w
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x / (1.0 + np.exp(-x))
+
+
+def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate each pair (x[2i], x[2i+1]) of x (B, T, heads, hs) by angles (B, T, 1, hs/2)."""
+    x0, x1 = x[..., 0::2], x[..., 1::2]
+    out = np.empty_like(x)
+    out[..., 0::2] = x0 * cos - x1 * sin
+    out[..., 1::2] = x0 * sin + x1 * cos
+    return out
+
+
+class Layer:
+    """One block's weights, each matrix transposed to (in, out) so that `x @ w` is the projection."""
+
+    def __init__(self, w: dict[str, np.ndarray], i: int, cfg: ModelConfig):
+        def get(name: str) -> np.ndarray | None:
+            return w.get(f"layers.{i}.{name}")
+
+        self.attn_norm = (get("attn_norm.weight"), get("attn_norm.bias"))
+        self.mlp_norm = (get("mlp_norm.weight"), get("mlp_norm.bias"))
+        self.wqkv, self.bqkv = get("attn.wqkv.weight").T, get("attn.wqkv.bias")
+        self.wo, self.bo = get("attn.wo.weight").T, get("attn.wo.bias")
+        self.w1, self.b1 = get("mlp.w1.weight").T, get("mlp.w1.bias")
+        self.w2, self.b2 = get("mlp.w2.weight").T, get("mlp.w2.bias")
+        self.w3, self.b3 = (
+            (get("mlp.w3.weight").T, get("mlp.w3.bias")) if cfg.mlp == "swiglu" else (None, None)
+        )
+
+
+def _linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    y = x @ w
+    if b is not None:
+        y += b
+    return y
+
+
+class NumpyModel:
+    """A tinylm model in NumPy with a KV cache: `prefill` a batch of prompts, then `decode` a token per row."""
+
+    def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray], tokenizer: Any = None):
+        self.config = cfg
+        self.tokenizer = tokenizer
+        w = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
+        self.tok_emb = w["tok_emb.weight"]
+        self.pos_emb = w.get("pos_emb.weight")
+        self.head = (self.tok_emb if cfg.tie_embeddings else w["lm_head.weight"]).T  # (dim, vocab)
+        self.norm_w = (w["norm.weight"], w.get("norm.bias"))
+        self.layers = [Layer(w, i, cfg) for i in range(cfg.n_layers)]
+        self.norm = rms_norm if cfg.norm == "rmsnorm" else layer_norm
+        if cfg.positions == "rope":  # angle of frequency i at position p: p * theta^(-2i / head_dim)
+            freqs = cfg.rope_theta ** (-np.arange(0, cfg.head_dim, 2, dtype=np.float64) / cfg.head_dim)
+            angles = np.outer(np.arange(cfg.context_length, dtype=np.float64), freqs)
+            self.cos, self.sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+        self.k_cache = self.v_cache = np.zeros(0, dtype=np.float32)
+        self.pos = np.zeros(0, dtype=np.int64)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> NumpyModel:
+        path = Path(path)
+        if not path.is_dir():
+            raise TinyLMError(f"{path}: no checkpoint directory here; check the path")
+        cfg = load_config(path)
+        weights = load_weights(path)
+        _check_shapes(cfg, weights, path)
+        tokenizer = None
+        if (path / "tokenizer").is_dir():
+            from tinylm.tokenizer import load_tokenizer
+
+            tokenizer = load_tokenizer(path / "tokenizer")
+            if tokenizer.vocab_size > cfg.vocab_size:
+                raise TinyLMError(f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                                  f"{cfg.vocab_size}; they do not belong together")  # fmt: skip
+        return cls(cfg, weights, tokenizer)
+
+    # ---- the engine interface used by tinylm.generate.loop
+
+    def prefill(self, prompts: list[list[int]], length: int) -> np.ndarray:
+        """Start a generation whose rows need at most `length` positions; logits (B, vocab) after each prompt."""
+        cfg = self.config
+        if not prompts or min(map(len, prompts)) == 0:
+            raise TinyLMError("every prompt needs at least one token")
+        longest = max(map(len, prompts))
+        if longest > length or length > cfg.context_length:
+            raise TinyLMError(
+                f"cannot hold {length} positions (longest prompt {longest}) in a context of {cfg.context_length}"
+            )
+        B = len(prompts)
+        shape = (cfg.n_layers, B, cfg.kv_heads, length, cfg.head_dim)
+        if self.k_cache.shape != shape:
+            self.k_cache = np.zeros(shape, dtype=np.float32)
+            self.v_cache = np.zeros(shape, dtype=np.float32)
+        idx = np.array([list(p) + [0] * (longest - len(p)) for p in prompts], dtype=np.int64)
+        pos = np.broadcast_to(np.arange(longest), (B, longest))
+        lens = np.array([len(p) for p in prompts])
+        logits = self.forward(idx, pos, lens - 1)
+        self.pos = lens.copy()
+        return logits
+
+    def decode(self, tokens: np.ndarray) -> np.ndarray:
+        """Append one token per row at the row's next position; logits (B, vocab)."""
+        if self.pos.max() >= self.k_cache.shape[3]:
+            raise TinyLMError(f"the KV cache holds {self.k_cache.shape[3]} positions and is full")
+        logits = self.forward(np.asarray(tokens, dtype=np.int64).reshape(-1, 1), self.pos[:, None], None)
+        self.pos += 1
+        return logits
+
+    # ---- the forward pass
+
+    def forward(self, idx: np.ndarray, pos: np.ndarray, last: np.ndarray | None) -> np.ndarray:
+        """Tokens idx at positions pos (both (B, T)): write their keys and values into the cache and
+        return the logits at column `last` of each row, or of the only column when T == 1."""
+        cfg = self.config
+        B, T = idx.shape
+        H, KV, hs, eps = cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.norm_eps
+        G = H // KV  # query heads per kv head
+        n = int(pos.max()) + 1  # attend over the cache prefix that any row has filled
+        x = self.tok_emb[idx]  # (B, T, dim)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb[pos]
+        if cfg.positions == "rope":
+            cos, sin = self.cos[pos][:, :, None, :], self.sin[pos][:, :, None, :]  # (B, T, 1, hs/2)
+        hidden_mask = np.arange(n) > pos[:, None, None, :, None]  # (B, 1, 1, T, n): keys not yet visible
+        rows = np.arange(B)[:, None]
+        for i, layer in enumerate(self.layers):
+            # attention: project, rotate, store in the cache, attend over the filled prefix
+            qkv = _linear(self.norm(x, *layer.attn_norm, eps), layer.wqkv, layer.bqkv)
+            q = qkv[..., : H * hs].reshape(B, T, H, hs)
+            k = qkv[..., H * hs : (H + KV) * hs].reshape(B, T, KV, hs)
+            v = qkv[..., (H + KV) * hs :].reshape(B, T, KV, hs)
+            if cfg.positions == "rope":
+                q, k = rope(q, cos, sin), rope(k, cos, sin)
+            k_cache, v_cache = self.k_cache[i], self.v_cache[i]  # (B, KV, length, hs)
+            k_cache[rows, :, pos] = k  # element (b, t) lands at [b, :, pos[b, t]]
+            v_cache[rows, :, pos] = v
+            q = q.reshape(B, T, KV, G, hs).transpose(0, 2, 3, 1, 4)  # (B, KV, G, T, hs)
+            att = q.reshape(B, KV, G * T, hs) @ k_cache[:, :, :n].transpose(0, 1, 3, 2)  # (B, KV, G*T, n)
+            att = att.reshape(B, KV, G, T, n)
+            att *= 1.0 / math.sqrt(hs)
+            att[np.broadcast_to(hidden_mask, att.shape)] = -np.inf
+            att -= att.max(-1, keepdims=True)
+            np.exp(att, out=att)
+            att /= att.sum(-1, keepdims=True)
+            y = att.reshape(B, KV, G * T, n) @ v_cache[:, :, :n]  # (B, KV, G*T, hs)
+            y = y.reshape(B, KV, G, T, hs).transpose(0, 3, 1, 2, 4).reshape(B, T, H * hs)
+            x = x + _linear(y, layer.wo, layer.bo)
+            # MLP
+            h = self.norm(x, *layer.mlp_norm, eps)
+            if layer.w3 is not None:
+                h = silu(_linear(h, layer.w1, layer.b1)) * _linear(h, layer.w3, layer.b3)
+            else:
+                h = gelu_tanh(_linear(h, layer.w1, layer.b1))
+            x = x + _linear(h, layer.w2, layer.b2)
+        x = x[np.arange(B), last] if last is not None else x[:, -1]
+        return self.norm(x, *self.norm_w, eps) @ self.head
+
+    # ---- text in, text out
+
+    def generate(self, prompt: str | Sequence[int], **options: Any) -> str:
+        """The completion of one prompt; options as `tinylm.generate.Generator.generate`."""
+        from tinylm.generate import Generator
+
+        return Generator(self, self.tokenizer).generate(prompt, **options).text
+
+    def stream(self, prompt: str | Sequence[int], **options: Any) -> Iterator[str]:
+        from tinylm.generate import Generator
+
+        return Generator(self, self.tokenizer).stream(prompt, **options)
+
+
+def _check_shapes(cfg: ModelConfig, w: dict[str, np.ndarray], path: Path) -> None:
+    C, F, hs = cfg.dim, cfg.ffn_dim, cfg.head_dim
+    want = {"tok_emb.weight": (cfg.vocab_size, C), "norm.weight": (C,)}
+    if cfg.positions == "learned":
+        want["pos_emb.weight"] = (cfg.context_length, C)
+    if not cfg.tie_embeddings:
+        want["lm_head.weight"] = (cfg.vocab_size, C)
+    for i in range(cfg.n_layers):
+        want[f"layers.{i}.attn.wqkv.weight"] = ((cfg.n_heads + 2 * cfg.kv_heads) * hs, C)
+        want[f"layers.{i}.attn.wo.weight"] = (C, C)
+        want[f"layers.{i}.mlp.w1.weight"] = (F, C)
+        want[f"layers.{i}.mlp.w2.weight"] = (C, F)
+        if cfg.mlp == "swiglu":
+            want[f"layers.{i}.mlp.w3.weight"] = (F, C)
+    for k, shape in want.items():
+        if k not in w:
+            raise TinyLMError(
+                f"{path / 'model.safetensors'}: missing tensor {k}; weights and config.json disagree"
+            )
+        if w[k].shape != shape:
+            raise TinyLMError(
+                f"{path / 'model.safetensors'}: tensor {k} has shape {w[k].shape} but config.json implies {shape}"
+            )
