@@ -19,7 +19,8 @@ tinylm prepare corpus.jsonl.gz --text-field content --tokenizer path/to/tokenize
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="*", help="text/JSONL files (.gz too), directories or glob patterns")
     p.add_argument(
-        "--dataset", help="a named corpus instead of files: tinystories, tinystories-train, shakespeare, pystdlib"
+        "--dataset",
+        help="a named corpus instead of files: tinystories, tinystories-train, shakespeare, pystdlib",
     )
     p.add_argument("--out", required=True, help="output directory (replaced as a whole when done)")
     p.add_argument(
@@ -28,8 +29,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="bpe | sentencepiece | char (trained here), llama2 | gpt2 (published), or a path to a saved "
         "tokenizer directory, tokenizer.model or tokenizer.bin (default: bpe)",
     )
-    p.add_argument("--vocab-size", type=int, default=4096, help="vocabulary size for a trained tokenizer (default 4096)")
-    p.add_argument("--bos", action="store_true", help="give a trained BPE tokenizer a BOS token, prepended to documents")
+    p.add_argument(
+        "--vocab-size", type=int, default=4096, help="vocabulary size for a trained tokenizer (default 4096)"
+    )
+    p.add_argument(
+        "--bos", action="store_true", help="give a trained BPE tokenizer a BOS token, prepended to documents"
+    )
     p.add_argument(
         "--separator",
         default="auto",
@@ -39,15 +44,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-field", default="text", help="JSONL field holding the text (default: text)")
     p.add_argument("--no-dedup", action="store_true", help="keep exact and near duplicates")
     p.add_argument("--no-near-dedup", action="store_true", help="remove exact duplicates only")
-    p.add_argument("--dedup-threshold", type=float, default=0.8, help="Jaccard similarity of a near duplicate (0.8)")
+    p.add_argument(
+        "--dedup-threshold", type=float, default=0.8, help="Jaccard similarity of a near duplicate (0.8)"
+    )
     p.add_argument("--dedup-perms", type=int, default=128, help="MinHash permutations (128)")
-    p.add_argument("--dedup-bands", type=int, default=None, help="LSH bands (default: chosen from the threshold)")
+    p.add_argument(
+        "--dedup-bands", type=int, default=None, help="LSH bands (default: chosen from the threshold)"
+    )
     p.add_argument("--dedup-ngram", type=int, default=2, help="words per shingle (2)")
-    p.add_argument("--val-fraction", type=float, default=0.05, help="share of documents for validation (0.05)")
+    p.add_argument(
+        "--val-fraction", type=float, default=0.05, help="share of documents for validation (0.05)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
     p.add_argument("--max-mb", type=float, default=None, help="read at most this many MB of text")
-    p.add_argument("--dtype", default="auto", choices=["auto", "uint16", "uint32"], help="token dtype in shards")
-    p.add_argument("--workers", type=int, default=None, help="tokenising processes (default: by tokenizer kind)")
+    p.add_argument(
+        "--dtype", default="auto", choices=["auto", "uint16", "uint32"], help="token dtype in shards"
+    )
+    p.add_argument(
+        "--workers", type=int, default=None, help="tokenising processes (default: by tokenizer kind)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,7 +88,10 @@ def run(args: argparse.Namespace) -> int:
         dedup=not args.no_dedup,
         near_dedup=not args.no_near_dedup,
         minhash=MinHashConfig(
-            threshold=args.dedup_threshold, num_perm=args.dedup_perms, bands=args.dedup_bands, ngram=args.dedup_ngram
+            threshold=args.dedup_threshold,
+            num_perm=args.dedup_perms,
+            bands=args.dedup_bands,
+            ngram=args.dedup_ngram,
         ),
         val_fraction=args.val_fraction,
         seed=args.seed,

@@ -38,7 +38,11 @@ class Cleaner:
         self.near = NearDuplicateIndex(near) if near is not None else None
         self.report = CleanReport()
         if self.near is not None:
-            self.report.near_dedup = {**asdict(self.near.config), "bands": self.near.bands, "rows": self.near.rows}
+            self.report.near_dedup = {
+                **asdict(self.near.config),
+                "bands": self.near.bands,
+                "rows": self.near.rows,
+            }
 
     def clean(self, docs: list[str]) -> list[str]:
         r = self.report

@@ -32,7 +32,9 @@ _HF_TINYSTORIES = "https://huggingface.co/datasets/roneneldan/TinyStories/resolv
 _RAW_GITHUB = "https://raw.githubusercontent.com/"
 REMOTES = {
     "tinystories": Remote(_HF_TINYSTORIES + "TinyStoriesV2-GPT4-valid.txt", "TinyStoriesV2-GPT4-valid.txt"),
-    "tinystories-train": Remote(_HF_TINYSTORIES + "TinyStoriesV2-GPT4-train.txt", "TinyStoriesV2-GPT4-train.txt"),
+    "tinystories-train": Remote(
+        _HF_TINYSTORIES + "TinyStoriesV2-GPT4-train.txt", "TinyStoriesV2-GPT4-train.txt"
+    ),
     "shakespeare": Remote(
         _RAW_GITHUB + "karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
         "tinyshakespeare.txt",
@@ -105,7 +107,9 @@ def download(
             raise TinyLMError(f"{url}: HTTP {e.code} {e.reason}; check the URL or try later") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise TinyLMError(f"cannot download {url} ({reason}); check the connection, or put the file at {dest}") from None
+        raise TinyLMError(
+            f"cannot download {url} ({reason}); check the connection, or put the file at {dest}"
+        ) from None
     if response is not None:
         with response:
             if have and response.status != 206:
@@ -113,7 +117,13 @@ def download(
             length = response.headers.get("Content-Length")
             total = have + int(length) if length is not None else size
             bar = tqdm(
-                total=total, initial=have, unit="B", unit_scale=True, desc=dest.name, disable=not progress, leave=False
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                desc=dest.name,
+                disable=not progress,
+                leave=False,
             )
             try:
                 with open(part, "ab" if have else "wb") as f:

@@ -52,7 +52,9 @@ class _WordHashes(dict[str, int]):
     def __missing__(self, word: str) -> int:
         if len(self) > 1 << 20:  # bound memory on huge vocabularies
             self.clear()
-        h = int.from_bytes(hashlib.blake2b(word.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+        h = int.from_bytes(
+            hashlib.blake2b(word.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little"
+        )
         self[word] = h
         return h
 
@@ -86,9 +88,8 @@ class MinHasher:
         hashes = np.fromiter(map(self.words.__getitem__, words), dtype=np.uint64, count=len(words))
         is_sep = hashes == self.words[_SEP]
         seps = np.flatnonzero(is_sep)
-        if seps.size != len(docs) - 1:  # a doc contained the sentinel itself: go one doc at a time
-            parts = [self._word_hashes([d]) for d in docs]
-            return np.concatenate([h for h, _ in parts]), np.concatenate([c for _, c in parts])
+        if seps.size != len(docs) - 1:  # a doc contained the sentinel itself (rare): blank it out
+            return self._word_hashes([d.replace(_SEP, " ") for d in docs])
         counts = np.diff(np.concatenate(([-1], seps, [hashes.size]))) - 1
         hashes = hashes[~is_sep]
         if (counts == 0).any():  # no words at all: the text itself is the doc's one word
@@ -174,7 +175,9 @@ class NearDuplicateIndex:
         duplicate: list[bool] = []
         for i, doc_keys in enumerate(keys):
             shingles = sets[i] if sets is not None else None
-            candidates = {c for band, key in zip(self.buckets, doc_keys, strict=True) for c in band.get(key, ())}
+            candidates = {
+                c for band, key in zip(self.buckets, doc_keys, strict=True) for c in band.get(key, ())
+            }
             self.candidates_checked += len(candidates)
             if candidates and self._similar(sig[i], shingles, sorted(candidates)):
                 duplicate.append(True)

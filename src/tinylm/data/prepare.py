@@ -52,7 +52,9 @@ BATCH_DOCS = 256
 _SCRATCH = ".documents.tmp"
 
 
-def _resolve_inputs(inputs: Sequence[str | Path], dataset: str | None, max_mb: float | None) -> tuple[list[Path], str | None]:
+def _resolve_inputs(
+    inputs: Sequence[str | Path], dataset: str | None, max_mb: float | None
+) -> tuple[list[Path], str | None]:
     """Files to read, and the separator the dataset implies (None: the caller's)."""
     if dataset is None:
         if not inputs:
@@ -111,7 +113,9 @@ def encode_framed(tok: Tokenizer, docs: list[str]) -> tuple[np.ndarray, np.ndarr
     lists = batch(docs) if batch is not None else [tok.encode(d) for d in docs]
     pre = [] if tok.bos_id is None else [tok.bos_id]
     post = [] if tok.eos_id is None else [tok.eos_id]
-    lengths = np.fromiter((len(ids) + len(pre) + len(post) for ids in lists), dtype=np.int64, count=len(lists))
+    lengths = np.fromiter(
+        (len(ids) + len(pre) + len(post) for ids in lists), dtype=np.int64, count=len(lists)
+    )
     flat = np.fromiter(
         itertools.chain.from_iterable(itertools.chain(pre, ids, post) for ids in lists),
         dtype=np.uint32,
@@ -152,12 +156,16 @@ def encode_stream(
         return
     # fork where there is one: spawn would re-import the caller's __main__ (a script without a
     # `if __name__ == "__main__"` guard would start over); workers only read the tokenizer dir.
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    ctx = multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    )
     with ctx.Pool(workers, initializer=_init_worker, initargs=(str(tok_dir),)) as pool:
         yield from pool.imap(_encode_in_worker, batches)
 
 
-def _get_tokenizer(spec: str | Path | Tokenizer, texts: Iterable[str], vocab_size: int, bos: bool) -> Tokenizer:
+def _get_tokenizer(
+    spec: str | Path | Tokenizer, texts: Iterable[str], vocab_size: int, bos: bool
+) -> Tokenizer:
     if isinstance(spec, Tokenizer):
         return spec
     if spec in TRAINABLE:
@@ -226,7 +234,9 @@ def prepare(
                 _write_docs(f, kept)
                 is_val.extend(_is_val(d, val_fraction, key) for d in kept)
                 bar.update(stats.bytes - bar.n)
-                bar.set_postfix(docs=f"{cleaner.report.documents_in / max(bar.format_dict['elapsed'], 1e-9):,.0f}/s")
+                bar.set_postfix(
+                    docs=f"{cleaner.report.documents_in / max(bar.format_dict['elapsed'], 1e-9):,.0f}/s"
+                )
         report = cleaner.report
         if report.documents_out == 0:
             where = dataset or ", ".join(str(p) for p in inputs)
@@ -267,7 +277,9 @@ def prepare(
                 batch_bytes.append(sum(len(d.encode("utf-8", "surrogatepass")) for d in docs))
                 yield docs
 
-        with tqdm(total=report.bytes_out, unit="B", unit_scale=True, desc="tokenise", disable=not progress) as bar:
+        with tqdm(
+            total=report.bytes_out, unit="B", unit_scale=True, desc="tokenise", disable=not progress
+        ) as bar:
             for flat, lengths in encode_stream(tok, tmp / "tokenizer", batches(), workers):
                 if by_tokens:
                     cut = round(flat.size * (1 - val_fraction))
@@ -311,7 +323,11 @@ def prepare(
                 "splits": splits,
                 "tokens": tokens,
                 "bytes_per_token": report.bytes_out / max(tokens, 1),
-                "input": {"files": stats.files, "bytes": stats.bytes, "invalid_utf8_bytes": stats.invalid_utf8_bytes},
+                "input": {
+                    "files": stats.files,
+                    "bytes": stats.bytes,
+                    "invalid_utf8_bytes": stats.invalid_utf8_bytes,
+                },
                 "clean": report.to_dict(),
                 "timings": timings,
             },
@@ -330,7 +346,10 @@ def summary_table(manifest: Manifest) -> str:
         ("NFC-normalised", f"{c['nfc_changed']:,}"),
         ("exact duplicates removed", f"{c['exact_duplicates']:,}"),
         ("near duplicates removed", f"{c['near_duplicates']:,}" if c["near_dedup"] else "off"),
-        ("documents out", f"{c['documents_out']:,} ({s['train']['documents']:,} train / {s['val']['documents']:,} val)"),
+        (
+            "documents out",
+            f"{c['documents_out']:,} ({s['train']['documents']:,} train / {s['val']['documents']:,} val)",
+        ),
         ("tokenizer", f"{m['tokenizer_kind']}, {m['vocab_size']:,} ids, {m['dtype']} shards"),
         ("tokens", f"{m['tokens']:,} ({s['train']['tokens']:,} train / {s['val']['tokens']:,} val)"),
         ("bytes per token", f"{m['bytes_per_token']:.2f}"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import codecs
 import glob
 import gzip
+import itertools
 import json
 import re
 import sysconfig
@@ -89,7 +90,9 @@ def _chunks(path: Path, stats: SourceStats) -> Iterator[str]:
             except (OSError, EOFError) as e:
                 raise TinyLMError(f"{path}: cannot read ({e}); is the file complete?") from None
             if first and _looks_binary(data[:8192]):
-                raise TinyLMError(f"{path}: looks like a binary file (NUL or control bytes), not text; remove it from the input")
+                raise TinyLMError(
+                    f"{path}: looks like a binary file (NUL or control bytes), not text; remove it from the input"
+                )
             first = False
             if not data:
                 tail = decode(b"", final=True)
@@ -111,15 +114,13 @@ def _split(chunks: Iterator[str], separator: str) -> Iterator[str]:
         return
     pattern = re.compile(SEPARATORS.get(separator) or re.escape(separator))
     buf = first
-    for chunk in chunks:
-        buf += chunk
+    for chunk in itertools.chain(chunks, [None]):
+        buf += chunk or ""
         parts = pattern.split(buf)
-        buf = parts.pop()  # may continue in the next chunk
+        buf = parts.pop() if chunk is not None else ""  # the last part may continue in the next chunk
         for p in parts:
             if p.strip():
                 yield p.strip()
-    if buf.strip():
-        yield buf.strip()
 
 
 def _lines(chunks: Iterator[str]) -> Iterator[str]:
@@ -197,7 +198,9 @@ def stdlib_files(max_mb: float | None = None) -> list[Path]:
         f for f in root.rglob("*.py") if not _SKIP_STDLIB.intersection(f.relative_to(root).parts[:-1])
     )
     if not files:
-        raise TinyLMError(f"{root}: no standard-library sources found on this interpreter; use another --dataset")
+        raise TinyLMError(
+            f"{root}: no standard-library sources found on this interpreter; use another --dataset"
+        )
     if max_mb is None:
         return files
     budget, picked = max_mb * 1e6, []
