@@ -1,0 +1,84 @@
+"""TrainConfig: every setting of a training run, saved as JSON in the checkpoint so a run can resume."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from tinylm.errors import TinyLMError
+
+SCHEDULES = ("cosine", "wsd", "constant")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/tinylm"
+    data: str | None = None  # what was trained on (a prepared shard directory, text file or dataset name)
+    # batch: `batch_size` sequences per forward pass and process; `batch_tokens` per optimizer step over
+    # all processes, reached by gradient accumulation (None: one forward pass per process and step)
+    batch_size: int = 16
+    batch_tokens: int | None = None
+    max_steps: int = 1000
+    minutes: float | None = None  # wall-clock budget: max_steps is fitted to the measured step time
+    # optimizer and schedule
+    lr: float = 1e-3
+    min_lr: float | None = None  # None: lr / 10
+    schedule: str = "cosine"  # "cosine", "wsd" (warmup-stable-decay) or "constant" (after warmup)
+    warmup_steps: int = 100
+    decay_frac: float = 0.2  # wsd: share of max_steps spent decaying at the end
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # 0: no clipping
+    # evaluation, logging, checkpoints
+    eval_interval: int = 200
+    eval_batches: int = 20
+    log_interval: int = 10
+    max_bad_steps: int = 5  # stop after this many NaN/inf losses in a row
+    # machine
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
+    precision: str = "auto"  # "auto", "fp32", "bf16" or "fp16" (fp16 uses a GradScaler)
+    compile: bool = False
+    seed: int = 1337
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("batch_size", "max_steps", "eval_interval", "eval_batches", "log_interval", "max_bad_steps"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive")
+        if self.batch_tokens is not None and self.batch_tokens <= 0:
+            problems.append("batch_tokens must be positive")
+        if self.minutes is not None and self.minutes <= 0:
+            problems.append("minutes must be positive")
+        if self.lr <= 0:
+            problems.append("lr must be positive")
+        if self.warmup_steps < 0:
+            problems.append("warmup_steps must be >= 0")
+        if not 0.0 < self.decay_frac <= 1.0:
+            problems.append("decay_frac must be in (0, 1]")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if problems:
+            raise TinyLMError("invalid training settings: " + "; ".join(problems))
+
+    @property
+    def final_lr(self) -> float:
+        return self.lr / 10 if self.min_lr is None else self.min_lr
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise TinyLMError(f"unknown training setting(s) {', '.join(unknown)}; was it written by a newer tinylm?")
+        return cls(**d)

@@ -1,0 +1,57 @@
+"""What `--data` can name: prepared token shards, a text file, or a dataset `prepare` knows.
+
+A text file is prepared into `<out>/data`, a named dataset into the cache (`prepared/<name>-<tokenizer>`),
+both with the data engineer's `prepare`, and reused on the next run (and on --resume).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tinylm.data.download import cache_dir
+from tinylm.data.prepare import DATASETS, prepare
+from tinylm.data.shards import MANIFEST, Manifest, TokenShards
+from tinylm.errors import TinyLMError
+from tinylm.train.batches import TokenWindows
+from tinylm.train.trainer import TrainData
+
+
+def prepared_dir(spec: str, out_dir: str | Path, tokenizer: str, vocab_size: int) -> tuple[Path, bool]:
+    """Where the shards for `spec` are (or will be), and whether they still have to be prepared."""
+    path = Path(spec)
+    if path.is_dir():
+        return path, False
+    if spec in DATASETS:
+        where = cache_dir() / "prepared" / f"{spec}-{tokenizer}{vocab_size if tokenizer in ('bpe', 'sentencepiece') else ''}"
+    elif path.is_file():
+        where = Path(out_dir) / "data"
+    else:
+        raise TinyLMError(
+            f"--data {spec}: no such file or directory, and not a dataset name ({', '.join(DATASETS)}); "
+            "give a text file, a `tinylm prepare` output directory or a dataset name"
+        )
+    if (where / MANIFEST).is_file():
+        sources = Manifest.load(where).raw.get("sources", [])
+        if sources in ([spec], [str(path)]):
+            return where, False
+    return where, True
+
+
+def prepare_data(spec: str, where: Path, tokenizer: str, vocab_size: int, progress: bool = True) -> None:
+    print(f"preparing {spec} into {where} ({tokenizer} tokenizer) ...")
+    if spec in DATASETS:
+        prepare(out=where, dataset=spec, tokenizer=tokenizer, vocab_size=vocab_size, progress=progress)
+    else:
+        prepare([spec], out=where, tokenizer=tokenizer, vocab_size=vocab_size, progress=progress)
+
+
+def shard_data(directory: Path, context: int, name: str = "") -> TrainData:
+    """Train and val splits of a prepared directory as windows of `context` tokens."""
+    train, val = TokenShards(directory, "train"), TokenShards(directory, "val")
+    tok = train.tokenizer if train.manifest is not None else None
+    return TrainData(
+        TokenWindows(train, context, f"{directory} (train split)"),
+        TokenWindows(val, context, f"{directory} (validation split; prepare with a larger --val-fraction)"),
+        tok,
+        name or directory.name,
+    )

@@ -1,0 +1,66 @@
+"""A `tinylm train` run end to end: settings (new or resumed), data (prepared once, on the main
+process), model shape (vocabulary from the tokenizer), then the trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinylm.checkpoint import load_checkpoint, load_config
+from tinylm.data.shards import TokenShards
+from tinylm.errors import TinyLMError
+from tinylm.train import distributed
+from tinylm.train.config import TrainConfig
+from tinylm.train.data import prepare_data, prepared_dir, shard_data
+from tinylm.train.device import pick_device
+from tinylm.train.shapes import build_config
+from tinylm.train.state import Saved
+from tinylm.train.trainer import LAST, Result, train
+
+
+def run_training(train_args: dict[str, Any], model_args: dict[str, Any], *, init: str | None = None,
+                 tokenizer: str = "bpe", vocab_size: int = 4096, resume: bool = False,
+                 quiet: bool = False) -> Result:  # fmt: skip
+    """`train_args`: TrainConfig fields that were given; `model_args`: preset/family and sizes that were
+    given (build_config's names). On resume, the saved settings apply except those given here."""
+    out = Path(train_args.get("out_dir", TrainConfig.out_dir))
+    saved_model = None
+    if resume:
+        cfg = Saved.load(out / LAST).cfg.replace(**train_args)
+        saved_model = load_config(out / LAST)
+    else:
+        cfg = TrainConfig(**train_args)
+    if cfg.data is None:
+        raise TinyLMError("--data is required: a text file, a `tinylm prepare` directory or a dataset name")
+    d = distributed.from_env()
+    distributed.start(d, pick_device(cfg.device, d.local_rank))
+    try:
+        where, todo = prepared_dir(cfg.data, cfg.out_dir, tokenizer, vocab_size)
+        if todo and d.main:
+            prepare_data(cfg.data, where, tokenizer, vocab_size, progress=not quiet)
+        distributed.barrier(d)
+        tok = TokenShards(where, "val").tokenizer if (where / "manifest.json").is_file() else None
+        vocab = tok.vocab_size if tok is not None else _max_id(where) + 1
+        model = load_checkpoint(init).model.train() if init and not resume else None
+        if model is not None:
+            if model_args:
+                raise TinyLMError("--init takes the model shape from the checkpoint; drop the shape options")
+            model_config = model.config
+        elif saved_model is not None and not model_args:
+            model_config = saved_model
+        else:
+            model_config = build_config(vocab, **model_args)
+        data = shard_data(where, model_config.context_length, name=Path(cfg.data).name)
+        if data.tokenizer is None and model is not None:
+            data.tokenizer = load_checkpoint(init).tokenizer
+        return train(cfg, data, None if model is not None else model_config, model=model, resume=resume,
+                     quiet=quiet)  # fmt: skip
+    finally:
+        distributed.stop(d)
+
+
+def _max_id(where: Path) -> int:
+    """The vocabulary of bare shards (no manifest, so no tokenizer): the largest id in them."""
+    return max(int(np.max(a)) for split in ("train", "val") for a in TokenShards(where, split).arrays if a.size)

@@ -1,0 +1,424 @@
+"""The training loop: AdamW, a warmup + decay schedule, gradient accumulation, mixed precision,
+evaluation on a fixed validation set, best/last checkpoints, exact resume and DDP.
+
+One optimizer step:
+  1. set the learning rate for this step (a pure function of the step);
+  2. draw this step's example indices (all micro-batches, all processes) from the sampler's generator;
+  3. for each micro-batch: forward under autocast, backward of loss / accum (DDP syncs on the last);
+  4. unscale (fp16), clip the gradient norm; skip the update if the loss or the norm is NaN/inf;
+  5. AdamW step, zero the gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from tinylm.checkpoint import load_config, load_weights, save_checkpoint
+from tinylm.config import ModelConfig
+from tinylm.errors import TinyLMError
+from tinylm.model import Model
+from tinylm.tokenizer import Tokenizer
+from tinylm.train import distributed
+from tinylm.train.batches import Dataset, Sampler, eval_rows
+from tinylm.train.config import TrainConfig
+from tinylm.train.device import Precision, pick_device, pick_precision
+from tinylm.train.metrics import METRICS_FILE, MetricsLog, duration, human
+from tinylm.train.optim import make_optimizer
+from tinylm.train.plot import plot_loss
+from tinylm.train.schedule import decay_start, lr_at
+from tinylm.train.state import Progress, Saved, capture_rng, writer
+
+LAST, BEST, PLOT_FILE = "last", "best", "loss.png"
+EvalHook = Callable[[Model], dict[str, Any]]
+
+
+@dataclass
+class TrainData:
+    train: Dataset
+    val: Dataset
+    tokenizer: Tokenizer | None = None
+    name: str = ""
+
+
+@dataclass
+class Result:
+    model: Model  # the trained model (in eval mode), as in <out>/last
+    out_dir: Path
+    progress: Progress
+    val_loss: float | None
+    tokens_per_s: float
+    metrics: dict[str, Any] = field(default_factory=dict)  # the last on_eval metrics
+
+
+@dataclass
+class _Run:
+    """What the loop works with (one per process)."""
+
+    cfg: TrainConfig
+    data: TrainData
+    model: Model  # the plain model: evaluation and checkpoints
+    forward: torch.nn.Module  # what training calls: the model, compiled and/or wrapped in DDP
+    optimizer: torch.optim.Optimizer
+    precision: Precision
+    sampler: Sampler
+    progress: Progress
+    d: distributed.Dist
+    device: torch.device
+    out: Path
+    log: MetricsLog | None
+    eval_batches: list[torch.Tensor]
+    tokens_per_step: int
+    stop_requested: bool = False
+
+
+def train(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None = None, *, model: Model | None = None,
+          resume: bool = False, stop_at: int | None = None, on_eval: EvalHook | None = None,
+          quiet: bool = False) -> Result:  # fmt: skip
+    """Train a model (a new `Model(model_config)`, or `model` as given) on `data`, writing checkpoints,
+    metrics and a loss plot under `cfg.out_dir`.
+
+    resume:  continue the run saved in `<out_dir>/last` (weights, optimizer, RNG, data position).
+    stop_at: stop after this step as an interruption would: save `last`, resumable later.
+    on_eval: called with the model at every evaluation; its numbers go into the metrics log, and
+             a true "done" among them ends the run early (e.g. a task solved).
+    """
+    d = distributed.from_env()
+    device = pick_device(cfg.device, d.local_rank)
+    distributed.start(d, device)
+    try:
+        run = _setup(cfg, data, model_config, model, resume, d, device, quiet)
+        return _loop(run, stop_at, on_eval, quiet)
+    finally:
+        distributed.stop(d)
+
+
+def _setup(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None, model: Model | None, resume: bool,
+           d: distributed.Dist, device: torch.device, quiet: bool) -> _Run:  # fmt: skip
+    out = Path(cfg.out_dir)
+    if d.main:
+        _check_writable(out)
+    saved = Saved.load(out / LAST) if resume else None
+    if model is None:
+        if model_config is None:
+            raise TinyLMError("train() needs a model_config or a model")
+        if saved is not None and load_config(out / LAST) != model_config:
+            raise TinyLMError(
+                f"{out / LAST} holds a model of another shape than the one asked for; "
+                "resume without shape options, or train into a new --out"
+            )
+        torch.manual_seed(cfg.seed)  # the same initial weights in every process
+        model = Model(model_config)
+    cfg_m = model.config
+    _check_data(data, cfg_m, cfg)
+    if saved is not None:
+        sd = load_weights(out / LAST, cfg_m)
+        if cfg_m.tie_embeddings:
+            sd["lm_head.weight"] = sd["tok_emb.weight"]
+        model.load_state_dict(sd)
+    model.to(device).train()
+
+    precision = Precision(pick_precision(cfg.precision, device), device)
+    per_micro = cfg.batch_size * _seq_len(data.train) * d.world
+    accum = max(1, round((cfg.batch_tokens or per_micro) / per_micro))
+    if cfg.batch_tokens and accum * per_micro != cfg.batch_tokens and d.main and not quiet:
+        print(f"note: {cfg.batch_tokens:,} tokens per step is not a multiple of {per_micro:,} "
+              f"(batch x context x processes); using {accum * per_micro:,}")  # fmt: skip
+    optimizer = make_optimizer(model, cfg, device)
+    sampler = Sampler(len(data.train), cfg.batch_size, accum, d.rank, d.world, seed=cfg.seed)
+    progress = Progress(max_steps=cfg.max_steps, data_size=len(data.train))
+    if saved is not None:
+        progress = saved.progress
+        if progress.data_size != len(data.train):
+            raise TinyLMError(
+                f"the training data has {len(data.train):,} examples but the saved run had {progress.data_size:,}; "
+                "resume with the same --data"
+            )
+        saved.restore(optimizer, precision.scaler, sampler.generator, d, device)
+        if not cfg.minutes:
+            progress.max_steps = cfg.max_steps  # a resumed run may be given more steps
+    elif d.enabled:
+        torch.manual_seed(cfg.seed + d.rank)  # dropout differs between processes
+
+    forward: torch.nn.Module = model
+    if cfg.compile:
+        forward = torch.compile(model)  # type: ignore[assignment]
+    if d.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(forward, device_ids=[device] if device.type == "cuda" else None)
+    log = MetricsLog(out / METRICS_FILE, resume_step=progress.step if saved else None) if d.main else None
+    eval_batches = eval_rows(len(data.val), cfg.batch_size, cfg.eval_batches)
+    run = _Run(cfg, data, model, forward, optimizer, precision, sampler, progress, d, device, out, log,
+               eval_batches, accum * per_micro)  # fmt: skip
+    if d.main and not quiet:
+        c = cfg_m
+        print(f"training a {human(model.num_params())}-parameter {c.family} model ({c.n_layers} layers, dim {c.dim}, "
+              f"{c.n_heads} heads, context {c.context_length}) on {data.name or 'the data'}\n"
+              f"  {device} {precision.name}{' compiled' if cfg.compile else ''}, {d.world} process(es), "
+              f"{run.tokens_per_step:,} tokens per step ({cfg.batch_size} x {_seq_len(data.train)}"
+              f"{f' x {d.world}' if d.enabled else ''}{f' x {accum} accumulated' if accum > 1 else ''}), "
+              f"{'resuming at step ' + str(progress.step) + ', ' if saved else ''}"
+              f"{f'{cfg.minutes:g} minutes' if cfg.minutes else f'{progress.max_steps:,} steps'} -> {out}")  # fmt: skip
+    return run
+
+
+def _loop(run: _Run, stop_at: int | None, on_eval: EvalHook | None, quiet: bool) -> Result:
+    cfg, p, d = run.cfg, run.progress, run.d
+    bar = tqdm(total=p.max_steps, initial=p.step, unit="step", dynamic_ncols=True, disable=quiet or not d.main,
+               smoothing=0.05)  # fmt: skip
+    start, seconds_before, session_tokens = time.perf_counter(), p.seconds, 0
+    clock = _Clock(cfg, p) if cfg.minutes else None
+    window, val_loss, metrics, done = _Window(), None, {}, False
+    with _on_interrupt(run) as interrupted:
+        while p.step < p.max_steps and not done:
+            loss, gnorm, lr = _optimizer_step(run)
+            p.step += 1
+            p.tokens += run.tokens_per_step
+            session_tokens += run.tokens_per_step
+            p.seconds = seconds_before + time.perf_counter() - start
+            window.add(loss, run.tokens_per_step)
+            bar.update(1)
+            if d.main and (p.step % cfg.log_interval == 0 or p.step == p.max_steps):
+                rec = {"step": p.step, "loss": window.loss(), "lr": lr, "grad_norm": gnorm, "tokens": p.tokens,
+                       "tok_s": window.rate(), "time": round(p.seconds, 2)}  # fmt: skip
+                run.log.write(rec)  # type: ignore[union-attr]
+                bar.set_postfix_str(f"loss {rec['loss']:.3f} | {human(rec['tok_s'])} tok/s"
+                                    + (f" | val {val_loss:.3f}" if val_loss is not None else ""))  # fmt: skip
+                window = _Window()
+            stop = interrupted() or (stop_at is not None and p.step >= stop_at)
+            if clock is not None:
+                stop |= clock.update(p)
+                if d.enabled:  # processes time their steps a little differently: agree on one plan
+                    agreed = distributed.all_reduce(d, torch.tensor([p.max_steps, stop], device=run.device), "max")
+                    p.max_steps, stop = int(agreed[0]), bool(agreed[1])
+                bar.total = p.max_steps
+            if p.step % cfg.eval_interval == 0 or p.step >= p.max_steps or stop:
+                val_loss = evaluate(run)
+                if on_eval is not None:
+                    metrics = on_eval(run.model)
+                    done = bool(metrics.get("done"))
+                _checkpoint(run, val_loss, metrics)
+            if stop:
+                break
+    bar.close()
+    session = time.perf_counter() - start
+    result = Result(run.model.eval(), run.out, p, val_loss, session_tokens / max(session, 1e-9), metrics)
+    if d.main and not quiet:
+        _summary(run, result, stopped=p.step < p.max_steps and not done)
+    return result
+
+
+class _Clock:
+    """Fits max_steps of a run with a wall-clock budget to the measured time per step (from a few steps in,
+    after compilation), until the schedule starts to depend on max_steps; stops an overrunning run."""
+
+    def __init__(self, cfg: TrainConfig, p: Progress):
+        self.cfg, self.budget = cfg, 60 * (cfg.minutes or 0)
+        self.from_step, self.from_time = p.step + 3, 0.0
+
+    def update(self, p: Progress) -> bool:
+        if p.step == self.from_step:
+            self.from_time = p.seconds
+        elif p.step > self.from_step and p.step <= decay_start(self.cfg, p.max_steps):
+            per_step = (p.seconds - self.from_time) / (p.step - self.from_step)
+            p.max_steps = p.step + max(1, int((0.97 * self.budget - p.seconds) / per_step))
+        return p.seconds > 1.1 * self.budget
+
+
+def _optimizer_step(run: _Run) -> tuple[float, float, float]:
+    cfg, opt, scaler = run.cfg, run.optimizer, run.precision.scaler
+    lr = lr_at(run.progress.step, cfg, run.progress.max_steps)
+    for g in opt.param_groups:
+        g["lr"] = lr
+    micro = run.sampler.step()
+    total = torch.zeros((), device=run.device)
+    try:
+        for i, rows in enumerate(micro):
+            x, y = (t.to(run.device, non_blocking=True) for t in run.data.train.get(rows))
+            sync = i == len(micro) - 1 or not run.d.enabled
+            with contextlib.nullcontext() if sync else run.forward.no_sync(), run.precision.autocast():  # type: ignore[operator]
+                _, loss = run.forward(x, y)
+            scaler.scale(loss / len(micro)).backward()
+            total += loss.detach().float()
+    except torch.OutOfMemoryError:
+        raise TinyLMError(_oom_hint(run)) from None
+    except _compile_errors() as e:
+        raise TinyLMError(f"torch.compile failed ({str(e).splitlines()[0][:200]}); train without --compile") from None
+    except RuntimeError as e:
+        if "out of memory" in str(e) or "can't allocate memory" in str(e):
+            raise TinyLMError(_oom_hint(run)) from None
+        raise
+    loss = distributed.all_reduce(run.d, total / len(micro)) / run.d.world
+    scaler.unscale_(opt)
+    gnorm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip or math.inf)
+    loss_v, gnorm_v = torch.stack([loss, gnorm.float()]).tolist()
+    # fp16: an inf gradient is the GradScaler's business (it skips the step and lowers the scale)
+    finite = math.isfinite(loss_v) and (scaler.is_enabled() or math.isfinite(gnorm_v))
+    if finite:
+        scaler.step(opt)
+        run.progress.bad_steps = 0
+    else:
+        _bad_step(run, loss_v, gnorm_v)
+    scaler.update()
+    opt.zero_grad(set_to_none=True)
+    return loss_v, gnorm_v, lr
+
+
+def _bad_step(run: _Run, loss: float, gnorm: float) -> None:
+    p = run.progress
+    p.bad_steps += 1
+    what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {gnorm}"
+    if p.bad_steps >= run.cfg.max_bad_steps:
+        raise TinyLMError(
+            f"{what} at step {p.step + 1}: {p.bad_steps} non-finite steps in a row, stopping (the last checkpoint "
+            f"is kept); lower --lr, raise --warmup-steps or use --precision fp32"
+        )
+    if run.d.main:
+        tqdm.write(f"warning: {what} at step {p.step + 1}; skipped the update ({p.bad_steps} in a row)", file=sys.stderr)
+
+
+@torch.no_grad()
+def evaluate(run: _Run) -> float:
+    """Mean loss over the fixed validation batches (shared out between processes)."""
+    run.model.eval()
+    sums = torch.zeros(2, device=run.device)
+    for rows in run.eval_batches[run.d.rank :: run.d.world]:
+        x, y = (t.to(run.device) for t in run.data.val.get(rows))
+        with run.precision.autocast():
+            _, loss = run.model(x, y)
+        sums += torch.stack([loss.float(), torch.ones((), device=run.device)])
+    run.model.train()
+    total, n = distributed.all_reduce(run.d, sums).tolist()
+    return total / n
+
+
+def _checkpoint(run: _Run, val_loss: float, metrics: dict[str, Any]) -> None:
+    """Log the evaluation, write last/ (and best/ when the validation loss improved) and the plot."""
+    p, cfg = run.progress, run.cfg
+    improved = p.best_val_loss is None or val_loss < p.best_val_loss
+    if improved:
+        p.best_val_loss = val_loss
+    rng = capture_rng(run.sampler.generator, run.d, run.device)  # collective: every process takes part
+    if not run.d.main:
+        return
+    assert run.log is not None
+    run.log.write({"step": p.step, "val_loss": val_loss, "tokens": p.tokens, "time": round(p.seconds, 2),
+                   **{k: v for k, v in metrics.items() if k != "done"}})  # fmt: skip
+    plot = run.out / PLOT_FILE
+    if not plot_loss(run.log.records(), plot, title=f"{run.data.name}  ({human(run.model.num_params())} params)"):
+        plot = Path()
+    files = (run.log.path, plot)
+    tok = run.data.tokenizer
+    save_checkpoint(run.out / LAST, run.model, tok, extra=writer(cfg, p, run.optimizer, run.precision.scaler, rng, files))
+    if improved:
+        save_checkpoint(run.out / BEST, run.model, tok, extra=writer(cfg, p, None, None, None, files))
+
+
+def _summary(run: _Run, r: Result, stopped: bool) -> None:
+    p = r.progress
+    best = f"{p.best_val_loss:.4f}" if p.best_val_loss is not None else "-"
+    print(f"{'stopped' if stopped else 'done'} at step {p.step:,} of {p.max_steps:,}: params {human(run.model.num_params())}, "
+          f"tokens seen {human(p.tokens)}, best val loss {best}, time {duration(p.seconds)}, "
+          f"{human(r.tokens_per_s)} tokens/s")  # fmt: skip
+    plot = run.out / PLOT_FILE
+    print(f"checkpoints: {run.out / LAST} (resumable), {run.out / BEST} (best val loss); log: {run.log.path if run.log else ''}"
+          + (f"; plot: {plot}" if plot.is_file() else "; no loss plot: pip install 'tinylm[plot]' for matplotlib"))  # fmt: skip
+    if stopped:
+        print(f"continue with the same command plus --resume (out: {run.out})")
+
+
+class _Window:
+    """Mean loss and tokens/s since the last log line."""
+
+    def __init__(self) -> None:
+        self.t0, self.losses, self.tokens = time.perf_counter(), [], 0
+
+    def add(self, loss: float, tokens: int) -> None:
+        if math.isfinite(loss):
+            self.losses.append(loss)
+        self.tokens += tokens
+
+    def loss(self) -> float:
+        return sum(self.losses) / len(self.losses) if self.losses else math.nan
+
+    def rate(self) -> float:
+        return self.tokens / max(time.perf_counter() - self.t0, 1e-9)
+
+
+@contextlib.contextmanager
+def _on_interrupt(run: _Run):
+    """The first Ctrl-C (or SIGTERM) finishes the current step, saves last/ and stops; a second one aborts."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if run.stop_requested:
+            raise KeyboardInterrupt
+        run.stop_requested = True
+        if run.d.main:
+            tqdm.write("stopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+
+    def interrupted() -> bool:
+        flag = torch.tensor([float(run.stop_requested)], device=run.device)
+        return bool(distributed.all_reduce(run.d, flag, "max").item()) if run.d.enabled else run.stop_requested
+
+    old = {}
+    with contextlib.suppress(ValueError):  # not the main thread: no signal handlers
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, handler)
+    try:
+        yield interrupted
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def _seq_len(ds: Dataset) -> int:
+    return ds.get(torch.zeros(1, dtype=torch.long))[0].shape[1]
+
+
+def _check_data(data: TrainData, cfg_m: ModelConfig, cfg: TrainConfig) -> None:
+    T = _seq_len(data.train)
+    if T > cfg_m.context_length:
+        raise TinyLMError(f"examples of {T} tokens do not fit the model's context of {cfg_m.context_length}; "
+                          "use a shorter --context or a longer model context")  # fmt: skip
+    n = getattr(data.train, "num_tokens", len(data.train) * T)
+    if cfg.batch_size * T > n:
+        raise TinyLMError(f"a batch of {cfg.batch_size} x {T} tokens is more than the {n:,} tokens of training data; "
+                          "lower --batch-size or --context, or give more data")  # fmt: skip
+    if data.tokenizer is not None and data.tokenizer.vocab_size > cfg_m.vocab_size:
+        raise TinyLMError(f"the tokenizer has {data.tokenizer.vocab_size:,} tokens but the model only "
+                          f"{cfg_m.vocab_size:,}; use a model with vocab_size >= {data.tokenizer.vocab_size}")  # fmt: skip
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".tinylm_write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise TinyLMError(f"cannot write to output directory {out} ({e.strerror}); choose another --out") from None
+
+
+def _oom_hint(run: _Run) -> str:
+    return (f"out of memory on {run.device} with a batch of {run.cfg.batch_size} x {_seq_len(run.data.train)} tokens; "
+            "lower --batch-size (keep the step size with --batch-tokens: it accumulates gradients)")  # fmt: skip
+
+
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from torch._dynamo.exc import TorchDynamoException
+
+        return (TorchDynamoException,)
+    except ImportError:
+        return ()

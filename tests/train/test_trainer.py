@@ -1,0 +1,98 @@
+"""The training loop: learning, exact resume, gradient accumulation, the NaN guard, files written."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.train.conftest import model_config, stream_data
+from tinylm.checkpoint import load_checkpoint
+from tinylm.errors import TinyLMError
+from tinylm.model import Model
+from tinylm.train import train
+from tinylm.train.metrics import read_metrics
+
+
+def test_loss_decreases_and_run_files(cfg):
+    r = train(cfg.replace(max_steps=60, eval_interval=30), stream_data(), model_config(), quiet=True)
+    records = read_metrics(r.out_dir / "metrics.jsonl")
+    losses = [x["loss"] for x in records if "loss" in x]
+    vals = [x["val_loss"] for x in records if "val_loss" in x]
+    assert losses[-1] < 0.6 * losses[0] and vals[-1] < vals[0]
+    assert r.progress.step == 60 and r.progress.tokens == 60 * 4 * 16
+    for d in ("last", "best"):
+        ck = load_checkpoint(r.out_dir / d)
+        assert ck.tokenizer is not None and ck.config == model_config()
+    assert (r.out_dir / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert {"train_state.json", "optimizer.safetensors", "rng.safetensors", "metrics.jsonl"} <= {
+        p.name for p in (r.out_dir / "last").iterdir()
+    }
+    assert not (r.out_dir / "best" / "optimizer.safetensors").exists()  # best/ is a weights snapshot
+
+
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_resume_is_exact(cfg, tmp_path):
+    # dropout and an eval between the halves: every random state and the data position must come back
+    mc, data = model_config(dropout=0.1), stream_data()
+    whole = _weights(train(cfg.replace(out_dir=str(tmp_path / "a")), data, mc, quiet=True).model)
+    half = cfg.replace(out_dir=str(tmp_path / "b"), eval_interval=7)
+    first = train(half, data, mc, stop_at=10, quiet=True)
+    assert first.progress.step == 10
+    resumed = train(half, data, mc, resume=True, quiet=True)
+    assert resumed.progress.step == 20
+    got = _weights(resumed.model)
+    assert all(torch.equal(whole[k], got[k]) for k in whole)
+    # and from the files: last/ holds the same weights
+    on_disk = load_checkpoint(tmp_path / "b" / "last").model.state_dict()
+    assert all(torch.equal(whole[k], on_disk[k]) for k in whole)
+    steps = [x["step"] for x in read_metrics(tmp_path / "b" / "metrics.jsonl")]
+    assert steps == sorted(steps) and max(steps) == 20
+
+
+def test_gradient_accumulation_matches_one_big_batch(cfg, tmp_path):
+    mc, data = model_config(), stream_data()
+    big = train(cfg.replace(out_dir=str(tmp_path / "a"), batch_size=8, max_steps=5), data, mc, quiet=True)
+    acc = train(cfg.replace(out_dir=str(tmp_path / "b"), batch_size=2, batch_tokens=8 * 16, max_steps=5), data, mc,
+                quiet=True)  # fmt: skip
+    assert acc.progress.tokens == big.progress.tokens == 5 * 8 * 16
+    a, b = _weights(big.model), _weights(acc.model)
+    # (atol: the key biases get ~0 gradient, float noise that Adam's normalisation scales up to ~1e-6)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
+    assert not all(torch.equal(a[k], _weights(Model(mc))[k]) for k in a)  # it did train
+
+
+class Flaky(Model):
+    """Returns a NaN loss on the training forward passes numbered in `bad` (1-based)."""
+
+    def __init__(self, cfg, bad):
+        super().__init__(cfg)
+        self.calls, self.bad = 0, bad
+
+    def forward(self, idx, targets=None):
+        logits, loss = super().forward(idx, targets)
+        if self.training:
+            self.calls += 1
+            if self.calls in self.bad:
+                loss = loss * float("nan")
+        return logits, loss
+
+
+def test_nan_guard_skips_then_stops(cfg, capsys):
+    torch.manual_seed(0)
+    model = Flaky(model_config(), bad={3})
+    r = train(cfg.replace(max_steps=6, max_bad_steps=3), stream_data(), model=model, quiet=True)
+    assert "loss nan at step 3; skipped the update" in capsys.readouterr().err
+    assert r.progress.step == 6 and r.progress.bad_steps == 0
+    assert all(torch.isfinite(p).all() for p in r.model.parameters())
+
+    model = Flaky(model_config(), bad=set(range(4, 100)))
+    before = _weights(model)
+    with pytest.raises(TinyLMError, match="3 non-finite steps in a row, stopping"):
+        train(cfg.replace(max_steps=20, max_bad_steps=3, eval_interval=2), stream_data(), model=model, quiet=True)
+    # the last checkpoint (step 2, before the NaNs) is kept and finite
+    kept = load_checkpoint(cfg.out_dir + "/last").model.state_dict()
+    assert all(torch.isfinite(v).all() for v in kept.values())
+    assert any(not torch.equal(before[k], kept[k]) for k in kept)
