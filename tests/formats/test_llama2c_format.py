@@ -11,7 +11,7 @@ import torch
 
 from tests.conftest import tiny_gpt2, tiny_llama
 from tests.formats.conftest import logits, make_model, save
-from tinylm.checkpoint import load_checkpoint, save_checkpoint
+from tinylm.checkpoint import build_model, load_checkpoint, save_checkpoint
 from tinylm.errors import TinyLMError
 from tinylm.formats import detect, export_model, import_model
 from tinylm.formats.llama2c import MAGIC, dequantize_q80, quantize_q80, read_model
@@ -134,6 +134,15 @@ def test_independent_v0_file_imports_with_run_c_logits(tmp_path):
         ours = model(torch.tensor([tokens]))[0][0].double().numpy()
     want = _run_c_forward({k: v.astype(np.float64) for k, v in w.items()}, dims, tokens)
     assert np.abs(ours - want).max() <= 1e-4
+    # and exactly what a tinylm model assembled by hand from the same arrays computes
+    sd = {"tok_emb.weight": w["emb"], "norm.weight": w["final_norm"], "lm_head.weight": w["cls"]}
+    for i in range(n_layers):
+        sd |= {f"layers.{i}.attn.wqkv.weight": np.concatenate([w["wq"][i], w["wk"][i], w["wv"][i]]),
+               f"layers.{i}.attn.wo.weight": w["wo"][i], f"layers.{i}.mlp.w1.weight": w["w1"][i],
+               f"layers.{i}.mlp.w2.weight": w["w2"][i], f"layers.{i}.mlp.w3.weight": w["w3"][i],
+               f"layers.{i}.attn_norm.weight": w["att_norm"][i], f"layers.{i}.mlp_norm.weight": w["ffn_norm"][i]}  # fmt: skip
+    by_hand = build_model(model.config, {k: torch.from_numpy(np.array(v)) for k, v in sd.items()})
+    assert torch.equal(logits(by_hand, vocab), logits(model, vocab))
 
 
 def test_tokenizer_bin_round_trip_is_byte_exact(shared_data, tmp_path):
