@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import gguf
 import numpy as np
 import torch
 
@@ -23,6 +24,7 @@ from tinylm.config import ModelConfig
 from tinylm.errors import TinyLMError
 from tinylm.fileio import atomic_path
 from tinylm.formats.common import (
+    PROGRESS_BYTES,
     Exported,
     Imported,
     build,
@@ -42,12 +44,6 @@ from tinylm.tokenizer import Tokenizer
 QUANTS = ("f32", "f16", "q8_0")
 
 
-def _gguf() -> Any:
-    import gguf
-
-    return gguf
-
-
 def arch_of(cfg: ModelConfig) -> str:
     if is_llama(cfg):
         return "llama"
@@ -60,14 +56,13 @@ def arch_of(cfg: ModelConfig) -> str:
 
 def tensor_names(cfg: ModelConfig, arch: str) -> dict[str, str]:
     """Our name (q/k/v split, see split_qkv) -> GGUF name, for every tensor the model has."""
-    g = _gguf()
-    T, names = g.MODEL_TENSOR, g.TENSOR_NAMES
+    T, names = gguf.MODEL_TENSOR, gguf.TENSOR_NAMES
     per_layer = {
         "attn_norm": T.ATTN_NORM, "attn.wo": T.ATTN_OUT, "mlp_norm": T.FFN_NORM, "mlp.w2": T.FFN_DOWN,
         **({"attn.wq": T.ATTN_Q, "attn.wk": T.ATTN_K, "attn.wv": T.ATTN_V, "mlp.w1": T.FFN_GATE, "mlp.w3": T.FFN_UP}
            if arch == "llama" else {"attn.wqkv": T.ATTN_QKV, "mlp.w1": T.FFN_UP}),
     }  # fmt: skip
-    allowed = set(g.MODEL_TENSORS[g.MODEL_ARCH.LLAMA if arch == "llama" else g.MODEL_ARCH.GPT2])
+    allowed = set(gguf.MODEL_TENSORS[gguf.MODEL_ARCH.LLAMA if arch == "llama" else gguf.MODEL_ARCH.GPT2])
     assert all(t in allowed for t in per_layer.values())  # our table agrees with the package's
     out = {"tok_emb.weight": names[T.TOKEN_EMBD] + ".weight", "norm.weight": names[T.OUTPUT_NORM] + ".weight"}
     if not cfg.tie_embeddings:
@@ -87,7 +82,7 @@ def tensor_names(cfg: ModelConfig, arch: str) -> dict[str, str]:
 
 
 def _tensor_type(a: np.ndarray, quant: str) -> Any:
-    Q = _gguf().GGMLQuantizationType
+    Q = gguf.GGMLQuantizationType
     if a.ndim == 1 or quant == "f32":
         return Q.F32
     if quant == "q8_0" and a.shape[-1] % 32 == 0:
@@ -126,7 +121,8 @@ def _add_tokenizer(w: Any, tok: Tokenizer, n_vocab: int) -> str:
         kind = "gpt2"
     else:
         raise TinyLMError(
-            f"GGUF stores SentencePiece or byte-level BPE vocabularies, not a {tok.kind!r} tokenizer"
+            f"GGUF stores SentencePiece or byte-level BPE vocabularies, not a {tok.kind!r} tokenizer; "
+            "train with a bpe or sentencepiece tokenizer"
         )
     if tok.bos_id is not None:
         w.add_bos_token_id(tok.bos_id)
@@ -137,7 +133,6 @@ def _add_tokenizer(w: Any, tok: Tokenizer, n_vocab: int) -> str:
 
 
 def write_model(model: Model, tokenizer: Tokenizer | None, path: Path, quant: str = "f32") -> list[str]:
-    g = _gguf()
     cfg = model.config
     arch = arch_of(cfg)
     if quant not in QUANTS:
@@ -146,12 +141,12 @@ def write_model(model: Model, tokenizer: Tokenizer | None, path: Path, quant: st
     sd = split_qkv(cfg, numpy_state(model)) if arch == "llama" else numpy_state(model)
     names = tensor_names(cfg, arch)
     with atomic_path(path) as tmp:
-        w = g.GGUFWriter(tmp, arch)
+        w = gguf.GGUFWriter(tmp, arch)
         w.add_name(f"tinylm-{cfg.family}")
-        w.add_file_type({"f32": g.LlamaFileType.ALL_F32, "f16": g.LlamaFileType.MOSTLY_F16,
-                         "q8_0": g.LlamaFileType.MOSTLY_Q8_0}[quant])  # fmt: skip
+        w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                         "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[quant])  # fmt: skip
         if quant == "q8_0":
-            w.add_quantization_version(g.GGML_QUANT_VERSION)
+            w.add_quantization_version(gguf.GGML_QUANT_VERSION)
         w.add_context_length(cfg.context_length)
         w.add_embedding_length(cfg.dim)
         w.add_block_count(cfg.n_layers)
@@ -173,16 +168,16 @@ def write_model(model: Model, tokenizer: Tokenizer | None, path: Path, quant: st
         for ours, theirs in names.items():
             a = sd[ours]
             qtype = _tensor_type(a, quant)
-            if quant == "q8_0" and a.ndim == 2 and qtype != g.GGMLQuantizationType.Q8_0:
+            if quant == "q8_0" and a.ndim == 2 and qtype != gguf.GGMLQuantizationType.Q8_0:
                 fallback.append(theirs)
-            w.add_tensor(theirs, g.quants.quantize(a, qtype), raw_dtype=qtype)
+            w.add_tensor(theirs, gguf.quants.quantize(a, qtype), raw_dtype=qtype)
         if fallback:
             notes.append(
                 f"{len(fallback)} matrices with rows not a multiple of 32 stored as f16 (e.g. {fallback[0]})"
             )
         w.write_header_to_file()
         w.write_kv_data_to_file()
-        w.write_tensors_to_file(progress=sum(a.nbytes for a in sd.values()) > 64 << 20)
+        w.write_tensors_to_file(progress=sum(a.nbytes for a in sd.values()) > PROGRESS_BYTES)
         w.close()
     return notes
 
@@ -280,9 +275,8 @@ def read_tokenizer(reader: Any) -> tuple[Tokenizer | None, str | None]:
 
 
 def load(path: Path, tokenizer: Path | None = None, dtype: torch.dtype | None = None) -> Imported:
-    g = _gguf()
     try:
-        reader = g.GGUFReader(path)
+        reader = gguf.GGUFReader(path)
     except (ValueError, OSError) as e:
         raise TinyLMError(f"{path}: not a readable GGUF file ({e})") from None
     tensors = {t.name: t for t in reader.tensors}
@@ -296,7 +290,7 @@ def load(path: Path, tokenizer: Path | None = None, dtype: torch.dtype | None = 
                 f"{path}: GGUF file lacks tensor {theirs}; it is incomplete or not a plain {arch} model"
             )
         try:
-            arrays[ours] = np.asarray(g.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
+            arrays[ours] = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
         except NotImplementedError:
             raise TinyLMError(f"{path}: tensor {theirs} is {t.tensor_type.name}, which tinylm cannot dequantize; "
                               "re-quantize the model as f32, f16 or q8_0") from None  # fmt: skip

@@ -36,10 +36,6 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_INDEX = "pytorch_model.bin.index.json"
 
 
-def _token(hf_tok: Any, i: int | None) -> str | None:
-    return hf_tok.id_to_token(i) if i is not None else None
-
-
 def write_tokenizer(tok: Tokenizer, folder: Path, context_length: int) -> None:
     from tinylm.formats.vocab import to_hf
 
@@ -53,7 +49,7 @@ def write_tokenizer(tok: Tokenizer, folder: Path, context_length: int) -> None:
                               "clean_up_tokenization_spaces": False, "split_special_tokens": True}  # fmt: skip
     for name, i in (("bos_token", tok.bos_id), ("eos_token", tok.eos_id)):
         if i is not None:
-            config[name] = _token(hf_tok, i)
+            config[name] = hf_tok.id_to_token(i)
     if tok.kind in ("sentencepiece", "llama2c"):
         config["unk_token"] = "<unk>" if hf_tok.token_to_id("<unk>") is not None else None
         config["add_bos_token"] = tok.bos_id is not None

@@ -1,7 +1,8 @@
 """Tokenizer vocabularies in the shapes other formats store them.
 
 Two families cover every tokenizer tinylm has:
-- SentencePiece-style (kinds "sentencepiece", "llama2c"): pieces with "▁" for space, a score per piece
+- SentencePiece-style (kinds "sentencepiece", "llama2c", and a "bpe" tokenizer.json with byte fallback
+  as Llama's): pieces with "▁" for space, a score per piece
   (higher merges first), byte-fallback pieces "<0xXX>". Stored by GGUF as tokenizer model "llama", by
   llama2.c as tokenizer.bin, by Hugging Face as a BPE tokenizer.json with byte_fallback.
 - Byte-level BPE (kinds "bpe", "tiktoken"): tokens are byte strings spelled in GPT-2's byte-to-unicode
