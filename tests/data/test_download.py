@@ -16,6 +16,10 @@ from tinylm.errors import TinyLMError
 
 PAYLOAD = bytes(range(256)) * 400  # 102,400 bytes
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
+STORIES = "\n<|endoftext|>\n".join(
+    f"Story {i}: a cat named Tom {i} found {i * 7} red balls." for i in range(40)
+)
+FILES = {"/file.bin": PAYLOAD, "/stories.txt": STORIES.encode()}
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -25,18 +29,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         rng = self.headers.get("Range")
         Handler.log.append(rng)
-        if self.path != "/file.bin":
+        data = FILES.get(self.path)
+        if data is None:
             self.send_error(404)
             return
         start = int(rng.removeprefix("bytes=").split("-")[0]) if rng and Handler.honour_range else 0
-        if start >= len(PAYLOAD):
+        if start >= len(data):
             self.send_response(416)
             self.end_headers()
             return
-        body = PAYLOAD[start:]
+        body = data[start:]
         self.send_response(206 if start else 200)
         if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -109,3 +114,20 @@ def test_http_and_connection_errors(server, tmp_path):
         port = s.getsockname()[1]
     with pytest.raises(TinyLMError, match="cannot download"):
         download(f"http://127.0.0.1:{port}/x", tmp_path / "n", progress=False)
+
+
+def test_named_dataset_downloads_into_the_cache(server, tmp_path, monkeypatch):
+    from tinylm.data import download as dl
+    from tinylm.data.prepare import prepare
+
+    monkeypatch.setenv("TINYLM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(
+        dl.REMOTES, "tinystories", dl.Remote(f"{server}/stories.txt", "stories.txt", len(STORIES))
+    )
+    m = prepare(
+        dataset="tinystories", out=tmp_path / "ts", tokenizer="char", val_fraction=0.1, progress=False
+    )
+    assert (tmp_path / "cache" / "stories.txt").read_text() == STORIES
+    assert m.raw["clean"]["documents_out"] == 40  # split on <|endoftext|>
+    prepare(dataset="tinystories", out=tmp_path / "ts", tokenizer="char", progress=False)
+    assert Handler.log == [None]  # the second run used the cache

@@ -55,6 +55,10 @@ def test_writer_splits_and_reader_spans_boundaries(tmp_path):
         ds.window(0, 2000)
     with pytest.raises(IndexError):
         ds.window(1230, 10)
+    rng = np.random.default_rng(0)
+    w = ds.random_windows(50, 64, rng)
+    assert w.shape == (50, 64)
+    assert all(np.array_equal(row, data[row[0] : row[0] + 64]) for row in w)  # data[i] == i here
 
 
 def test_ids_that_do_not_fit_the_dtype(tmp_path):

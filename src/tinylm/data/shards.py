@@ -186,6 +186,13 @@ class Manifest:
     def tokenizer_dir(self) -> Path:
         return self.directory / self.raw.get("tokenizer", "tokenizer")
 
+    @property
+    def vocab_size(self) -> int:
+        return int(self.raw["vocab_size"])
+
+    def tokens(self, split: str) -> int:
+        return int(self.raw["splits"][split]["tokens"])
+
     def shard_files(self, split: str) -> list[Path]:
         splits = self.raw.get("splits", {})
         if split not in splits:
@@ -255,8 +262,11 @@ class TokenShards:
 
     def batch(self, starts: np.ndarray | list[int], length: int) -> np.ndarray:
         """A (len(starts), length) int64 array of windows."""
-        return (
-            np.stack([self.window(int(s), length) for s in starts])
-            if len(starts)
-            else np.empty((0, length), np.int64)
-        )
+        if len(starts) == 0:
+            return np.empty((0, length), np.int64)
+        return np.stack([self.window(int(s), length) for s in starts])
+
+    def random_windows(self, n: int, length: int, rng: np.random.Generator) -> np.ndarray:
+        """`n` windows of `length` tokens at uniformly random starts, as an (n, length) int64 array."""
+        self._check(0, length)
+        return self.batch(rng.integers(0, len(self) - length + 1, size=n), length)
