@@ -196,6 +196,10 @@ def test_bad_files_are_one_clear_error(tmp_path):
         "heads.bin": (_v1((30, 48, 2, 4, 2, 67, 32), 4096), "dim 30 is not divisible by n_heads 4"),
         "negative.bin": (_v1((32, -48, 2, 4, 2, 67, 32)), "hidden_dim = -48 is impossible"),
         "huge.bin": (_v1((1 << 30, 48, 2, 4, 2, 67, 32)), "dim = 1073741824 is impossible"),
+        "layers.bin": (
+            _v1((32, 48, 9000, 4, 2, 67, 32), 4096),
+            "truncated: its llama2.c v1 header implies 278,792,960 bytes but the file has 4,352",
+        ),
         "version.bin": (struct.pack("<Ii", MAGIC, 7) + good[8:], "version 7 is not supported"),
     }
     for name, (data, message) in cases.items():
