@@ -246,11 +246,11 @@ def byte_bpe(tok: Tokenizer) -> ByteBPE:
         return ByteBPE(tokens, merges, specials, tok.bos_id, tok.eos_id)
     if tok.kind == "tiktoken":
         enc = tok.enc  # type: ignore[attr-defined]
-        if enc._pat_str not in GPT2_PATTERNS:
+        if enc._pat_str not in GPT2_PATTERNS:  # tiktoken has no public accessor for the pattern
             raise TinyLMError(
                 f"tiktoken's {enc.name} splits text unlike GPT-2; only its gpt2 encoding converts"
             )
-        special = set(enc._special_tokens.values())
+        special = {enc.encode_single_token(t) for t in enc.special_tokens_set}
         raw = [enc.decode_single_token_bytes(i) for i in range(enc.n_vocab)]
         return byte_bpe_from_ranks(raw, special, tok.bos_id, tok.eos_id)
     raise TinyLMError(f"a {tok.kind!r} tokenizer is not byte-level BPE")
