@@ -10,7 +10,7 @@ import pytest
 
 from tinylm.cli import main
 from tinylm.data import Manifest, TokenShards
-from tinylm.data.prepare import prepare
+from tinylm.data.prepare import _is_val, prepare
 from tinylm.errors import TinyLMError
 from tinylm.tokenizer import CharTokenizer, load_tokenizer
 
@@ -67,6 +67,9 @@ def test_shards_hold_framed_documents(corpus, tmp_path, shared_data, kind):
     assert sorted(got) == expected
     if tok.bos_id is not None:
         assert all(d[0] == tok.bos_id for d in got)
+    # The split is by a keyed hash of each document's text.
+    val = sorted(tok.encode_document(s) for s in stories if _is_val(s, 0.1, (0).to_bytes(8, "little")))
+    assert sorted(read_split_docs(out, "val")) == val
     assert len(TokenShards(out, "train")) == raw["splits"]["train"]["tokens"]
 
 

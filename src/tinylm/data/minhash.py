@@ -7,9 +7,9 @@ universal hashes `((a*x + b) mod 2^64) >> 32`, evaluated for all shingles of a b
 document's signature is the per-function minimum (`np.minimum.reduceat`).
 
 LSH splits a signature into `bands` bands of `rows` values; documents sharing any band are candidates,
-and a candidate counts as a duplicate only if the signatures agree on at least `threshold` of their
-values (the MinHash estimate of Jaccard similarity). Documents are checked in order against the
-documents kept so far, so the first of each cluster is kept.
+and a candidate counts as a duplicate only if its Jaccard similarity is at least `threshold`: exactly,
+from the shingle sets (default), or as estimated by the share of equal signature values. Documents
+are checked in order against the documents kept so far, so the first of each cluster is kept.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ _COLS_PER_CHUNK = 2048  # shingles hashed at once
 
 @dataclass(frozen=True)
 class MinHashConfig:
-    threshold: float = 0.8  # estimated Jaccard similarity at or above which a document is a duplicate
+    threshold: float = 0.8  # Jaccard similarity at or above which a document is a duplicate
     num_perm: int = 128
     bands: int | None = None  # None: chosen so a pair at `threshold` becomes a candidate with >= 99.5%
     ngram: int = 2  # words per shingle

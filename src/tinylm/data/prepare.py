@@ -269,7 +269,7 @@ def prepare(
         writers = {s: ShardWriter(tmp, s, shard_dtype, shard_tokens) for s in ("train", "val")}
         split_docs = {"train": 0, "val": 0}
         by_tokens = val_fraction > 0 and n_docs == 1  # one document: split its tokens instead
-        flags = iter(is_val)
+        done = 0  # documents written so far
         batch_bytes: deque[int] = deque()  # filled as batches are read, emptied as their tokens arrive
 
         def batches() -> Iterator[list[str]]:
@@ -287,10 +287,13 @@ def prepare(
                     writers["val"].add(flat[cut:])
                     split_docs = {"train": 1, "val": 1}
                 else:
-                    for doc_ids in np.split(flat, np.cumsum(lengths)[:-1]):
-                        split = "val" if next(flags) else "train"
-                        writers[split].add(doc_ids)
-                        split_docs[split] += 1
+                    val = np.frombuffer(is_val, dtype=bool, count=len(lengths), offset=done)
+                    done += len(lengths)
+                    token_is_val = np.repeat(val, lengths)
+                    writers["train"].add(flat[~token_is_val])
+                    writers["val"].add(flat[token_is_val])
+                    split_docs["val"] += int(val.sum())
+                    split_docs["train"] += int((~val).sum())
                 bar.update(batch_bytes.popleft())
         scratch.unlink()
         splits = {}
