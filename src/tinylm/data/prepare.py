@@ -48,7 +48,8 @@ DATASETS = {
     "shakespeare": ("shakespeare", "blank"),  # tiny Shakespeare, one document per speech
     "pystdlib": (None, "file"),  # this interpreter's standard library, one document per .py file
 }
-BATCH_DOCS = 256
+BATCH_DOCS = 256  # documents cleaned at once
+ENCODE_BATCH_DOCS = 1024  # documents tokenised at once (larger batches keep a parallel encoder busy)
 _SCRATCH = ".documents.tmp"
 
 
@@ -273,7 +274,7 @@ def prepare(
         batch_bytes: deque[int] = deque()  # filled as batches are read, emptied as their tokens arrive
 
         def batches() -> Iterator[list[str]]:
-            for docs in _batched(_read_docs(scratch), BATCH_DOCS):
+            for docs in _batched(_read_docs(scratch), ENCODE_BATCH_DOCS):
                 batch_bytes.append(sum(len(d.encode("utf-8", "surrogatepass")) for d in docs))
                 yield docs
 
