@@ -296,6 +296,8 @@ def prepare(
                     split_docs["val"] += int(val.sum())
                     split_docs["train"] += int((~val).sum())
                 bar.update(batch_bytes.popleft())
+                docs_done = split_docs["train"] + split_docs["val"]
+                bar.set_postfix(docs=f"{docs_done / max(bar.format_dict['elapsed'], 1e-9):,.0f}/s")
         scratch.unlink()
         splits = {}
         for s, w in writers.items():
