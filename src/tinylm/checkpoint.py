@@ -7,14 +7,16 @@ every way a checkpoint can be wrong is reported as one line naming the file and 
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from torch import nn
 
 from tinylm.config import ModelConfig
 from tinylm.errors import TinyLMError
@@ -47,9 +49,30 @@ def model_state_dict(model: Model) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous() for k, v in sd.items()}
 
 
+@contextlib.contextmanager
+def _shapes_only() -> Iterator[None]:
+    """Build modules on "meta" without running their random init: torch's meta kernels for
+    uniform_/normal_ import its compiler stack (~1-2 s) to produce values nobody reads."""
+    names = ("uniform_", "normal_", "kaiming_uniform_")
+    saved = {n: getattr(nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(nn.init, n, lambda t, *a, **k: t)
+        with torch.device("meta"):
+            yield
+    finally:
+        for n, f in saved.items():
+            setattr(nn.init, n, f)
+
+
+def meta_model(cfg: ModelConfig) -> Model:
+    """The model's structure with no memory behind it (no init, no buffers): shapes to check or load into."""
+    with _shapes_only():
+        return Model(cfg)
+
+
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    with torch.device("meta"):
-        return {k: tuple(v.shape) for k, v in model_state_dict(Model(cfg)).items()}
+    return {k: tuple(v.shape) for k, v in model_state_dict(meta_model(cfg)).items()}
 
 
 def save_checkpoint(
@@ -121,8 +144,7 @@ def load_weights(path: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
 def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device: str | torch.device = "cpu",
                 dtype: torch.dtype | None = None) -> Model:  # fmt: skip
     """A model holding exactly `tensors` (validated names and shapes), without a wasted random init."""
-    with torch.device("meta"):
-        model = Model(cfg)
+    model = meta_model(cfg)
     sd = {k: v.to(device=device, dtype=dtype or v.dtype) for k, v in tensors.items()}
     if cfg.tie_embeddings:
         sd["lm_head.weight"] = sd["tok_emb.weight"]

@@ -105,9 +105,9 @@ class Model(nn.Module):
         self.norm = make_norm(cfg)
         self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         self.tie_weights()
-        self.init_buffers()
         if self.tok_emb.weight.is_meta:
-            return  # shapes only (e.g. to load a checkpoint into); random init on "meta" would cost seconds
+            return  # shapes only, to load weights into; see checkpoint.build_model
+        self.init_buffers()
         self.apply(self._init_weights)
         # GPT-2: scale the projections into the residual stream by 1/sqrt(2 * n_layers)
         for name, p in self.named_parameters():
