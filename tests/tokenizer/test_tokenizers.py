@@ -138,3 +138,9 @@ def test_train_errors():
         train_tokenizer("llama2c", CORPUS)
     with pytest.raises(TinyLMError, match="empty corpus"):
         train_tokenizer("char", [])
+
+
+@pytest.mark.parametrize("name", ["bpe", "spm", "llama_sp"])
+def test_encode_batch_matches_encode(name, request):
+    tok = request.getfixturevalue(name)
+    assert tok.encode_batch(TRICKY) == [tok.encode(t) for t in TRICKY]
