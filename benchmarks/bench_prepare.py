@@ -140,9 +140,9 @@ def main() -> None:
             ("dedup (MinHash + LSH)", f"verify={verify}", len(docs) / t, "docs/s", base / (t / len(docs)))
         )
 
-    print(f"\n{'stage':<26} {'variant':<30} {'speed':>10} {'unit':<7} {'x baseline':>10}")
+    print(f"\n{'stage':<26} {'variant':<34} {'speed':>10} {'unit':<7} {'x baseline':>10}")
     for stage_name, variant, speed, unit, ratio in rows:
-        print(f"{stage_name:<26} {variant:<30} {speed:10,.1f} {unit:<7} {ratio:10.2f}")
+        print(f"{stage_name:<26} {variant:<34} {speed:10,.1f} {unit:<7} {ratio:10.2f}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Everything is written into a temporary directory that replaces `out` only when c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import multiprocessing
@@ -138,19 +139,32 @@ def _encode_in_worker(docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return encode_framed(_worker_tok, docs)
 
 
-def _natively_parallel(tok: Tokenizer) -> bool:
-    """HF tokenizers, tiktoken and SentencePiece encode a batch on all cores themselves."""
-    return tok.kind in ("bpe", "tiktoken", "sentencepiece")
+def _in_process(tok: Tokenizer) -> bool:
+    """SentencePiece and tiktoken encode a batch on all cores themselves, faster than a worker pool
+    (measured in benchmarks/bench_prepare.py); the others gain from one process per core."""
+    return tok.kind in ("sentencepiece", "tiktoken")
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = saved
 
 
 def encode_stream(
     tok: Tokenizer, tok_dir: Path, batches: Iterable[list[str]], workers: int | None = None
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """`encode_framed` over batches, in order. `workers` processes (each loading the tokenizer from
-    `tok_dir`) for tokenizers written in Python; None picks in-process batch encoding for natively
-    parallel kinds and one process per core for the others; 0 forces in-process."""
+    """`encode_framed` over batches, in order, in `workers` processes that each load the tokenizer
+    from `tok_dir` (0 or 1: in this process; None: by tokenizer kind, see `_in_process`)."""
     if workers is None:
-        workers = 0 if _natively_parallel(tok) else (os.cpu_count() or 1)
+        workers = 0 if _in_process(tok) else (os.cpu_count() or 1)
     if workers <= 1:
         for docs in batches:
             yield encode_framed(tok, docs)
@@ -160,7 +174,10 @@ def encode_stream(
     ctx = multiprocessing.get_context(
         "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     )
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(str(tok_dir),)) as pool:
+    # One HF tokenizers thread per worker process (and no fork warning from it).
+    with _env("TOKENIZERS_PARALLELISM", "false"):
+        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(tok_dir),))
+    with pool:
         yield from pool.imap(_encode_in_worker, batches)
 
 
