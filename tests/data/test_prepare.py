@@ -120,7 +120,11 @@ def test_bad_input_keeps_previous_output(corpus, tmp_path):
 def test_cli_prepare_and_errors(corpus, tmp_path, capsys):
     _, path = corpus
     out = tmp_path / "cli"
-    assert main(["prepare", str(path), "--out", str(out), "--tokenizer", "bpe", "--vocab-size", "400"]) == 0
+    args = ["prepare", str(path), "--out", str(out), "--tokenizer", "bpe", "--vocab-size", "400"]
+    assert main([*args, "--dedup-verify", "estimate", "--dedup-perms", "64"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["clean"]["near_dedup"]["verify"] == "estimate"
+    capsys.readouterr()
+    assert main(args) == 0
     table = capsys.readouterr().out
     assert re.search(r"exact duplicates removed +2\n", table)
     assert "bytes per token" in table and (out / "manifest.json").is_file()

@@ -53,6 +53,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--dedup-ngram", type=int, default=2, help="words per shingle (2)")
     p.add_argument(
+        "--dedup-verify",
+        default="exact",
+        choices=["exact", "estimate"],
+        help="confirm LSH candidates by exact Jaccard (default) or the MinHash estimate (less memory on huge corpora)",
+    )
+    p.add_argument(
         "--val-fraction", type=float, default=0.05, help="share of documents for validation (0.05)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
@@ -92,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
             num_perm=args.dedup_perms,
             bands=args.dedup_bands,
             ngram=args.dedup_ngram,
+            verify=args.dedup_verify,
         ),
         val_fraction=args.val_fraction,
         seed=args.seed,
