@@ -27,17 +27,21 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--vocab-size", type=int, default=4096, help="when training a tokenizer (default: 4096)")
 
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model (default: llama, 4 layers, dim 128, 4 heads, context 256)")
-    g.add_argument("--preset", default=S, help="a named shape (see `tinylm models`); the vocabulary follows the data")
+def add_model_arguments(p: argparse.ArgumentParser, title: str = "llama, 4 layers, dim 128, 4 heads, context 256",
+                        skip: tuple[str, ...] = ()) -> None:  # fmt: skip
+    g = p.add_argument_group(f"model (default: {title})")
+    if "preset" not in skip:
+        g.add_argument("--preset", default=S, help="a named shape (see `tinylm models`); the vocabulary follows the data")
     g.add_argument("--family", choices=("llama", "gpt2"), default=S, help="architecture for a custom shape")
     g.add_argument("--layers", dest="n_layers", type=int, default=S)
     g.add_argument("--dim", type=int, default=S)
     g.add_argument("--heads", dest="n_heads", type=int, default=S)
     g.add_argument("--kv-heads", dest="n_kv_heads", type=int, default=S, help="fewer than --heads: grouped-query")
-    g.add_argument("--context", dest="context_length", type=int, default=S, help="tokens per training sequence")
+    if "context" not in skip:
+        g.add_argument("--context", dest="context_length", type=int, default=S, help="tokens per training sequence")
     g.add_argument("--dropout", type=float, default=S)
-    g.add_argument("--init", default=S, help="start from this checkpoint's weights (fine-tuning)")
+    if "init" not in skip:
+        g.add_argument("--init", default=S, help="start from this checkpoint's weights (fine-tuning)")
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:

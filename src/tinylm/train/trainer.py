@@ -158,7 +158,7 @@ def _setup(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None, 
 
         forward = DistributedDataParallel(forward, device_ids=[device] if device.type == "cuda" else None)
     log = MetricsLog(out / METRICS_FILE, resume_step=progress.step if saved else None) if d.main else None
-    eval_batches = eval_rows(len(data.val), cfg.batch_size, cfg.eval_batches)
+    eval_batches = eval_rows(len(data.val), cfg.batch_size * d.world, cfg.eval_batches)
     run = _Run(cfg, data, model, forward, optimizer, precision, sampler, progress, d, device, out, log,
                eval_batches, accum * per_micro)  # fmt: skip
     if d.main and not quiet:
@@ -290,11 +290,12 @@ def _bad_step(run: _Run, loss: float, gnorm: float) -> None:
 
 @torch.no_grad()
 def evaluate(run: _Run) -> float:
-    """Mean loss over the fixed validation batches (shared out between processes)."""
+    """Mean loss over the fixed validation batches, each shared out between the processes as in training."""
     run.model.eval()
     sums = torch.zeros(2, device=run.device)
-    for rows in run.eval_batches[run.d.rank :: run.d.world]:
-        x, y = (t.to(run.device) for t in run.data.val.get(rows))
+    B, r = run.cfg.batch_size, run.d.rank
+    for rows in run.eval_batches:
+        x, y = (t.to(run.device) for t in run.data.val.get(rows[r * B : (r + 1) * B]))
         with run.precision.autocast():
             _, loss = run.model(x, y)
         sums += torch.stack([loss.float(), torch.ones((), device=run.device)])

@@ -93,14 +93,14 @@ def exact_match(model: torch.nn.Module, n: int, pairs: torch.Tensor | None = Non
 
 
 def train_addition(n: int = 2, out_dir: str = "runs/addition", quiet: bool = False, model_args: dict | None = None,
-                   **train_args) -> tuple[Result, Score, Score]:  # fmt: skip
+                   resume: bool = False, **train_args) -> tuple[Result, Score, Score]:  # fmt: skip
     """Train until every n-digit sum is right (or max_steps), checking all pairs at each evaluation.
     Returns (training result, score on all pairs, score on the held-out pairs)."""
     train_pairs, held_out = split(n)
     data = TrainData(examples(train_pairs, n), examples(held_out, n), tokenizer(), f"{n}-digit addition")
     shape = {"family": "gpt2", "n_layers": 2, "dim": 64, "n_heads": 4, **(model_args or {})}
     model_config = build_config(len(DIGITS) + 1, context_length=3 * n, **shape)
-    settings = {"batch_size": 256, "max_steps": 3000, "lr": 3e-3, "warmup_steps": 100, "weight_decay": 0.1,
+    settings = {"batch_size": min(256, len(train_pairs)), "max_steps": 3000, "lr": 3e-3, "warmup_steps": 100, "weight_decay": 0.1,
                 "eval_interval": 250, "eval_batches": 2, "log_interval": 50, **train_args}  # fmt: skip
     cfg = TrainConfig(out_dir=out_dir, data=f"addition-{n}", **settings)
 
@@ -108,5 +108,5 @@ def train_addition(n: int = 2, out_dir: str = "runs/addition", quiet: bool = Fal
         s = exact_match(model, n)
         return {"exact_match": s.accuracy, "done": s.correct == s.total}
 
-    result = train(cfg, data, model_config, on_eval=on_eval, quiet=quiet)
+    result = train(cfg, data, model_config, on_eval=on_eval, resume=resume, quiet=quiet)
     return result, exact_match(result.model, n), exact_match(result.model, n, held_out)

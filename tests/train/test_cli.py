@@ -1,0 +1,103 @@
+"""`tinylm train`, `task`, `plan` and `quickstart` from the command line, and their one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.train.conftest import model_config, stream_data
+from tinylm.checkpoint import load_checkpoint
+from tinylm.cli import main
+from tinylm.errors import TinyLMError
+from tinylm.model import Model
+from tinylm.plan import candidates, closest, parse_count
+from tinylm.train import TrainConfig, train
+from tinylm.train.state import Saved
+
+TINY = ["--family", "gpt2", "--layers", "1", "--dim", "32", "--heads", "2", "--context", "32", "--batch-size", "4",
+        "--eval-batches", "2", "--precision", "fp32", "--device", "cpu", "--quiet"]  # fmt: skip
+TINY_CFG = TrainConfig(batch_size=4, max_steps=2, device="cpu", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory, shared_data):
+    """~40 KB of TinyStories, prepared once per module by the first `tinylm train` that uses it."""
+    stories = (shared_data / "tinystories_v2_head.txt").read_text(encoding="utf-8")[:40_000]
+    path = tmp_path_factory.mktemp("text") / "stories.txt"
+    path.write_text(stories, encoding="utf-8")
+    return path
+
+
+def test_train_from_a_text_file_then_resume_longer(tmp_path, text_file, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(text_file), "--out", str(out), "--vocab-size", "300", *TINY]
+    assert main([*args, "--steps", "4", "--eval-interval", "2"]) == 0
+    assert (out / "data" / "manifest.json").is_file()  # prepared with `prepare` beside the run
+    ck = load_checkpoint(out / "last")
+    assert ck.config.vocab_size == ck.tokenizer.vocab_size == 300
+    # --resume takes the saved settings; --steps extends the run
+    assert main(["train", "--out", str(out), "--resume", "--steps", "6", "--quiet"]) == 0
+    assert Saved.load(out / "last").progress.step == 6
+    # another shape on --resume is refused
+    assert main(["train", "--out", str(out), "--resume", "--dim", "64", "--quiet"]) == 1
+    assert "another shape" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--preset", "gpt5"], "unknown preset 'gpt5'"),
+        (["--context", "100000"], "not more than the context of 100000"),
+        (["--batch-size", "100000"], "more than the"),
+        (["--lr", "-1"], "lr must be positive"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path, text_file, capsys, extra, message):
+    args = ["train", "--data", str(text_file), "--out", str(tmp_path / "run"), "--vocab-size", "300", *TINY, *extra]
+    if "--preset" in extra:
+        args = [a for a in args if a not in ("--family", "gpt2")]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tinylm train: error: ") and message in err and "\n" not in err
+
+
+def test_missing_data_and_unwritable_out(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nope.txt"), "--quiet"]) == 1
+    assert "no such file or directory" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(TinyLMError, match="cannot write to output directory"):
+        train(TINY_CFG.replace(out_dir=str(blocker / "run")), stream_data(), model_config())
+
+
+class OutOfMemory(Model):
+    def forward(self, idx, targets=None):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_out_of_memory_hints_at_the_batch(tmp_path):
+    with pytest.raises(TinyLMError, match=r"out of memory .* lower --batch-size"):
+        train(TINY_CFG.replace(out_dir=str(tmp_path)), stream_data(), model=OutOfMemory(model_config()), quiet=True)
+
+
+def test_plan_counts_and_sizes(capsys):
+    assert parse_count("300M") == 300_000_000 and parse_count("1.5B") == 1_500_000_000 and parse_count("20k") == 20_000
+    with pytest.raises(TinyLMError):
+        parse_count("lots")
+    c = closest(candidates(32000, 256), 15e6)
+    assert c.name == "stories15M"  # llama2.c's 15M shape with its 32K vocabulary
+    assert main(["plan", "--tokens", "300M"]) == 0
+    out = capsys.readouterr().out
+    assert "<-" in out and "train on 300.0M tokens" in out
+    assert main(["plan", "--params", "15M", "--vocab-size", "32000"]) == 0
+    out = capsys.readouterr().out
+    assert "--preset stories15M" in out and "303.8M tokens" in out  # 20 x 15.2M
+    assert main(["plan"]) == 1
+
+
+def test_task_addition_cli_runs_and_reports(tmp_path, capsys):
+    out = tmp_path / "add"
+    assert main(["task", "addition", "--digits", "1", "--steps", "3", "--out", str(out), "--quiet"]) == 0
+    assert "exact match:" in capsys.readouterr().out
+    assert load_checkpoint(out / "last").tokenizer.decode([1, 2]) == "12"
+    assert main(["task", "addition", "--digits", "9", "--quiet"]) == 1
