@@ -10,6 +10,7 @@ rotate-half layout differs by a permutation of the q/k projection rows (handled 
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -57,9 +58,13 @@ class Attention(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H or KV, T, hs)
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0, enable_gqa=KV != H
-        )  # (B, H, T, hs)
+        fp32 = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+        if fp32:  # CPU autocast would attend in bf16, whose backward is ~6x slower than fp32's (PyTorch 2.x)
+            q, k, v = q.float(), k.float(), v.float()
+        with torch.autocast("cpu", enabled=False) if fp32 else contextlib.nullcontext():
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0, enable_gqa=KV != H
+            )  # (B, H, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_drop(self.wo(y))
 
