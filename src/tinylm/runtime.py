@@ -69,12 +69,12 @@ def _load_bfloat16(wpath: Path) -> dict[str, np.ndarray]:
     n = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + n])
     header.pop("__metadata__", None)
-    dtypes = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+    dtypes = {"F32": np.dtype(np.float32), "F16": np.dtype(np.float16), "BF16": np.dtype(np.uint16)}
     out = {}
     for name, info in header.items():
+        dtype = dtypes[info["dtype"]]
         begin, end = info["data_offsets"]
-        a = np.frombuffer(data, dtype=dtypes[info["dtype"]], count=(end - begin) // 2 if info["dtype"] != "F32"
-                          else (end - begin) // 4, offset=8 + n + begin).reshape(info["shape"])  # fmt: skip
+        a = np.frombuffer(data, dtype, (end - begin) // dtype.itemsize, 8 + n + begin).reshape(info["shape"])
         if info["dtype"] == "BF16":  # a bfloat16 is the top half of a float32
             a = (a.astype(np.uint32) << 16).view(np.float32)
         out[name] = a
@@ -273,26 +273,41 @@ class NumpyModel:
         return Generator(self, self.tokenizer).stream(prompt, **options)
 
 
-def _check_shapes(cfg: ModelConfig, w: dict[str, np.ndarray], path: Path) -> None:
+def tensor_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Name and shape of every tensor in a checkpoint of `cfg` (a tied output head is not stored)."""
     C, F, hs = cfg.dim, cfg.ffn_dim, cfg.head_dim
-    want = {"tok_emb.weight": (cfg.vocab_size, C), "norm.weight": (C,)}
+    norm_bias = cfg.norm == "layernorm" and cfg.bias
+    shapes: dict[str, tuple[int, ...]] = {"tok_emb.weight": (cfg.vocab_size, C)}
     if cfg.positions == "learned":
-        want["pos_emb.weight"] = (cfg.context_length, C)
-    if not cfg.tie_embeddings:
-        want["lm_head.weight"] = (cfg.vocab_size, C)
+        shapes["pos_emb.weight"] = (cfg.context_length, C)
+    linears = {"attn.wqkv": ((cfg.n_heads + 2 * cfg.kv_heads) * hs, C), "attn.wo": (C, C),
+               "mlp.w1": (F, C), "mlp.w2": (C, F)}  # fmt: skip
+    if cfg.mlp == "swiglu":
+        linears["mlp.w3"] = (F, C)
     for i in range(cfg.n_layers):
-        want[f"layers.{i}.attn.wqkv.weight"] = ((cfg.n_heads + 2 * cfg.kv_heads) * hs, C)
-        want[f"layers.{i}.attn.wo.weight"] = (C, C)
-        want[f"layers.{i}.mlp.w1.weight"] = (F, C)
-        want[f"layers.{i}.mlp.w2.weight"] = (C, F)
-        if cfg.mlp == "swiglu":
-            want[f"layers.{i}.mlp.w3.weight"] = (F, C)
+        for norm in ("attn_norm", "mlp_norm"):
+            shapes[f"layers.{i}.{norm}.weight"] = (C,)
+            if norm_bias:
+                shapes[f"layers.{i}.{norm}.bias"] = (C,)
+        for name, shape in linears.items():
+            shapes[f"layers.{i}.{name}.weight"] = shape
+            if cfg.bias:
+                shapes[f"layers.{i}.{name}.bias"] = shape[:1]
+    shapes["norm.weight"] = (C,)
+    if norm_bias:
+        shapes["norm.bias"] = (C,)
+    if not cfg.tie_embeddings:
+        shapes["lm_head.weight"] = (cfg.vocab_size, C)
+    return shapes
+
+
+def _check_shapes(cfg: ModelConfig, w: dict[str, np.ndarray], path: Path) -> None:
+    wpath = path / "model.safetensors"
+    want = tensor_shapes(cfg)
+    missing, extra = sorted(set(want) - set(w)), sorted(set(w) - set(want))
+    if missing or extra:
+        what = f"missing tensor {missing[0]}" if missing else f"unexpected tensor {extra[0]}"
+        raise TinyLMError(f"{wpath}: {what}; weights and config.json disagree")
     for k, shape in want.items():
-        if k not in w:
-            raise TinyLMError(
-                f"{path / 'model.safetensors'}: missing tensor {k}; weights and config.json disagree"
-            )
         if w[k].shape != shape:
-            raise TinyLMError(
-                f"{path / 'model.safetensors'}: tensor {k} has shape {w[k].shape} but config.json implies {shape}"
-            )
+            raise TinyLMError(f"{wpath}: tensor {k} has shape {w[k].shape} but config.json implies {shape}")

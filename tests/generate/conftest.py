@@ -44,3 +44,12 @@ def save_random(tmp_path: Path):
         return save_checkpoint(tmp_path / f"ckpt{seed}", random_model(cfg, seed), tokenizer)
 
     return save
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

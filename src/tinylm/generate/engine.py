@@ -22,7 +22,7 @@ from tinylm.model import Model, apply_rope
 class TorchEngine:
     """Batched next-token logits from a `Model` with a static KV cache.
 
-    `prefill(prompts)` starts a generation; each `decode(tokens)` appends one token per row.
+    `prefill(prompts, length)` starts a generation; each `decode(tokens)` appends one token per row.
     `compile=True` compiles the decode step with torch.compile (slow to start, fast per token).
     """
 
@@ -34,27 +34,27 @@ class TorchEngine:
         # x @ W_t with a (dim, vocab) weight multiplies fastest for one row at a time
         self.head_t = model.lm_head.weight.detach().t().contiguous()
         self.rope = (model.rope_cos, model.rope_sin) if cfg.positions == "rope" else None
-        self.batch = self.length = 0
+        self.compiled = compile
+        self._decode = self._forward
+        if compile:  # on CPU a C++ wrapper around the generated kernels saves Python work per token
+            options = {"cpp_wrapper": True} if self.device.type == "cpu" else {}
+            self._decode = torch.compile(self._forward, fullgraph=True, options=options)
         self.k_cache: list[torch.Tensor] = []
         self.v_cache: list[torch.Tensor] = []
-        self._decode = (
-            torch.compile(self._forward, fullgraph=True, dynamic=False) if compile else self._forward
-        )
-        self.pos = torch.zeros(0, dtype=torch.long, device=self.device)
-        self.steps_left = 0
+        self.pos = torch.zeros(0, dtype=torch.long, device=self.device)  # each row's next position
+        self.filled = self.limit = 0  # cache positions any row has written / may write (host-side: no sync)
 
-    @property
-    def vocab_size(self) -> int:
-        return self.config.vocab_size
-
-    def _allocate(self, batch: int, length: int) -> None:
-        if (batch, length) == (self.batch, self.length):
+    def _allocate(self, batch: int) -> None:
+        """Caches spanning the whole context, made once per batch size: attention reads only the
+        filled prefix, so their size costs memory, not time, and the compiled step never sees a
+        new cache shape."""
+        if self.k_cache and self.k_cache[0].shape[0] == batch:
             return
-        cfg = self.config
+        cfg, length = self.config, self.config.context_length
         shape = (batch, cfg.kv_heads, length, cfg.head_dim)
+        # zeros, not empty: a masked position still multiplies its value by a zero weight, and NaN * 0 is NaN
         self.k_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(cfg.n_layers)]
         self.v_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(cfg.n_layers)]
-        self.batch, self.length = batch, length
         # flat row index of (row b, kv head h) in a cache viewed as (batch * kv_heads * length, head_size)
         self._row_base = (
             torch.arange(batch * cfg.kv_heads, device=self.device).view(batch, cfg.kv_heads, 1) * length
@@ -63,8 +63,8 @@ class TorchEngine:
 
     @torch.inference_mode()
     def prefill(self, prompts: list[list[int]], length: int) -> np.ndarray:
-        """Reset the cache to hold `length` positions per row, run all prompts at once and return the
-        logits (B, vocab) after each prompt's last token."""
+        """Start a generation whose rows use at most `length` positions: run all prompts at once and
+        return the logits (B, vocab) after each prompt's last token."""
         if not prompts or any(len(p) == 0 for p in prompts):
             raise TinyLMError("every prompt needs at least one token")
         longest = max(len(p) for p in prompts)
@@ -72,29 +72,33 @@ class TorchEngine:
             raise TinyLMError(
                 f"cannot hold {length} positions (longest prompt {longest}) in a context of {self.config.context_length}"
             )
-        self._allocate(len(prompts), length)
+        self._allocate(len(prompts))
         lens = torch.tensor([len(p) for p in prompts], device=self.device)
         idx = torch.tensor([p + [0] * (longest - len(p)) for p in prompts], device=self.device)
         pos = torch.arange(longest, device=self.device).expand(len(prompts), longest)
-        logits = self._forward(idx, pos, last=lens - 1)
-        self.pos = lens.clone()
-        self.steps_left = length - longest
+        logits = self._forward(idx, pos, lens - 1, self._key_pos[:longest])
+        self.pos, self.filled, self.limit = lens.clone(), longest, length
         return _numpy(logits)
 
     @torch.inference_mode()
     def decode(self, tokens: np.ndarray) -> np.ndarray:
         """Append one token per row (B,) at each row's next position; logits (B, vocab)."""
-        if self.steps_left <= 0:
-            raise TinyLMError(f"the KV cache holds {self.length} positions and is full")
-        self.steps_left -= 1
+        if self.filled >= self.limit:
+            raise TinyLMError(f"this generation was started for {self.limit} positions and they are all used")
+        self.filled += 1
+        keys = self._key_pos[: self.filled]
+        if self.compiled:  # one graph for every attention length
+            torch._dynamo.maybe_mark_dynamic(keys, 0)
         tokens_t = torch.from_numpy(np.asarray(tokens, dtype=np.int64)).to(self.device).view(-1, 1)
-        logits = self._decode(tokens_t, self.pos.view(-1, 1), None)
+        logits = self._decode(tokens_t, self.pos.view(-1, 1), None, keys)
         self.pos += 1
         return _numpy(logits)
 
-    def _forward(self, idx: torch.Tensor, pos: torch.Tensor, last: torch.Tensor | None) -> torch.Tensor:
-        """Tokens idx at positions pos (both (B, T)): write their keys/values into the cache and return
-        the logits at column `last` of each row (B,), or at the only column when T == 1."""
+    def _forward(self, idx: torch.Tensor, pos: torch.Tensor, last: torch.Tensor | None,
+                 keys: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """Tokens idx at positions pos (both (B, T)): write their keys/values into the cache, attend
+        over the cache positions `keys` (0..n-1) and return the logits at column `last` of each row
+        (B,), or at the only column when T == 1."""
         model, cfg = self.model, self.config
         B, T = idx.shape
         H, KV, hs = cfg.n_heads, cfg.kv_heads, cfg.head_dim
@@ -105,7 +109,8 @@ class TorchEngine:
         if self.rope is not None:  # one (position, frequency) row per token, as a batch of one sequence
             rope = (self.rope[0][pos.flatten()], self.rope[1][pos.flatten()])
         slots = (self._row_base + pos.view(B, 1, T)).flatten()  # cache rows written, ordered (B, KV, T)
-        mask = self._key_pos.view(1, 1, 1, -1) <= pos.view(B, 1, T, 1)  # (B, 1, T, length)
+        n = keys.shape[0]
+        mask = keys.view(1, 1, 1, n) <= pos.view(B, 1, T, 1)  # (B, 1, T, n)
         for i, layer in enumerate(model.layers):
             attn = layer.attn
             q, k, v = attn.wqkv(layer.attn_norm(x)).split([H * hs, KV * hs, KV * hs], dim=-1)
@@ -115,7 +120,7 @@ class TorchEngine:
                 k = apply_rope(k.reshape(1, B * T, KV, hs), *rope).view(B, T, KV, hs)
             self.k_cache[i].view(-1, hs).index_copy_(0, slots, k.transpose(1, 2).reshape(-1, hs))
             self.v_cache[i].view(-1, hs).index_copy_(0, slots, v.transpose(1, 2).reshape(-1, hs))
-            y = _attend(q, self.k_cache[i], self.v_cache[i], mask)
+            y = _attend(q, self.k_cache[i][:, :, :n], self.v_cache[i][:, :, :n], mask)
             x = x + attn.wo(y)
             x = x + layer.mlp(layer.mlp_norm(x))
         if last is not None:

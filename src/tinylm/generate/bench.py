@@ -1,0 +1,203 @@
+"""How fast both engines generate, beside what this machine's memory bandwidth allows.
+
+For each model shape (random fp32 weights), engine and thread count, a fresh subprocess (so thread
+settings take effect before any library starts its thread pool) measures:
+  decode tok/s:  batch 1, greedy, a 1-token prompt then `new_tokens` tokens (best of `repeats`);
+  prefill tok/s: one forward pass over a `prompt_tokens` prompt (best of `repeats`).
+The parent measures memory-read bandwidth (summing a 512 MiB array on each thread) and divides it
+by the weight bytes one decode step must read: the bound a memory-bound decoder cannot beat
+(unless the weights fit in a cache). Used by `tinylm bench` and `benchmarks/bench_generate.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from tinylm.config import ModelConfig, get_preset
+from tinylm.errors import TinyLMError
+
+SHAPES = ("stories260K", "stories15M", "stories110M")
+ENGINES = ("numpy", "torch", "torch-compile")
+# llama2.c's run.c (-Ofast -march=native -fopenmp, 2 threads) on this machine class, 256 greedy tokens
+RUN_C_TOKENS_PER_S = {"stories15M": 564.0, "stories110M": 59.0}
+
+
+@dataclass
+class Result:
+    shape: str
+    engine: str
+    threads: int
+    decode_tok_s: float
+    prefill_tok_s: float
+    new_tokens: int
+    prompt_tokens: int
+    warmup_s: float  # building the engine and its first steps (compilation, for torch-compile)
+
+
+def weight_bytes_per_token(cfg: ModelConfig) -> int:
+    """Bytes of fp32 weights one decode step reads: every matrix once (the output head included,
+    tied or not), but only one row of each embedding table."""
+    head = cfg.vocab_size * cfg.dim if cfg.tie_embeddings else 0  # a tied head is not counted below
+    return 4 * (cfg.num_params(include_embeddings=False) + head)
+
+
+def random_weights(cfg: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """Checkpoint-shaped fp32 weights: N(0, 0.02) matrices, unit norm weights, zero biases."""
+    from tinylm.runtime import tensor_shapes
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape in tensor_shapes(cfg).items():
+        if len(shape) == 2:
+            out[name] = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
+        else:
+            out[name] = (
+                np.ones(shape, np.float32)
+                if "norm" in name and name.endswith("weight")
+                else np.zeros(shape, np.float32)
+            )
+    return out
+
+
+def memory_bandwidth(threads: int, mib: int = 512, repeats: int = 5) -> float:
+    """Read bandwidth in GB/s: the best of `repeats` sums of a `mib` MiB array split over `threads`
+    (NumPy releases the GIL while it sums)."""
+    a = np.ones(mib * 2**20 // 4, dtype=np.float32)
+    parts = np.array_split(a, threads)
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(np.sum, parts))  # touch every page first
+        for _ in range(repeats):
+            start = time.perf_counter()
+            list(pool.map(np.sum, parts))
+            best = min(best, time.perf_counter() - start)
+    return a.nbytes / best / 1e9
+
+
+def build_engine(engine: str, cfg: ModelConfig, weights: dict[str, np.ndarray]):
+    if engine == "numpy":
+        from tinylm.runtime import NumpyModel
+
+        return NumpyModel(cfg, weights)
+    import torch
+
+    from tinylm.checkpoint import build_model
+    from tinylm.generate.engine import TorchEngine
+
+    model = build_model(cfg, {k: torch.from_numpy(v) for k, v in weights.items()})
+    return TorchEngine(model, compile=engine == "torch-compile")
+
+
+def measure(
+    shape: str, engine: str, threads: int, new_tokens: int, prompt_tokens: int, repeats: int
+) -> Result:
+    """One measurement in this process (threads must already be limited, see `measure_isolated`)."""
+    from tinylm.generate.loop import Timing, generate_ids
+    from tinylm.generate.sampling import Sampler, SamplingParams
+
+    if engine.startswith("torch"):
+        import torch
+
+        torch.set_num_threads(threads)
+    cfg = get_preset(shape)
+    new_tokens = min(new_tokens, cfg.context_length - 1)
+    prompt_tokens = min(prompt_tokens, cfg.context_length)
+    greedy = Sampler(SamplingParams(temperature=0))
+    start = time.perf_counter()
+    eng = build_engine(engine, cfg, random_weights(cfg))
+    for _ in generate_ids(eng, [[1]], new_tokens, greedy):  # warm up at the very shapes measured
+        pass
+    warmup = time.perf_counter() - start
+    prompt = np.random.default_rng(0).integers(0, cfg.vocab_size, prompt_tokens).tolist()
+    decode, prefill = 0.0, 0.0
+    for _ in range(repeats):
+        t = Timing()
+        for _ in generate_ids(eng, [[1]], new_tokens, greedy, timing=t):
+            pass
+        decode = max(decode, t.decode_tokens_per_s)
+        start = time.perf_counter()
+        eng.prefill([prompt], prompt_tokens)
+        prefill = max(prefill, prompt_tokens / (time.perf_counter() - start))
+    return Result(shape, engine, threads, decode, prefill, new_tokens, prompt_tokens, warmup)
+
+
+def measure_isolated(shape: str, engine: str, threads: int, new_tokens: int, prompt_tokens: int,
+                     repeats: int) -> Result:  # fmt: skip
+    """`measure` in a fresh Python whose BLAS/OpenMP thread pools are limited to `threads`."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    job = json.dumps([shape, engine, threads, new_tokens, prompt_tokens, repeats])
+    r = subprocess.run(
+        [sys.executable, "-m", "tinylm.generate.bench", job], capture_output=True, text=True, env=env
+    )
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        raise TinyLMError(f"benchmark of {engine} on {shape} with {threads} thread(s) failed: {last}")
+    return Result(**json.loads(r.stdout.strip().splitlines()[-1]))
+
+
+def format_table(results: list[Result], bandwidth: dict[int, float]) -> str:
+    """One row per measurement: speeds, the bandwidth bound, and the ratio to llama2.c's run.c."""
+    head = (
+        "shape",
+        "engine",
+        "threads",
+        "decode tok/s",
+        "% of bound",
+        "vs run.c",
+        "prefill tok/s",
+        "warmup s",
+    )
+    rows = []
+    for r in results:
+        bound = bandwidth[r.threads] * 1e9 / weight_bytes_per_token(get_preset(r.shape))
+        ref = RUN_C_TOKENS_PER_S.get(r.shape)
+        rows.append((
+            r.shape, r.engine, str(r.threads), f"{r.decode_tok_s:,.1f}", f"{100 * r.decode_tok_s / bound:.0f}%",
+            f"{r.decode_tok_s / ref:.2f}x" if ref else "-", f"{r.prefill_tok_s:,.0f}", f"{r.warmup_s:.1f}",
+        ))  # fmt: skip
+    widths = [max(len(x[i]) for x in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(x, widths, strict=True)))
+             for x in [head, *rows]]  # fmt: skip
+    notes = [
+        f"memory read bandwidth: {', '.join(f'{t} thread(s) {bw:.1f} GB/s' for t, bw in bandwidth.items())}"
+    ]
+    for shape in dict.fromkeys(r.shape for r in results):
+        cfg = get_preset(shape)
+        mb = weight_bytes_per_token(cfg) / 1e6
+        bounds = ", ".join(f"{bw * 1e3 / mb:,.0f} tok/s at {t} thread(s)" for t, bw in bandwidth.items())
+        ref = (
+            f"; run.c (2 threads): {RUN_C_TOKENS_PER_S[shape]:.0f} tok/s"
+            if shape in RUN_C_TOKENS_PER_S
+            else ""
+        )
+        notes.append(f"{shape}: {mb:,.1f} MB of fp32 weights per token -> bound {bounds}{ref}")
+    return "\n".join([*lines, "", *notes])
+
+
+def run(shapes: list[str], engines: list[str], threads: list[int], new_tokens: int = 256, prompt_tokens: int = 128,
+        repeats: int = 3, progress: bool = True) -> tuple[list[Result], dict[int, float]]:  # fmt: skip
+    from tqdm import tqdm
+
+    bandwidth = {t: memory_bandwidth(t) for t in threads}
+    jobs = [(s, e, t) for s in shapes for e in engines for t in threads]
+    results = []
+    with tqdm(jobs, desc="bench", unit="run", disable=not progress) as bar:
+        for s, e, t in bar:
+            bar.set_postfix_str(f"{s} {e} {t} thread(s)")
+            results.append(measure_isolated(s, e, t, new_tokens, prompt_tokens, repeats))
+            bar.set_postfix_str(f"{s} {e} {t}: {results[-1].decode_tok_s:,.1f} tok/s")
+    return results, bandwidth
+
+
+if __name__ == "__main__":  # worker: one measurement, printed as JSON
+    print(json.dumps(asdict(measure(*json.loads(sys.argv[1])))))

@@ -1,0 +1,93 @@
+"""`tinylm sample` and `tinylm bench` from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.generate.conftest import SHAPES
+from tinylm.cli import main
+from tinylm.tokenizer import CharTokenizer
+
+TOK = CharTokenizer(list(" abcdefghijklmnopqrstuvwxyz.,!?"))
+CFG = SHAPES["gpt2"].replace(vocab_size=TOK.vocab_size, context_length=48)
+
+
+@pytest.fixture
+def ckpt(save_random) -> Path:
+    return save_random(CFG, TOK)
+
+
+def test_sample_streams_the_prompt_and_completion_and_reports_speed(ckpt: Path, capsys) -> None:
+    assert main(["sample", str(ckpt), "the cat", "-n", "20", "--seed", "1", "--threads", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("the cat") and len(out) > len("the cat")
+    assert "prompt: 8 tokens at" in err and "tok/s" in err and "decode:" in err
+
+
+def test_sample_engines_agree_when_greedy(ckpt: Path, capsys) -> None:
+    outs = []
+    for engine in ("torch", "numpy"):
+        assert main(["sample", str(ckpt), "abc", "-n", "30", "--temperature", "0", "--engine", engine]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1]
+
+
+def test_sample_batch_prints_every_prompt(ckpt: Path, capsys) -> None:
+    assert main(["sample", str(ckpt), "a", "bb", "ccc", "-n", "5", "--temperature", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "--- [0]\na" in out and "--- [1]\nbb" in out and "--- [2]\nccc" in out
+
+
+def test_sample_ids_without_a_tokenizer(save_random, capsys) -> None:
+    path = save_random(CFG)
+    assert main(["sample", str(path), "--ids", "1, 2 3", "-n", "4", "--temperature", "0"]) == 0
+    ids = capsys.readouterr().out.split()
+    assert ids[:3] == ["1", "2", "3"] and len(ids) == 7
+    assert main(["sample", str(path), "hello"]) == 1
+    assert "--ids" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--engine", "tpu"], "unknown engine 'tpu'"),
+        (["-n", "100"], "between 1 and 47"),
+        (["x" * 60], "--truncate"),
+        (["--ids", "1 two"], "expected token ids"),
+        (["--top-p", "0"], "top-p"),
+    ],
+)
+def test_sample_bad_input_is_one_line(ckpt: Path, capsys, args: list[str], message: str) -> None:
+    assert main(["sample", str(ckpt), *args]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tinylm sample: error:") and message in err and "\n" not in err
+
+
+def test_sample_truncate_keeps_going(ckpt: Path, capsys) -> None:
+    assert main(["sample", str(ckpt), "ab" * 40, "--truncate", "-n", "5", "--temperature", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("ba" * 21 + "b")  # the last 43 of the 81 prompt tokens, then 5 new ones
+    assert "prompt: 43 tokens" in err
+
+
+@pytest.mark.slow
+def test_bench_prints_the_table(tmp_path: Path, capsys) -> None:
+    args = ["bench", "--shapes", "stories260K", "--engines", "numpy,torch", "--threads", "1", "--tokens", "8",
+            "--prompt-tokens", "8", "--repeats", "1", "--json", str(tmp_path / "b.json")]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "stories260K  numpy" in out and "stories260K  torch" in out and "memory read bandwidth" in out
+    results = json.loads((tmp_path / "b.json").read_text())["results"]
+    assert {r["engine"] for r in results} == {"numpy", "torch"} and all(
+        r["decode_tok_s"] > 0 for r in results
+    )
+
+
+def test_bench_bad_input(capsys) -> None:
+    assert main(["bench", "--engines", "jax"]) == 1
+    assert "unknown engine 'jax'" in capsys.readouterr().err
+    assert main(["bench", "--shapes", "nope"]) == 1
+    assert "unknown preset" in capsys.readouterr().err

@@ -1,0 +1,86 @@
+"""The NumPy runtime: imports and generates without torch, reads every checkpoint dtype, fails clearly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import tiny_gpt2, tiny_llama
+from tinylm.checkpoint import save_checkpoint
+from tinylm.errors import TinyLMError
+from tinylm.model import Model
+from tinylm.runtime import NumpyModel
+from tinylm.tokenizer import CharTokenizer
+
+TOK = CharTokenizer(list(" abcdefghijklmnopqrstuvwxyz.,"))
+
+
+def test_runtime_imports_and_generates_without_torch(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "c", Model(tiny_llama(vocab_size=TOK.vocab_size)), TOK)
+    code = f"""
+import sys
+import tinylm.runtime, tinylm.tokenizer, tinylm.generate
+assert "torch" not in sys.modules, "importing the runtime imported torch"
+model = tinylm.runtime.NumpyModel.from_checkpoint({str(path)!r})
+text = model.generate("a b", max_new_tokens=8, temperature=0, stop_ids=[])
+pieces = list(model.stream("a b", max_new_tokens=8, temperature=0, stop_ids=[]))
+assert "torch" not in sys.modules, "generating imported torch"
+print(repr(text), repr("".join(pieces)))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    text, streamed = r.stdout.split()
+    assert text == streamed and len(eval(text)) == 8
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_checkpoints_load_as_float32(tmp_path: Path, dtype: torch.dtype) -> None:
+    model = Model(tiny_gpt2()).to(dtype)
+    path = save_checkpoint(tmp_path / "c", model)
+    rt = NumpyModel.from_checkpoint(path)
+    assert rt.tok_emb.dtype == np.float32
+    np.testing.assert_array_equal(rt.tok_emb, model.tok_emb.weight.detach().float().numpy())
+    idx = [1, 2, 3, 4]
+    with torch.no_grad():
+        want = model.float()(torch.tensor([idx]))[0][0, -1].numpy()
+    np.testing.assert_allclose(rt.prefill([idx], 8)[0], want, rtol=1e-4, atol=1e-4)
+
+
+def test_bad_checkpoints_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(TinyLMError, match="no checkpoint directory"):
+        NumpyModel.from_checkpoint(tmp_path / "missing")
+    path = save_checkpoint(tmp_path / "c", Model(tiny_llama()))
+    (path / "model.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(TinyLMError, match="corrupt"):
+        NumpyModel.from_checkpoint(path)
+    path = save_checkpoint(tmp_path / "c", Model(tiny_llama()))
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**cfg, "dim": 64}))
+    with pytest.raises(TinyLMError, match="shape"):
+        NumpyModel.from_checkpoint(path)
+    (path / "config.json").write_text("{not json")
+    with pytest.raises(TinyLMError, match="not valid JSON"):
+        NumpyModel.from_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        tiny_llama(),
+        tiny_llama(bias=True, tie_embeddings=False),
+        tiny_gpt2(),
+        tiny_gpt2(bias=False),
+        tiny_gpt2(norm="rmsnorm"),
+    ],
+)
+def test_tensor_shapes_match_the_torch_model(cfg) -> None:
+    from tinylm.checkpoint import expected_shapes
+    from tinylm.runtime import tensor_shapes
+
+    assert tensor_shapes(cfg) == expected_shapes(cfg)
