@@ -41,15 +41,10 @@ def run(args: argparse.Namespace) -> None:
     print(f"tinylm quickstart: {dataset}, {args.minutes:g} minutes of training -> {args.out}")
     settings = {"out_dir": args.out, "data": dataset, "minutes": args.minutes, "device": args.device,
                 "compile": args.compile, "batch_size": 16, "lr": 2e-3, "schedule": "wsd", "decay_frac": 0.3,
-                "warmup_steps": 50, "eval_interval": 100, "eval_batches": 8}  # fmt: skip
+                "warmup_steps": 50, "eval_interval": 100, "eval_batches": 8, "vocab_size": 2048}  # fmt: skip
     model = {"family": "llama", "n_layers": 4, "dim": 128, "n_heads": 4, "context_length": 256}
-    result = run_training(settings, model, tokenizer="bpe", vocab_size=2048, quiet=args.quiet)
-    print_samples(result.model.cpu(), _tokenizer(args.out), PROMPTS[dataset], max_new_tokens=80)
+    result = run_training(settings, model, quiet=args.quiet)
+    print_samples(result.model.cpu(), result.tokenizer, PROMPTS[dataset], max_new_tokens=80)
     print(f"\nnext: tinylm sample {args.out}/best \"{PROMPTS[dataset][0]}\"  |  plot: {args.out}/loss.png  |  "
           f"bigger: tinylm train --data {dataset} --minutes 30 --layers 6 --dim 256 --heads 8 --out runs/bigger")  # fmt: skip
 
-
-def _tokenizer(out: str):
-    from tinylm.tokenizer import load_tokenizer
-
-    return load_tokenizer(f"{out}/last/tokenizer")

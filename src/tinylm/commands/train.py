@@ -22,9 +22,9 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", default=S, help="text file, `tinylm prepare` output directory, or dataset name "
                    "(pystdlib, tinystories, shakespeare)")  # fmt: skip
-    g.add_argument("--tokenizer", default="bpe", help="when preparing: bpe, sentencepiece, char, llama2, gpt2 or a "
+    g.add_argument("--tokenizer", default=S, help="when preparing: bpe, sentencepiece, char, llama2, gpt2 or a "
                    "tokenizer path (default: bpe)")  # fmt: skip
-    g.add_argument("--vocab-size", type=int, default=4096, help="when training a tokenizer (default: 4096)")
+    g.add_argument("--vocab-size", type=int, default=S, help="when training a tokenizer (default: 4096)")
 
 
 def add_model_arguments(p: argparse.ArgumentParser, title: str = "llama, 4 layers, dim 128, 4 heads, context 256",
@@ -85,7 +85,5 @@ def run(args: argparse.Namespace) -> None:
 
     given = vars(args)
     model_args = {k: given[k] for k in MODEL_KEYS if k in given}
-    train_args = {k: v for k, v in given.items() if k not in (*MODEL_KEYS, "init", "tokenizer", "vocab_size",
-                                                              "resume", "quiet", "command", "_run")}  # fmt: skip
-    run_training(train_args, model_args, init=given.get("init"), tokenizer=args.tokenizer,
-                 vocab_size=args.vocab_size, resume=args.resume, quiet=args.quiet)  # fmt: skip
+    train_args = {k: v for k, v in given.items() if k not in (*MODEL_KEYS, "init", "resume", "quiet", "command", "_run")}
+    run_training(train_args, model_args, init=given.get("init"), resume=args.resume, quiet=args.quiet)

@@ -16,6 +16,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 class TrainConfig:
     out_dir: str = "runs/tinylm"
     data: str | None = None  # what was trained on (a prepared shard directory, text file or dataset name)
+    tokenizer: str = "bpe"  # when `data` has to be prepared first: the tokenizer (see `tinylm prepare`)
+    vocab_size: int = 4096  # ... and the vocabulary of a trained one
     # batch: `batch_size` sequences per forward pass and process; `batch_tokens` per optimizer step over
     # all processes, reached by gradient accumulation (None: one forward pass per process and step)
     batch_size: int = 16

@@ -31,8 +31,12 @@ def prepared_dir(spec: str, out_dir: str | Path, tokenizer: str, vocab_size: int
             "give a text file, a `tinylm prepare` output directory or a dataset name"
         )
     if (where / MANIFEST).is_file():
-        sources = Manifest.load(where).raw.get("sources", [])
-        if sources in ([spec], [str(path)]):
+        m = Manifest.load(where).raw
+        kind = {"llama2": "sentencepiece", "gpt2": "tiktoken"}.get(tokenizer, tokenizer)
+        same_tokenizer = m.get("tokenizer_kind") == kind and (
+            tokenizer not in ("bpe", "sentencepiece") or m.get("vocab_size") == vocab_size
+        )
+        if m.get("sources") in ([spec], [str(path)]) and same_tokenizer:
             return where, False
     return where, True
 

@@ -21,8 +21,7 @@ from tinylm.train.trainer import LAST, Result, train
 
 
 def run_training(train_args: dict[str, Any], model_args: dict[str, Any], *, init: str | None = None,
-                 tokenizer: str = "bpe", vocab_size: int = 4096, resume: bool = False,
-                 quiet: bool = False) -> Result:  # fmt: skip
+                 resume: bool = False, quiet: bool = False) -> Result:  # fmt: skip
     """`train_args`: TrainConfig fields that were given; `model_args`: preset/family and sizes that were
     given (build_config's names). On resume, the saved settings apply except those given here."""
     out = Path(train_args.get("out_dir", TrainConfig.out_dir))
@@ -37,9 +36,9 @@ def run_training(train_args: dict[str, Any], model_args: dict[str, Any], *, init
     d = distributed.from_env()
     distributed.start(d, pick_device(cfg.device, d.local_rank))
     try:
-        where, todo = prepared_dir(cfg.data, cfg.out_dir, tokenizer, vocab_size)
+        where, todo = prepared_dir(cfg.data, cfg.out_dir, cfg.tokenizer, cfg.vocab_size)
         if todo and d.main:
-            prepare_data(cfg.data, where, tokenizer, vocab_size, progress=not quiet)
+            prepare_data(cfg.data, where, cfg.tokenizer, cfg.vocab_size, progress=not quiet)
         distributed.barrier(d)
         tok = TokenShards(where, "val").tokenizer if (where / "manifest.json").is_file() else None
         vocab = tok.vocab_size if tok is not None else _max_id(where) + 1

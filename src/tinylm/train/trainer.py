@@ -58,6 +58,7 @@ class Result:
     progress: Progress
     val_loss: float | None
     tokens_per_s: float
+    tokenizer: Tokenizer | None = None
     metrics: dict[str, Any] = field(default_factory=dict)  # the last on_eval metrics
 
 
@@ -213,7 +214,8 @@ def _loop(run: _Run, stop_at: int | None, on_eval: EvalHook | None, quiet: bool)
                 break
     bar.close()
     session = time.perf_counter() - start
-    result = Result(run.model.eval(), run.out, p, val_loss, session_tokens / max(session, 1e-9), metrics)
+    result = Result(run.model.eval(), run.out, p, val_loss, session_tokens / max(session, 1e-9), run.data.tokenizer,
+                    metrics)  # fmt: skip
     if d.main and not quiet:
         _summary(run, result, stopped=p.step < p.max_steps and not done)
     return result
