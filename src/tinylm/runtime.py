@@ -87,7 +87,7 @@ def _load_bfloat16(wpath: Path) -> dict[str, np.ndarray]:
 
 def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, eps: float) -> np.ndarray:
     x = x - x.mean(-1, keepdims=True)
-    x *= 1.0 / np.sqrt((x * x).mean(-1, keepdims=True) + eps)
+    x *= 1.0 / np.sqrt(np.einsum("ij,ij->i", x, x)[:, None] / x.shape[-1] + eps)
     x *= w
     if b is not None:
         x += b
@@ -95,28 +95,23 @@ def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, eps: float) -
 
 
 def rms_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, eps: float) -> np.ndarray:
-    return x * (1.0 / np.sqrt((x * x).mean(-1, keepdims=True) + eps)) * w
+    scale = 1.0 / np.sqrt(np.einsum("ij,ij->i", x, x)[:, None] / x.shape[-1] + eps)
+    return x * scale * w
 
 
 def gelu_tanh(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
 
 
-def silu(x: np.ndarray) -> np.ndarray:
-    return x / (1.0 + np.exp(-x))
-
-
-def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    """Rotate each pair (x[2i], x[2i+1]) of x (B, T, heads, hs) by angles (B, T, 1, hs/2)."""
-    x0, x1 = x[..., 0::2], x[..., 1::2]
-    out = np.empty_like(x)
-    out[..., 0::2] = x0 * cos - x1 * sin
-    out[..., 1::2] = x0 * sin + x1 * cos
-    return out
+def swiglu(h: np.ndarray) -> np.ndarray:
+    """silu(gate) * up, for h = [gate | up] from the fused w1/w3 projection."""
+    gate, up = np.split(h, 2, axis=-1)
+    return gate / (1.0 + np.exp(-gate)) * up
 
 
 class Layer:
-    """One block's weights, each matrix transposed to (in, out) so that `x @ w` is the projection."""
+    """One block's weights. Matrices stay (out, in) as stored, used as `x @ w.T`; SwiGLU's gate and
+    up projections are stacked into one matrix so they cost one product."""
 
     def __init__(self, w: dict[str, np.ndarray], i: int, cfg: ModelConfig):
         def get(name: str) -> np.ndarray | None:
@@ -124,17 +119,17 @@ class Layer:
 
         self.attn_norm = (get("attn_norm.weight"), get("attn_norm.bias"))
         self.mlp_norm = (get("mlp_norm.weight"), get("mlp_norm.bias"))
-        self.wqkv, self.bqkv = get("attn.wqkv.weight").T, get("attn.wqkv.bias")
-        self.wo, self.bo = get("attn.wo.weight").T, get("attn.wo.bias")
-        self.w1, self.b1 = get("mlp.w1.weight").T, get("mlp.w1.bias")
-        self.w2, self.b2 = get("mlp.w2.weight").T, get("mlp.w2.bias")
-        self.w3, self.b3 = (
-            (get("mlp.w3.weight").T, get("mlp.w3.bias")) if cfg.mlp == "swiglu" else (None, None)
-        )
+        self.wqkv, self.bqkv = get("attn.wqkv.weight"), get("attn.wqkv.bias")
+        self.wo, self.bo = get("attn.wo.weight"), get("attn.wo.bias")
+        self.w1, self.b1 = get("mlp.w1.weight"), get("mlp.w1.bias")
+        if cfg.mlp == "swiglu":
+            self.w1 = np.concatenate([self.w1, get("mlp.w3.weight")])
+            self.b1 = None if self.b1 is None else np.concatenate([self.b1, get("mlp.w3.bias")])
+        self.w2, self.b2 = get("mlp.w2.weight"), get("mlp.w2.bias")
 
 
-def _linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
-    y = x @ w
+def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    y = x @ w.T
     if b is not None:
         y += b
     return y
@@ -156,9 +151,10 @@ class NumpyModel:
         if cfg.positions == "rope":  # angle of frequency i at position p: p * theta^(-2i / head_dim)
             freqs = cfg.rope_theta ** (-np.arange(0, cfg.head_dim, 2, dtype=np.float64) / cfg.head_dim)
             angles = np.outer(np.arange(cfg.context_length, dtype=np.float64), freqs)
-            self.cos, self.sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+            self.rotation = np.exp(1j * angles).astype(np.complex64)  # (context, head_dim / 2)
         self.k_cache = self.v_cache = np.zeros(0, dtype=np.float32)
-        self.pos = np.zeros(0, dtype=np.int64)
+        self.pos = np.zeros(0, dtype=np.int64)  # each row's next position
+        self.limit = 0  # positions this generation may use
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> NumpyModel:
@@ -191,7 +187,8 @@ class NumpyModel:
                 f"cannot hold {length} positions (longest prompt {longest}) in a context of {cfg.context_length}"
             )
         B = len(prompts)
-        shape = (cfg.n_layers, B, cfg.kv_heads, length, cfg.head_dim)
+        # caches span the context and are made once per batch size (attention reads the filled prefix)
+        shape = (cfg.n_layers, B, cfg.kv_heads, cfg.context_length, cfg.head_dim)
         if self.k_cache.shape != shape:
             self.k_cache = np.zeros(shape, dtype=np.float32)
             self.v_cache = np.zeros(shape, dtype=np.float32)
@@ -199,13 +196,13 @@ class NumpyModel:
         pos = np.broadcast_to(np.arange(longest), (B, longest))
         lens = np.array([len(p) for p in prompts])
         logits = self.forward(idx, pos, lens - 1)
-        self.pos = lens.copy()
+        self.pos, self.limit = lens.copy(), length
         return logits
 
     def decode(self, tokens: np.ndarray) -> np.ndarray:
         """Append one token per row at the row's next position; logits (B, vocab)."""
-        if self.pos.max() >= self.k_cache.shape[3]:
-            raise TinyLMError(f"the KV cache holds {self.k_cache.shape[3]} positions and is full")
+        if self.pos.max() >= self.limit:
+            raise TinyLMError(f"this generation was started for {self.limit} positions and they are all used")
         logits = self.forward(np.asarray(tokens, dtype=np.int64).reshape(-1, 1), self.pos[:, None], None)
         self.pos += 1
         return logits
@@ -220,43 +217,44 @@ class NumpyModel:
         H, KV, hs, eps = cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.norm_eps
         G = H // KV  # query heads per kv head
         n = int(pos.max()) + 1  # attend over the cache prefix that any row has filled
-        x = self.tok_emb[idx]  # (B, T, dim)
+        x = self.tok_emb[idx.ravel()]  # the residual stream, (B*T, dim)
         if self.pos_emb is not None:
-            x = x + self.pos_emb[pos]
-        if cfg.positions == "rope":
-            cos, sin = self.cos[pos][:, :, None, :], self.sin[pos][:, :, None, :]  # (B, T, 1, hs/2)
-        hidden_mask = np.arange(n) > pos[:, None, None, :, None]  # (B, 1, 1, T, n): keys not yet visible
+            x = x + self.pos_emb[pos.ravel()]
+        if cfg.positions == "rope":  # rotating a pair (a, b) by angle t is the complex product (a+ib)e^(it)
+            rotation = self.rotation[pos][:, :, None, :]  # (B, T, 1, hs/2)
+        # keys a query may not see yet (positions after its own), as -inf added to the scores
+        hidden = np.arange(n) > pos[:, None, None, :, None]  # (B, 1, 1, T, n)
+        bias = np.where(hidden, np.float32(-np.inf), np.float32(0)) if hidden.any() else None
         rows = np.arange(B)[:, None]
         for i, layer in enumerate(self.layers):
             # attention: project, rotate, store in the cache, attend over the filled prefix
-            qkv = _linear(self.norm(x, *layer.attn_norm, eps), layer.wqkv, layer.bqkv)
-            q = qkv[..., : H * hs].reshape(B, T, H, hs)
-            k = qkv[..., H * hs : (H + KV) * hs].reshape(B, T, KV, hs)
-            v = qkv[..., (H + KV) * hs :].reshape(B, T, KV, hs)
+            qkv = linear(self.norm(x, *layer.attn_norm, eps), layer.wqkv, layer.bqkv)
+            qkv = qkv.reshape(B, T, H + 2 * KV, hs)
+            q, k, v = qkv[:, :, :H], qkv[:, :, H : H + KV], qkv[:, :, H + KV :]
             if cfg.positions == "rope":
-                q, k = rope(q, cos, sin), rope(k, cos, sin)
-            k_cache, v_cache = self.k_cache[i], self.v_cache[i]  # (B, KV, length, hs)
+                qk = qkv[:, :, : H + KV].view(np.complex64) * rotation  # q and k in one product
+                q, k = qk[:, :, :H].view(np.float32), qk[:, :, H:].view(np.float32)
+            k_cache, v_cache = self.k_cache[i], self.v_cache[i]  # (B, KV, context, hs)
             k_cache[rows, :, pos] = k  # element (b, t) lands at [b, :, pos[b, t]]
             v_cache[rows, :, pos] = v
-            q = q.reshape(B, T, KV, G, hs).transpose(0, 2, 3, 1, 4)  # (B, KV, G, T, hs)
-            att = q.reshape(B, KV, G * T, hs) @ k_cache[:, :, :n].transpose(0, 1, 3, 2)  # (B, KV, G*T, n)
+            q = q.reshape(B, T, KV, G, hs).transpose(0, 2, 3, 1, 4).reshape(B, KV, G * T, hs)
+            att = q @ k_cache[:, :, :n].transpose(0, 1, 3, 2)  # (B, KV, G*T, n)
             att = att.reshape(B, KV, G, T, n)
-            att *= 1.0 / math.sqrt(hs)
-            att[np.broadcast_to(hidden_mask, att.shape)] = -np.inf
+            att *= np.float32(1.0 / math.sqrt(hs))
+            if bias is not None:
+                att += bias
             att -= att.max(-1, keepdims=True)
             np.exp(att, out=att)
             att /= att.sum(-1, keepdims=True)
             y = att.reshape(B, KV, G * T, n) @ v_cache[:, :, :n]  # (B, KV, G*T, hs)
-            y = y.reshape(B, KV, G, T, hs).transpose(0, 3, 1, 2, 4).reshape(B, T, H * hs)
-            x = x + _linear(y, layer.wo, layer.bo)
+            y = y.reshape(B, KV, G, T, hs).transpose(0, 3, 1, 2, 4).reshape(B * T, H * hs)
+            x = x + linear(y, layer.wo, layer.bo)
             # MLP
-            h = self.norm(x, *layer.mlp_norm, eps)
-            if layer.w3 is not None:
-                h = silu(_linear(h, layer.w1, layer.b1)) * _linear(h, layer.w3, layer.b3)
-            else:
-                h = gelu_tanh(_linear(h, layer.w1, layer.b1))
-            x = x + _linear(h, layer.w2, layer.b2)
-        x = x[np.arange(B), last] if last is not None else x[:, -1]
+            h = linear(self.norm(x, *layer.mlp_norm, eps), layer.w1, layer.b1)
+            h = swiglu(h) if cfg.mlp == "swiglu" else gelu_tanh(h)
+            x = x + linear(h, layer.w2, layer.b2)
+        if last is not None:  # prefill: each row's last prompt token
+            x = x[np.arange(B) * T + last]
         return self.norm(x, *self.norm_w, eps) @ self.head
 
     # ---- text in, text out

@@ -1,12 +1,13 @@
 """The torch engine: a static, preallocated KV cache driven over the Model's own weights (gpt-fast style).
 
-The cache holds, per layer, keys and values as (batch, kv_heads, length, head_size) tensors allocated
-once per generation. Every row of a batch has its own position, so prompts of different lengths are
-simply right-padded: a pad token's key lands at a position the row will overwrite before it ever
-attends there, and the mask `key position <= query position` hides everything not yet written. One
-code path serves prefill (T prompt tokens at once) and decode (T = 1), so both write the cache and
-mask it identically; decode shapes never change within a generation, which lets torch.compile build
-one graph for it.
+The cache holds, per layer, keys and values as (batch, kv_heads, context, head_size) tensors made
+once per batch size. Every row of a batch has its own position, so prompts of different lengths are
+simply right-padded: a pad token's key lands at a position the row overwrites before it ever attends
+there, and the mask `key position <= query position` hides everything a row has not written.
+Attention reads only the cache prefix that some row has filled, like llama2.c's run.c. One code
+path serves prefill (T prompt tokens at once) and decode (T = 1), so both write and mask the cache
+the same way. With `compile=True` the decode step is one torch.compile graph for a batch size,
+symbolic in the attention length, so it compiles once and never again as the sequence grows.
 """
 
 from __future__ import annotations
@@ -102,9 +103,10 @@ class TorchEngine:
         model, cfg = self.model, self.config
         B, T = idx.shape
         H, KV, hs = cfg.n_heads, cfg.kv_heads, cfg.head_dim
-        x = F.embedding(idx, model.tok_emb.weight)
+        # the residual stream is 2-D (B*T, dim): 3-D size-1 dims lead inductor to strides the matmul copies
+        x = F.embedding(idx.flatten(), model.tok_emb.weight)
         if model.pos_emb is not None:
-            x = x + F.embedding(pos, model.pos_emb.weight)
+            x = x + F.embedding(pos.flatten(), model.pos_emb.weight)
         rope = None
         if self.rope is not None:  # one (position, frequency) row per token, as a batch of one sequence
             rope = (self.rope[0][pos.flatten()], self.rope[1][pos.flatten()])
@@ -114,19 +116,17 @@ class TorchEngine:
         for i, layer in enumerate(model.layers):
             attn = layer.attn
             q, k, v = attn.wqkv(layer.attn_norm(x)).split([H * hs, KV * hs, KV * hs], dim=-1)
-            q, k, v = q.view(B, T, H, hs), k.view(B, T, KV, hs), v.view(B, T, KV, hs)
+            q, k, v = q.view(1, B * T, H, hs), k.view(1, B * T, KV, hs), v.view(B, T, KV, hs)
             if rope is not None:
-                q = apply_rope(q.reshape(1, B * T, H, hs), *rope).view(B, T, H, hs)
-                k = apply_rope(k.reshape(1, B * T, KV, hs), *rope).view(B, T, KV, hs)
+                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            k = k.view(B, T, KV, hs)
             self.k_cache[i].view(-1, hs).index_copy_(0, slots, k.transpose(1, 2).reshape(-1, hs))
             self.v_cache[i].view(-1, hs).index_copy_(0, slots, v.transpose(1, 2).reshape(-1, hs))
-            y = _attend(q, self.k_cache[i][:, :, :n], self.v_cache[i][:, :, :n], mask)
-            x = x + attn.wo(y)
+            y = _attend(q.view(B, T, H, hs), self.k_cache[i][:, :, :n], self.v_cache[i][:, :, :n], mask)
+            x = x + attn.wo(y.view(B * T, H * hs))
             x = x + layer.mlp(layer.mlp_norm(x))
-        if last is not None:
-            x = x[torch.arange(B, device=x.device), last]
-        else:
-            x = x[:, -1]
+        if last is not None:  # prefill: each row's last prompt token
+            x = x[torch.arange(B, device=x.device) * T + last]
         return model.norm(x) @ self.head_t
 
 
