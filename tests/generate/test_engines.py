@@ -68,9 +68,11 @@ def test_prefill_logits_match_model_forward() -> None:
 
 @pytest.mark.slow
 def test_compiled_decode_matches_eager() -> None:
+    """Also across generations of other batch sizes and lengths, which must not reuse a stale graph."""
     model = random_model(SHAPES["llama-gqa"].replace(n_layers=1))
-    prompts = [[1, 2, 3], [4]]
-    assert greedy(TorchEngine(model, compile=True), prompts, 40) == greedy(TorchEngine(model), prompts, 40)
+    compiled, eager = TorchEngine(model, compile=True), TorchEngine(model)
+    for prompts, n in (([[1, 2, 3], [4]], 40), ([[5, 6]], 20), ([[1, 2, 3], [4]], 60)):
+        assert greedy(compiled, prompts, n) == greedy(eager, prompts, n)
 
 
 @pytest.mark.gpu

@@ -43,7 +43,8 @@ class TorchEngine:
         self.k_cache: list[torch.Tensor] = []
         self.v_cache: list[torch.Tensor] = []
         self.pos = torch.zeros(0, dtype=torch.long, device=self.device)  # each row's next position
-        self.filled = self.limit = 0  # cache positions any row has written / may write (host-side: no sync)
+        # cache positions any row has written / may write / had written after prefill (host-side: no sync)
+        self.filled = self.limit = self.prefilled = 0
 
     def _allocate(self, batch: int) -> None:
         """Caches spanning the whole context, made once per batch size: attention reads only the
@@ -78,7 +79,7 @@ class TorchEngine:
         idx = torch.tensor([p + [0] * (longest - len(p)) for p in prompts], device=self.device)
         pos = torch.arange(longest, device=self.device).expand(len(prompts), longest)
         logits = self._forward(idx, pos, lens - 1, self._key_pos[:longest])
-        self.pos, self.filled, self.limit = lens.clone(), longest, length
+        self.pos, self.filled, self.limit, self.prefilled = lens.clone(), longest, length, longest
         return _numpy(logits)
 
     @torch.inference_mode()
@@ -91,7 +92,14 @@ class TorchEngine:
         if self.compiled:  # one graph for every attention length
             torch._dynamo.maybe_mark_dynamic(keys, 0)
         tokens_t = torch.from_numpy(np.asarray(tokens, dtype=np.int64)).to(self.device).view(-1, 1)
-        logits = self._decode(tokens_t, self.pos.view(-1, 1), None, keys)
+        args = (tokens_t, self.pos.view(-1, 1), None, keys)
+        if self.compiled and self.filled > self.prefilled + 2:
+            # Past the first steps of a generation (which compile if needed) its inputs keep their
+            # shapes and identities, so checking dynamo's guards on every weight is wasted work.
+            with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+                logits = self._decode(*args)
+        else:
+            logits = self._decode(*args)
         self.pos += 1
         return _numpy(logits)
 
