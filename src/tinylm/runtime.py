@@ -110,26 +110,31 @@ def swiglu(h: np.ndarray) -> np.ndarray:
 
 
 class Layer:
-    """One block's weights. Matrices stay (out, in) as stored, used as `x @ w.T`; SwiGLU's gate and
-    up projections are stacked into one matrix so they cost one product."""
+    """One block's weights. Each matrix is stored transposed, (in, out), because `x @ w` streams
+    through a row-major (in, out) matrix faster than through its transpose; SwiGLU's gate and up
+    projections are stacked into one matrix so they cost one product."""
 
     def __init__(self, w: dict[str, np.ndarray], i: int, cfg: ModelConfig):
         def get(name: str) -> np.ndarray | None:
             return w.get(f"layers.{i}.{name}")
 
+        def matrix(*names: str) -> np.ndarray:
+            return np.ascontiguousarray(np.concatenate([get(n) for n in names]).T)
+
+        def bias(*names: str) -> np.ndarray | None:
+            return np.concatenate([get(n) for n in names]) if cfg.bias else None
+
+        up = ("mlp.w1", "mlp.w3") if cfg.mlp == "swiglu" else ("mlp.w1",)
         self.attn_norm = (get("attn_norm.weight"), get("attn_norm.bias"))
         self.mlp_norm = (get("mlp_norm.weight"), get("mlp_norm.bias"))
-        self.wqkv, self.bqkv = get("attn.wqkv.weight"), get("attn.wqkv.bias")
-        self.wo, self.bo = get("attn.wo.weight"), get("attn.wo.bias")
-        self.w1, self.b1 = get("mlp.w1.weight"), get("mlp.w1.bias")
-        if cfg.mlp == "swiglu":
-            self.w1 = np.concatenate([self.w1, get("mlp.w3.weight")])
-            self.b1 = None if self.b1 is None else np.concatenate([self.b1, get("mlp.w3.bias")])
-        self.w2, self.b2 = get("mlp.w2.weight"), get("mlp.w2.bias")
+        self.wqkv, self.bqkv = matrix("attn.wqkv.weight"), bias("attn.wqkv.bias")
+        self.wo, self.bo = matrix("attn.wo.weight"), bias("attn.wo.bias")
+        self.w1, self.b1 = matrix(*(f"{n}.weight" for n in up)), bias(*(f"{n}.bias" for n in up))
+        self.w2, self.b2 = matrix("mlp.w2.weight"), bias("mlp.w2.bias")
 
 
 def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
-    y = x @ w.T
+    y = x @ w
     if b is not None:
         y += b
     return y
@@ -141,10 +146,13 @@ class NumpyModel:
     def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray], tokenizer: Any = None):
         self.config = cfg
         self.tokenizer = tokenizer
-        w = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
-        self.tok_emb = w["tok_emb.weight"]
+        w = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
+        # the output head as (dim, vocab); a tied embedding is read through it (a column per token)
+        self.head = np.ascontiguousarray(
+            (w["tok_emb.weight"] if cfg.tie_embeddings else w["lm_head.weight"]).T
+        )
+        self.tok_emb = self.head.T if cfg.tie_embeddings else w["tok_emb.weight"]
         self.pos_emb = w.get("pos_emb.weight")
-        self.head = (self.tok_emb if cfg.tie_embeddings else w["lm_head.weight"]).T  # (dim, vocab)
         self.norm_w = (w["norm.weight"], w.get("norm.bias"))
         self.layers = [Layer(w, i, cfg) for i in range(cfg.n_layers)]
         self.norm = rms_norm if cfg.norm == "rmsnorm" else layer_norm
