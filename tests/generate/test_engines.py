@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -38,6 +40,7 @@ def test_greedy_200_tokens_match_full_recompute(name: str) -> None:
     model = random_model(cfg)
     prompt = [3, 1, 4, 1, 5]
     torch_out = greedy(TorchEngine(model), [prompt], 200)[0]
+    assert greedy(TorchEngine(copy.deepcopy(model), transpose_weights=True), [prompt], 200)[0] == torch_out
     numpy_out = greedy(numpy_model(model), [prompt], 200)[0]
     assert len(set(torch_out)) > 10, "degenerate model: greedy output barely varies"
     assert torch_out == numpy_out
@@ -70,7 +73,10 @@ def test_prefill_logits_match_model_forward() -> None:
 def test_compiled_decode_matches_eager() -> None:
     """Also across generations of other batch sizes and lengths, which must not reuse a stale graph."""
     model = random_model(SHAPES["llama-gqa"].replace(n_layers=1))
-    compiled, eager = TorchEngine(model, compile=True), TorchEngine(model)
+    compiled, eager = (
+        TorchEngine(copy.deepcopy(model), compile=True, transpose_weights=True),
+        TorchEngine(model),
+    )
     for prompts, n in (([[1, 2, 3], [4]], 40), ([[5, 6]], 20), ([[1, 2, 3], [4]], 60)):
         assert greedy(compiled, prompts, n) == greedy(eager, prompts, n)
 

@@ -93,7 +93,7 @@ def build_engine(engine: str, cfg: ModelConfig, weights: dict[str, np.ndarray]):
     from tinylm.generate.engine import TorchEngine
 
     model = build_model(cfg, {k: torch.from_numpy(v) for k, v in weights.items()})
-    return TorchEngine(model, compile=engine == "torch-compile")
+    return TorchEngine(model, compile=engine == "torch-compile", transpose_weights=True)
 
 
 def measure(

@@ -106,7 +106,7 @@ class Generator:
         from tinylm.generate.engine import TorchEngine
 
         ckpt = load_checkpoint(checkpoint, device=device)
-        return cls(TorchEngine(ckpt.model, compile=compile), ckpt.tokenizer)
+        return cls(TorchEngine(ckpt.model, compile=compile, transpose_weights=True), ckpt.tokenizer)
 
     @classmethod
     def from_model(cls, model: Any, tokenizer: Tokenizer | None = None, compile: bool = False) -> Generator:
