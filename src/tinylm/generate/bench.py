@@ -169,7 +169,10 @@ def format_table(results: list[Result], bandwidth: dict[int, float]) -> str:
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(x, widths, strict=True)))
              for x in [head, *rows]]  # fmt: skip
     notes = [
-        f"memory read bandwidth: {', '.join(f'{t} thread(s) {bw:.1f} GB/s' for t, bw in bandwidth.items())}"
+        f"decode: batch 1, greedy, a 1-token prompt then {max(r.new_tokens for r in results)} new tokens (fewer "
+        f"where the context is shorter); prefill: a {results[0].prompt_tokens}-token prompt; fp32 random "
+        "weights; each figure the best of the repeats",
+        f"memory read bandwidth: {', '.join(f'{t} thread(s) {bw:.1f} GB/s' for t, bw in bandwidth.items())}",
     ]
     for shape in dict.fromkeys(r.shape for r in results):
         cfg = get_preset(shape)

@@ -89,7 +89,7 @@ class Generator:
     def __init__(self, engine: Engine, tokenizer: Tokenizer | None = None):
         self.engine = engine
         self.tokenizer = tokenizer
-        self.config: ModelConfig = engine.config  # type: ignore[attr-defined]
+        self.config: ModelConfig = engine.config
 
     @classmethod
     def load(cls, checkpoint: str | Path, engine: str = "torch", device: str = "cpu",

@@ -15,10 +15,13 @@ from typing import Protocol
 
 import numpy as np
 
+from tinylm.config import ModelConfig
 from tinylm.generate.sampling import Sampler
 
 
 class Engine(Protocol):
+    config: ModelConfig
+
     def prefill(self, prompts: list[list[int]], length: int) -> np.ndarray: ...
     def decode(self, tokens: np.ndarray) -> np.ndarray: ...
 
