@@ -96,3 +96,12 @@ def test_nan_guard_skips_then_stops(cfg, capsys):
     kept = load_checkpoint(cfg.out_dir + "/last").model.state_dict()
     assert all(torch.isfinite(v).all() for v in kept.values())
     assert any(not torch.equal(before[k], kept[k]) for k in kept)
+
+
+def test_minutes_budget_fits_the_step_count(cfg):
+    # a 3-second budget: max_steps is re-planned from the measured step time (never the 10,000 asked for)
+    r = train(cfg.replace(max_steps=10_000, minutes=0.05, schedule="wsd", eval_interval=10_000), stream_data(),
+              model_config(), quiet=True)  # fmt: skip
+    assert 4 <= r.progress.step < 10_000 and r.progress.max_steps < 10_000
+    assert r.progress.seconds < 60  # it stopped on the clock, not on the step count
+    assert load_checkpoint(r.out_dir / "last").config == model_config()
