@@ -91,3 +91,10 @@ def test_cuda_greedy_matches_cpu(compile: bool) -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     got = greedy(TorchEngine(model.cuda(), compile=compile), prompts, 100)
     assert got == want
+
+
+def test_engine_ignores_dropout_and_leaves_the_training_mode_alone() -> None:
+    model = random_model(SHAPES["gpt2"].replace(dropout=0.5)).train()
+    got = greedy(TorchEngine(model), [[1, 2]], 20)
+    assert model.training
+    assert got == greedy(TorchEngine(model.eval()), [[1, 2]], 20)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from tinylm.errors import TinyLMError
-from tinylm.model import Model, apply_rope
+from tinylm.model import MLP, Model, apply_rope
 
 
 class TorchEngine:
@@ -32,7 +32,7 @@ class TorchEngine:
     """
 
     def __init__(self, model: Model, compile: bool = False, transpose_weights: bool = False):
-        self.model = model.eval()
+        self.model = model  # its dropout modules are never called, so train/eval mode does not matter
         if transpose_weights:
             for m in model.modules():
                 if isinstance(m, torch.nn.Linear) and m is not model.lm_head:  # the head is copied below
@@ -140,10 +140,17 @@ class TorchEngine:
             self.v_cache[i].view(-1, hs).index_copy_(0, slots, v.transpose(1, 2).reshape(-1, hs))
             y = _attend(q.view(B, T, H, hs), self.k_cache[i][:, :, :n], self.v_cache[i][:, :, :n], mask)
             x = x + attn.wo(y.view(B * T, H * hs))
-            x = x + layer.mlp(layer.mlp_norm(x))
+            x = x + _mlp(layer.mlp, layer.mlp_norm(x))
         if last is not None:  # prefill: each row's last prompt token
             x = x[torch.arange(B, device=x.device) * T + last]
         return model.norm(x) @ self.head_t
+
+
+def _mlp(mlp: MLP, x: torch.Tensor) -> torch.Tensor:
+    """`mlp(x)` without its dropout, whatever the module's train/eval mode."""
+    if mlp.w3 is not None:
+        return mlp.w2(F.silu(mlp.w1(x)) * mlp.w3(x))
+    return mlp.w2(F.gelu(mlp.w1(x), approximate="tanh"))
 
 
 def _numpy(logits: torch.Tensor) -> np.ndarray:
