@@ -84,3 +84,26 @@ def test_tensor_shapes_match_the_torch_model(cfg) -> None:
     from tinylm.runtime import tensor_shapes
 
     assert tensor_shapes(cfg) == expected_shapes(cfg)
+
+
+def test_exact_gelu_model_decodes_like_torch() -> None:
+    from tests.generate.conftest import random_model
+    from tinylm.checkpoint import model_state_dict
+    from tinylm.generate import Sampler, SamplingParams, generate_ids
+
+    model = random_model(tiny_gpt2(gelu="exact"))
+    runtime = NumpyModel(model.config, {k: v.numpy() for k, v in model_state_dict(model).items()})
+    prompt = [3, 1, 4, 1, 5]
+    steps = generate_ids(runtime, [prompt], 25, Sampler(SamplingParams(temperature=0)))
+    out = np.stack(list(steps))[:, 0].tolist()
+    tanh_model = Model(model.config.replace(gelu="tanh"))
+    tanh_model.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        want = model(torch.tensor([prompt + out[:-1]]))[0][0, len(prompt) - 1 :]
+        tanh = tanh_model(torch.tensor([prompt]))[0][0, -1].numpy()
+    assert len(set(out)) > 5, "degenerate model: greedy output barely varies"
+    assert out == want.argmax(-1).tolist()
+    # the logits follow the exact form, far closer than the tanh form's are
+    got = runtime.prefill([prompt], len(prompt))[0]
+    err, tanh_err = np.abs(got - want[0].numpy()).max(), np.abs(got - tanh).max()
+    assert err < 1e-4 and tanh_err > 20 * err

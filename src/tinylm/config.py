@@ -26,6 +26,8 @@ class ModelConfig:
     positions: Literal["learned", "rope"] = "learned"
     rope_theta: float = 10000.0
     mlp: Literal["gelu", "swiglu"] = "gelu"
+    # GELU form: GPT-2's tanh approximation (HF gelu_new, llm.c, GGUF) or the exact erf one (nanoGPT)
+    gelu: Literal["tanh", "exact"] = "tanh"
     bias: bool = True  # biases in linear layers and LayerNorm
     tie_embeddings: bool = True
     dropout: float = 0.0
@@ -49,6 +51,8 @@ class ModelConfig:
             problems.append(f"positions must be 'learned' or 'rope', got {self.positions!r}")
         if self.mlp not in ("gelu", "swiglu"):
             problems.append(f"mlp must be 'gelu' or 'swiglu', got {self.mlp!r}")
+        if self.gelu not in ("tanh", "exact"):
+            problems.append(f"gelu must be 'tanh' or 'exact', got {self.gelu!r}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
         if problems:

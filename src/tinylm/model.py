@@ -76,13 +76,14 @@ class MLP(nn.Module):
         self.w1 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=cfg.bias)  # GELU: fc; SwiGLU: gate
         self.w2 = nn.Linear(cfg.ffn_dim, cfg.dim, bias=cfg.bias)  # projection back to the residual stream
         self.w3 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=cfg.bias) if self.swiglu else None  # SwiGLU: up
+        self.gelu = nn.GELU(approximate="tanh" if cfg.gelu == "tanh" else "none")
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.w3 is not None:
             h = F.silu(self.w1(x)) * self.w3(x)
         else:
-            h = F.gelu(self.w1(x), approximate="tanh")  # GPT-2's GELU
+            h = self.gelu(self.w1(x))
         return self.drop(self.w2(h))
 
 

@@ -103,6 +103,18 @@ def gelu_tanh(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
 
 
+def erf(x: np.ndarray) -> np.ndarray:
+    """Abramowitz & Stegun 7.1.26 (NumPy has no erf): absolute error below 1.5e-7, fine for float32."""
+    a = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return np.sign(x) * (1.0 - poly * np.exp(-a * a))
+
+
+def gelu_exact(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + erf(x * np.float32(1.0 / math.sqrt(2.0))))
+
+
 def swiglu(h: np.ndarray) -> np.ndarray:
     """silu(gate) * up, for h = [gate | up] from the fused w1/w3 projection."""
     gate, up = np.split(h, 2, axis=-1)
@@ -259,7 +271,7 @@ class NumpyModel:
             x = x + linear(y, layer.wo, layer.bo)
             # MLP
             h = linear(self.norm(x, *layer.mlp_norm, eps), layer.w1, layer.b1)
-            h = swiglu(h) if cfg.mlp == "swiglu" else gelu_tanh(h)
+            h = swiglu(h) if cfg.mlp == "swiglu" else gelu_tanh(h) if cfg.gelu == "tanh" else gelu_exact(h)
             x = x + linear(h, layer.w2, layer.b2)
         if last is not None:  # prefill: each row's last prompt token
             x = x[np.arange(B) * T + last]

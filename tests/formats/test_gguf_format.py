@@ -129,3 +129,6 @@ def test_unsupported_gguf_and_models(tmp_path):
     save_checkpoint(tmp_path / "mixed", make_model(tiny_gpt2(norm="rmsnorm")))
     with pytest.raises(TinyLMError, match="mixes GPT-2 and Llama parts"):
         export_model(tmp_path / "mixed", "gguf", tmp_path / "m.gguf")
+    save_checkpoint(tmp_path / "erf", make_model(tiny_gpt2(gelu="exact")))
+    with pytest.raises(TinyLMError, match=r"exact \(erf\) GELU"):
+        export_model(tmp_path / "erf", "gguf", tmp_path / "m.gguf")

@@ -25,6 +25,7 @@ SHAPES = {
     "llama-bias": tiny_llama(bias=True),
     "gpt2": tiny_gpt2(),
     "gpt2-untied-wide": tiny_gpt2(tie_embeddings=False, hidden_dim=80, n_heads=2),
+    "gpt2-exact-gelu": tiny_gpt2(gelu="exact"),
 }
 
 

@@ -66,7 +66,8 @@ def test_tokenizer_file(tmp_path, bpe_tok, stories):
 def test_what_llmc_cannot_hold(tmp_path):
     cases = [(tiny_llama(), "not a GPT-2-family model"), (tiny_gpt2(n_kv_heads=2), "grouped-query"),
              (tiny_gpt2(tie_embeddings=False), "not tied"), (tiny_gpt2(hidden_dim=100), "MLP width"),
-             (tiny_gpt2(vocab_size=70000, dim=8, n_heads=2), "uint16")]  # fmt: skip
+             (tiny_gpt2(vocab_size=70000, dim=8, n_heads=2), "uint16"),
+             (tiny_gpt2(gelu="exact"), "exact")]  # fmt: skip
     for cfg, message in cases:
         save_checkpoint(tmp_path / "c", make_model(cfg))
         with pytest.raises(TinyLMError, match=message):

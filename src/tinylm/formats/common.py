@@ -50,6 +50,12 @@ def require(ok: bool, target: str, problem: str, fix: str) -> None:
         raise TinyLMError(f"{target} cannot hold this model: {problem}; {fix}")
 
 
+def require_tanh_gelu(cfg: ModelConfig, target: str) -> None:
+    """llm.c and llama.cpp's gpt2 architecture compute GPT-2's tanh GELU only."""
+    require(cfg.gelu == "tanh", target, "it uses the exact (erf) GELU, but this format runs GPT-2's tanh GELU",
+            "use --to hf, or train with gelu='tanh'")  # fmt: skip
+
+
 def numpy_state(model: Model) -> dict[str, np.ndarray]:
     """Our weights (tied head stored once) as float32 NumPy arrays."""
     return {k: v.detach().float().cpu().numpy() for k, v in model_state_dict(model).items()}

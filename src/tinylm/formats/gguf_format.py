@@ -36,6 +36,7 @@ from tinylm.formats.common import (
     load_given_tokenizer,
     numpy_state,
     require,
+    require_tanh_gelu,
     split_qkv,
 )
 from tinylm.model import Model
@@ -49,6 +50,7 @@ def arch_of(cfg: ModelConfig) -> str:
         return "llama"
     require(is_gpt2(cfg), "GGUF", "it mixes GPT-2 and Llama parts, which no llama.cpp architecture runs",
             "train a plain Llama or GPT-2 model")  # fmt: skip
+    require_tanh_gelu(cfg, "GGUF")
     require(cfg.kv_heads == cfg.n_heads, "GGUF", "llama.cpp's gpt2 architecture has no grouped-query attention",
             "use --to hf")  # fmt: skip
     return "gpt2"

@@ -16,6 +16,8 @@ from tinylm.config import ModelConfig
 from tinylm.errors import TinyLMError
 
 Tensors = dict[str, torch.Tensor]
+# HF's names for the two GELU forms (transformers' ACT2FN)
+GPT2_GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "exact"}
 
 
 def hf_architecture(cfg: ModelConfig) -> str:
@@ -57,8 +59,8 @@ def to_hf_config(cfg: ModelConfig, bos_id: int | None = None, eos_id: int | None
     return {
         "architectures": [arch], "model_type": "gpt2", "vocab_size": cfg.vocab_size, "n_positions": cfg.context_length,
         "n_embd": cfg.dim, "n_layer": cfg.n_layers, "n_head": cfg.n_heads, "n_inner": cfg.ffn_dim,
-        "activation_function": "gelu_new", "layer_norm_epsilon": cfg.norm_eps, "resid_pdrop": 0.0,
-        "embd_pdrop": 0.0, "attn_pdrop": 0.0, "tie_word_embeddings": cfg.tie_embeddings,
+        "activation_function": "gelu_new" if cfg.gelu == "tanh" else "gelu", "layer_norm_epsilon": cfg.norm_eps,
+        "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "tie_word_embeddings": cfg.tie_embeddings,
         "bos_token_id": bos_id, "eos_token_id": eos_id, "torch_dtype": "float32",
     }  # fmt: skip
 
@@ -84,11 +86,15 @@ def from_hf_config(hf: dict[str, Any]) -> ModelConfig:
                 tie_embeddings=bool(hf.get("tie_word_embeddings", False)), family="llama",
             )  # fmt: skip
         if kind == "gpt2":
+            act = hf.get("activation_function", "gelu_new")
+            if act not in GPT2_GELU:
+                raise TinyLMError(f"GPT-2 activation {act!r} is not supported; only {', '.join(GPT2_GELU)}")
             return ModelConfig(
                 vocab_size=hf["vocab_size"], context_length=hf.get("n_positions", 1024), n_layers=hf["n_layer"],
                 n_heads=hf["n_head"], dim=hf["n_embd"], hidden_dim=hf.get("n_inner") or 4 * hf["n_embd"],
                 norm="layernorm", norm_eps=hf.get("layer_norm_epsilon", 1e-5), positions="learned", mlp="gelu",
-                bias=True, tie_embeddings=bool(hf.get("tie_word_embeddings", True)), family="gpt2",
+                gelu=GPT2_GELU[act], bias=True, tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+                family="gpt2",
             )  # fmt: skip
     except KeyError as e:
         raise TinyLMError(f"Hugging Face config lacks the field {e.args[0]!r}") from None

@@ -33,6 +33,7 @@ from tinylm.formats.common import (
     load_given_tokenizer,
     numpy_state,
     require,
+    require_tanh_gelu,
     stream_to,
     write_with_tokenizer,
 )
@@ -54,6 +55,7 @@ def check_model(cfg: ModelConfig) -> None:
     target = "llm.c"
     require(is_gpt2(cfg), target, "it is not a GPT-2-family model (LayerNorm, learned positions, GELU, biases)",
             "export Llama models with --to llama2c, gguf or hf")  # fmt: skip
+    require_tanh_gelu(cfg, target)
     require(cfg.kv_heads == cfg.n_heads, target, "it uses grouped-query attention", "use --to hf or gguf")
     require(cfg.tie_embeddings, target, "its output head is not tied to the embedding", "use --to hf or gguf")
     require(
