@@ -19,6 +19,7 @@ SHAPES = {
     "llama-mha-bias": tiny_llama(context_length=240, n_kv_heads=4, bias=True, vocab_size=300),
     "gpt2": tiny_gpt2(context_length=256),
     "gpt2-nobias-untied": tiny_gpt2(context_length=212, bias=False, tie_embeddings=False, n_heads=2),
+    "gpt2-exact-gelu": tiny_gpt2(context_length=216, gelu="exact"),
 }
 
 

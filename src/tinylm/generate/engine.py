@@ -150,7 +150,7 @@ def _mlp(mlp: MLP, x: torch.Tensor) -> torch.Tensor:
     """`mlp(x)` without its dropout, whatever the module's train/eval mode."""
     if mlp.w3 is not None:
         return mlp.w2(F.silu(mlp.w1(x)) * mlp.w3(x))
-    return mlp.w2(F.gelu(mlp.w1(x), approximate="tanh"))
+    return mlp.w2(mlp.gelu(mlp.w1(x)))
 
 
 def _numpy(logits: torch.Tensor) -> np.ndarray:
