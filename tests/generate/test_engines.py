@@ -60,8 +60,9 @@ def test_batch_of_different_lengths_equals_each_alone(name: str) -> None:
         assert batch == alone
 
 
-def test_prefill_logits_match_model_forward() -> None:
-    model = random_model(SHAPES["llama-mqa-untied"])
+@pytest.mark.parametrize("name", SHAPES)
+def test_prefill_logits_match_model_forward(name: str) -> None:
+    model = random_model(SHAPES[name])
     prompt = list(range(1, 40))
     with torch.no_grad():
         want = model(torch.tensor([prompt]))[0][0, -1].numpy()
