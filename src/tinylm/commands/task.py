@@ -69,8 +69,9 @@ def _charlm(args: argparse.Namespace, model_args: dict, train_args: dict) -> Non
     from tinylm.train.shapes import build_config
     from tinylm.train.tasks.charlm import char_data
 
-    # nanoGPT's CPU Shakespeare settings unless told otherwise
-    shape = {"family": "gpt2", "n_layers": 4, "dim": 128, "n_heads": 4, "context_length": 64, **model_args}
+    # nanoGPT's CPU Shakespeare settings (and its exact GELU) unless told otherwise
+    shape = {"family": "gpt2", "n_layers": 4, "dim": 128, "n_heads": 4, "context_length": 64, "gelu": "exact",
+             **model_args}  # fmt: skip
     settings = {"out_dir": "runs/charlm", "batch_size": 12, "max_steps": 2000, "lr": 1e-3, "min_lr": 1e-4,
                 "beta2": 0.99, "warmup_steps": 100, "eval_interval": 250, **train_args}  # fmt: skip
     data = char_data(args.data, shape["context_length"])
