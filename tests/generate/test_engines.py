@@ -99,3 +99,15 @@ def test_engine_ignores_dropout_and_leaves_the_training_mode_alone() -> None:
     got = greedy(TorchEngine(model), [[1, 2]], 20)
     assert model.training
     assert got == greedy(TorchEngine(model.eval()), [[1, 2]], 20)
+
+
+def test_engine_follows_weights_changed_in_place_between_generations() -> None:
+    """A model trained further after its engine was built (e.g. sampling during training)."""
+    model = random_model(SHAPES["llama-gqa"])
+    engine = TorchEngine(model)
+    before = greedy(engine, [[1, 2]], 20)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(-1.0)  # an in-place update, as an optimizer step makes
+    after = greedy(engine, [[1, 2]], 20)
+    assert after != before and after == greedy(TorchEngine(model), [[1, 2]], 20)

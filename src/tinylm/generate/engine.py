@@ -40,8 +40,8 @@ class TorchEngine:
         self.config = cfg = model.config
         self.device = model.tok_emb.weight.device
         self.dtype = model.tok_emb.weight.dtype
-        # x @ W_t with a (dim, vocab) weight multiplies fastest for one row at a time
-        self.head_t = model.lm_head.weight.detach().t().contiguous()
+        self.head_t = torch.empty(0)  # see _refresh_head
+        self._head_seen: tuple[int, int] | None = None
         self.rope = (model.rope_cos, model.rope_sin) if cfg.positions == "rope" else None
         self.compiled = compile
         self._decode = self._forward
@@ -71,6 +71,15 @@ class TorchEngine:
         )
         self._key_pos = torch.arange(length, device=self.device)
 
+    def _refresh_head(self) -> None:
+        """Keep `head_t`, a (dim, vocab) copy of the output head: `x @ head_t` multiplies fastest for
+        one row at a time. It is copied again only when the weight has changed since (training
+        between generations bumps the tensor's version)."""
+        w = self.model.lm_head.weight
+        if self._head_seen != (w.data_ptr(), w._version):
+            self.head_t = w.detach().t().contiguous()
+            self._head_seen = (w.data_ptr(), w._version)
+
     @torch.inference_mode()
     def prefill(self, prompts: list[list[int]], length: int) -> np.ndarray:
         """Start a generation whose rows use at most `length` positions: run all prompts at once and
@@ -83,6 +92,7 @@ class TorchEngine:
                 f"cannot hold {length} positions (longest prompt {longest}) in a context of {self.config.context_length}"
             )
         self._allocate(len(prompts))
+        self._refresh_head()
         lens = torch.tensor([len(p) for p in prompts], device=self.device)
         idx = torch.tensor([p + [0] * (longest - len(p)) for p in prompts], device=self.device)
         pos = torch.arange(longest, device=self.device).expand(len(prompts), longest)
