@@ -8,7 +8,6 @@ every way a checkpoint can be wrong is reported as one line naming the file and 
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +17,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from tinylm.config import ModelConfig
+from tinylm.config import CONFIG_FILE, ModelConfig, load_config
 from tinylm.errors import TinyLMError
 from tinylm.fileio import atomic_dir, write_json
 from tinylm.model import Model
 from tinylm.tokenizer import Tokenizer, load_tokenizer, save_tokenizer
 
-CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -95,24 +93,6 @@ def save_checkpoint(
     except PermissionError as e:
         raise TinyLMError(f"cannot write checkpoint to {path}: {e.strerror}; choose a writable --out directory") from None
     return path
-
-
-def load_config(path: str | Path) -> ModelConfig:
-    path = Path(path)
-    if not path.is_dir():
-        old = path.with_name(f".{path.name}.old")
-        hint = f" (an interrupted save left {old.name} beside it: rename it to {path.name})" if old.is_dir() else ""
-        raise TinyLMError(f"{path}: no checkpoint directory here{hint}; check the path")
-    cfg_path = path / CONFIG_FILE
-    if not cfg_path.is_file():
-        raise TinyLMError(f"{cfg_path}: missing; a checkpoint needs {CONFIG_FILE} beside {WEIGHTS_FILE}")
-    try:
-        raw = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TinyLMError(f"{cfg_path}: not valid JSON ({e}); the file is corrupt") from None
-    if not isinstance(raw, dict):
-        raise TinyLMError(f"{cfg_path}: expected a JSON object of model settings")
-    return ModelConfig.from_dict(raw, source=str(cfg_path))
 
 
 def load_weights(path: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:

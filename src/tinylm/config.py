@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from tinylm.errors import TinyLMError
+
+CONFIG_FILE = "config.json"  # a checkpoint's model settings
 
 
 @dataclass(frozen=True)
@@ -149,3 +153,22 @@ def get_preset(name: str) -> ModelConfig:
         return PRESETS[name]
     except KeyError:
         raise TinyLMError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)} (see `tinylm models`)") from None
+
+
+def load_config(path: str | Path) -> ModelConfig:
+    """The ModelConfig of the checkpoint directory `path` (torch-free, so the NumPy runtime shares it)."""
+    path = Path(path)
+    if not path.is_dir():
+        old = path.with_name(f".{path.name}.old")
+        hint = f" (an interrupted save left {old.name} beside it: rename it to {path.name})" if old.is_dir() else ""
+        raise TinyLMError(f"{path}: no checkpoint directory here{hint}; check the path")
+    cfg_path = path / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise TinyLMError(f"{cfg_path}: missing; a checkpoint needs {CONFIG_FILE} beside model.safetensors")
+    try:
+        raw = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TinyLMError(f"{cfg_path}: not valid JSON ({e}); the file is corrupt") from None
+    if not isinstance(raw, dict):
+        raise TinyLMError(f"{cfg_path}: expected a JSON object of model settings")
+    return ModelConfig.from_dict(raw, source=str(cfg_path))

@@ -24,24 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from tinylm.config import ModelConfig
+from tinylm.config import ModelConfig, load_config
 from tinylm.errors import TinyLMError
 
 # ----------------------------------------------------------------------------------------------
 # reading a checkpoint
-
-
-def load_config(path: Path) -> ModelConfig:
-    cfg_path = path / "config.json"
-    if not cfg_path.is_file():
-        raise TinyLMError(f"{cfg_path}: missing; is {path} a tinylm checkpoint directory?")
-    try:
-        raw = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TinyLMError(f"{cfg_path}: not valid JSON ({e}); the file is corrupt") from None
-    if not isinstance(raw, dict):
-        raise TinyLMError(f"{cfg_path}: expected a JSON object of model settings")
-    return ModelConfig.from_dict(raw, source=str(cfg_path))
 
 
 def load_weights(path: Path) -> dict[str, np.ndarray]:
