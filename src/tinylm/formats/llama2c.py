@@ -32,11 +32,11 @@ from tinylm.formats.common import (
     config_problem,
     is_llama,
     join_qkv,
-    load_given_tokenizer,
     numpy_state,
     require,
     split_qkv,
     stream_to,
+    tokenizer_for_import,
     write_with_tokenizer,
 )
 from tinylm.model import Model, rope_tables
@@ -271,20 +271,5 @@ def export(
 
 def load(path: Path, tokenizer: Path | None = None, dtype: torch.dtype | None = None) -> Imported:
     model = read_model(path, dtype)
-    notes = []
-    tok = None
-    if tokenizer is not None:
-        tok = load_given_tokenizer(tokenizer)
-    elif (path.parent / TOKENIZER_FILE).is_file():
-        candidate = load_tokenizer(path.parent / TOKENIZER_FILE)
-        if candidate.vocab_size == model.config.vocab_size:
-            tok = candidate
-            notes.append(f"tokenizer: {path.parent / TOKENIZER_FILE}")
-        else:
-            notes.append(f"ignored {path.parent / TOKENIZER_FILE}: {candidate.vocab_size} tokens, the model has "
-                         f"{model.config.vocab_size}; give the right one with --tokenizer")  # fmt: skip
-    else:
-        notes.append(
-            f"no {TOKENIZER_FILE} beside the model; imported without a tokenizer (give one with --tokenizer)"
-        )
+    tok, notes = tokenizer_for_import(path, tokenizer, TOKENIZER_FILE, load_tokenizer, model.config.vocab_size)
     return Imported(model, tok, notes)

@@ -30,11 +30,11 @@ from tinylm.formats.common import (
     check_positive,
     config_problem,
     is_gpt2,
-    load_given_tokenizer,
     numpy_state,
     require,
     require_tanh_gelu,
     stream_to,
+    tokenizer_for_import,
     write_with_tokenizer,
 )
 from tinylm.model import Model
@@ -228,16 +228,5 @@ def export(
 
 def load(path: Path, tokenizer: Path | None = None, dtype: torch.dtype | None = None) -> Imported:
     model = read_model(path, dtype)
-    notes = []
-    tok = None
-    beside = path.parent / TOKENIZER_FILE
-    if tokenizer is not None:
-        tok = load_given_tokenizer(tokenizer)
-    elif beside.is_file():
-        tok = read_tokenizer(beside)
-        notes.append(f"tokenizer: {beside}")
-    else:
-        notes.append(
-            f"no {TOKENIZER_FILE} beside the model; imported without a tokenizer (give one with --tokenizer)"
-        )
+    tok, notes = tokenizer_for_import(path, tokenizer, TOKENIZER_FILE, read_tokenizer, model.config.vocab_size)
     return Imported(model, tok, notes)
