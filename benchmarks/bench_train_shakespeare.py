@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from tinylm.model import Model
 from tinylm.train import TrainConfig, train
@@ -61,7 +62,7 @@ class PlainLoop:
             for group in self.opt.param_groups:
                 group["lr"] = lr_at(self.step, self.cfg)
             x, y = self.data.train.get(torch.randint(len(self.data.train), (self.cfg.batch_size,), generator=self.g))
-            _, loss = self.model(x, y)
+            loss = F.cross_entropy(self.model(x).flatten(0, 1), y.flatten())
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             self.opt.step()

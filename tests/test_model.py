@@ -5,6 +5,7 @@ from tests.conftest import tiny_gpt2, tiny_llama
 from tinylm.config import PRESETS, ModelConfig, get_preset
 from tinylm.errors import TinyLMError
 from tinylm.model import Model
+from tinylm.train.objectives import cross_entropy
 
 FAMILIES = {
     "llama-gqa": tiny_llama(),
@@ -21,7 +22,8 @@ def test_forward_shapes_and_loss(name: str) -> None:
     cfg = FAMILIES[name]
     model = Model(cfg)
     idx = torch.randint(0, cfg.vocab_size, (3, cfg.context_length))
-    logits, loss = model(idx, torch.randint(0, cfg.vocab_size, idx.shape))
+    logits = model(idx)
+    loss = cross_entropy(logits, torch.randint(0, cfg.vocab_size, idx.shape))
     assert logits.shape == (3, cfg.context_length, cfg.vocab_size)
     # a fresh model predicts roughly uniformly: loss near ln(vocab)
     assert abs(loss.item() - torch.log(torch.tensor(cfg.vocab_size)).item()) < 0.5
@@ -31,7 +33,7 @@ def test_forward_shapes_and_loss(name: str) -> None:
 @pytest.mark.parametrize("preset", ["stories260K", "gpt-nano"])
 def test_preset_families_build_scaled_down(preset: str) -> None:
     cfg = get_preset(preset).replace(vocab_size=50, context_length=16)
-    logits, _ = Model(cfg)(torch.randint(0, 50, (2, 16)))
+    logits = Model(cfg)(torch.randint(0, 50, (2, 16)))
     assert logits.shape == (2, 16, 50)
 
 
@@ -42,7 +44,7 @@ def test_causal_masking(name: str) -> None:
     idx = torch.randint(0, cfg.vocab_size, (1, 20))
     changed = idx.clone()
     changed[0, 12:] = (changed[0, 12:] + 1) % cfg.vocab_size
-    a, b = model(idx)[0], model(changed)[0]
+    a, b = model(idx), model(changed)
     torch.testing.assert_close(a[:, :12], b[:, :12])
     assert not torch.allclose(a[:, 12:], b[:, 12:])
 
@@ -82,7 +84,7 @@ def test_grouped_query_equals_mha_with_repeated_kv_heads() -> None:
         sd[f"layers.{i}.attn.wqkv.weight"] = torch.cat([q, rep(k), rep(v)])
     mha.load_state_dict(sd)
     idx = torch.randint(0, gqa_cfg.vocab_size, (2, 16))
-    torch.testing.assert_close(gqa(idx)[0], mha(idx)[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gqa(idx), mha(idx), atol=1e-5, rtol=1e-5)
 
 
 def test_loss_ignores_minus_one_targets() -> None:
@@ -91,7 +93,8 @@ def test_loss_ignores_minus_one_targets() -> None:
     idx = torch.randint(0, cfg.vocab_size, (2, 8))
     targets = idx.clone()
     targets[:, :4] = -1
-    logits, loss = model(idx, targets)
+    logits = model(idx)
+    loss = cross_entropy(logits, targets)
     want = torch.nn.functional.cross_entropy(logits[:, 4:].reshape(-1, cfg.vocab_size), idx[:, 4:].reshape(-1))
     torch.testing.assert_close(loss, want)
 

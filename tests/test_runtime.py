@@ -48,7 +48,7 @@ def test_half_precision_checkpoints_load_as_float32(tmp_path: Path, dtype: torch
     np.testing.assert_array_equal(rt.tok_emb, model.tok_emb.weight.detach().float().numpy())
     idx = [1, 2, 3, 4]
     with torch.no_grad():
-        want = model.float()(torch.tensor([idx]))[0][0, -1].numpy()
+        want = model.float()(torch.tensor([idx]))[0, -1].numpy()
     np.testing.assert_allclose(rt.prefill([idx], 8)[0], want, rtol=1e-4, atol=1e-4)
 
 
@@ -99,8 +99,8 @@ def test_exact_gelu_model_decodes_like_torch() -> None:
     tanh_model = Model(model.config.replace(gelu="tanh"))
     tanh_model.load_state_dict(model.state_dict())
     with torch.no_grad():
-        want = model(torch.tensor([prompt + out[:-1]]))[0][0, len(prompt) - 1 :]
-        tanh = tanh_model(torch.tensor([prompt]))[0][0, -1].numpy()
+        want = model(torch.tensor([prompt + out[:-1]]))[0, len(prompt) - 1 :]
+        tanh = tanh_model(torch.tensor([prompt]))[0, -1].numpy()
     assert len(set(out)) > 5, "degenerate model: greedy output barely varies"
     assert out == want.argmax(-1).tolist()
     # the logits follow the exact form, far closer than the tanh form's are

@@ -143,11 +143,9 @@ class Model(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # parameters() counts a tied weight once
 
-    def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, vocab) for token ids idx (B, T); with targets (B, T), also the mean
-        cross-entropy over positions whose target is not -1."""
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, vocab) for token ids idx (B, T). The loss is not the model's business: a
+        training objective (tinylm.train.objectives) turns logits into one."""
         T = idx.shape[1]
         if T > self.config.context_length:
             raise ValueError(f"sequence of {T} tokens is longer than the context ({self.config.context_length})")
@@ -158,8 +156,4 @@ class Model(nn.Module):
         x = self.drop(x)
         for block in self.layers:
             x = block(x, rope)
-        logits = self.lm_head(self.norm(x))  # (B, T, vocab)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1)
-        return logits, loss
+        return self.lm_head(self.norm(x))  # (B, T, vocab)

@@ -19,6 +19,7 @@ from tinylm.model import Model
 from tinylm.train.config import TrainConfig
 from tinylm.train.device import Precision, pick_device, pick_precision
 from tinylm.train.metrics import duration, human
+from tinylm.train.objectives import next_token
 from tinylm.train.optim import make_optimizer
 from tinylm.train.shapes import build_config
 
@@ -92,7 +93,7 @@ def measure(cfg: ModelConfig, batch_size: int, device: str = "auto", precision: 
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
         with prec.autocast():
-            _, loss = model(x, x)
+            loss = next_token(model, x, x)
         prec.scaler.scale(loss).backward()
         prec.scaler.step(opt)
         prec.scaler.update()

@@ -51,4 +51,4 @@ def logits(model: torch.nn.Module, vocab_size: int, length: int = 16) -> torch.T
     idx = torch.randint(0, vocab_size, (2, length), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         out = model(idx)
-    return (out[0] if isinstance(out, tuple) else out.logits).float()
+    return (out if isinstance(out, torch.Tensor) else out.logits).float()

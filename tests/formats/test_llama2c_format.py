@@ -131,7 +131,7 @@ def test_independent_v0_file_imports_with_run_c_logits(tmp_path):
     model = read_model(tmp_path / "model.bin")
     tokens = [3, 17, 40, 0, 9, 22, 5]
     with torch.no_grad():
-        ours = model(torch.tensor([tokens]))[0][0].double().numpy()
+        ours = model(torch.tensor([tokens]))[0].double().numpy()
     want = _run_c_forward({k: v.astype(np.float64) for k, v in w.items()}, dims, tokens)
     assert np.abs(ours - want).max() <= 1e-4
     # and exactly what a tinylm model assembled by hand from the same arrays computes

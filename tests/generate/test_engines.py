@@ -30,7 +30,7 @@ def greedy(engine, prompts: list[list[int]], n: int) -> list[list[int]]:
 def teacher_forced_argmax(model: Model, ids: list[int]) -> list[int]:
     """What greedy decoding with full recomputation picks after every prefix of `ids`, in one pass."""
     with torch.no_grad():
-        logits, _ = model(torch.tensor([ids[:-1]]))
+        logits = model(torch.tensor([ids[:-1]]))
     return logits[0].argmax(-1).tolist()
 
 
@@ -65,7 +65,7 @@ def test_prefill_logits_match_model_forward(name: str) -> None:
     model = random_model(SHAPES[name])
     prompt = list(range(1, 40))
     with torch.no_grad():
-        want = model(torch.tensor([prompt]))[0][0, -1].numpy()
+        want = model(torch.tensor([prompt]))[0, -1].numpy()
     np.testing.assert_allclose(TorchEngine(model).prefill([prompt], 50)[0], want, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(numpy_model(model).prefill([prompt], 50)[0], want, rtol=1e-4, atol=1e-4)
 

@@ -34,6 +34,7 @@ from tinylm.train.batches import Dataset, Sampler, eval_rows
 from tinylm.train.config import TrainConfig
 from tinylm.train.device import Precision, pick_device, pick_precision
 from tinylm.train.metrics import METRICS_FILE, MetricsLog, duration, human
+from tinylm.train.objectives import next_token
 from tinylm.train.optim import make_optimizer
 from tinylm.train.plot import plot_loss
 from tinylm.train.schedule import decay_start, lr_at
@@ -250,7 +251,7 @@ def _optimizer_step(run: _Run) -> tuple[float, float, float]:
             x, y = (t.to(run.device, non_blocking=True) for t in run.data.train.get(rows))
             sync = i == len(micro) - 1 or not run.d.enabled
             with contextlib.nullcontext() if sync else run.forward.no_sync(), run.precision.autocast():  # type: ignore[operator]
-                _, loss = run.forward(x, y)
+                loss = next_token(run.forward, x, y)
             scaler.scale(loss / len(micro)).backward()
             total += loss.detach().float()
     except torch.OutOfMemoryError:
@@ -299,7 +300,7 @@ def evaluate(run: _Run) -> float:
     for rows in run.eval_batches:
         x, y = (t.to(run.device) for t in run.data.val.get(rows[r * B : (r + 1) * B]))
         with run.precision.autocast():
-            _, loss = run.model(x, y)
+            loss = next_token(run.model, x, y)
         sums += torch.stack([loss.float(), torch.ones((), device=run.device)])
     run.model.train()
     total, n = distributed.all_reduce(run.d, sums).tolist()

@@ -81,7 +81,7 @@ def exact_match(model: torch.nn.Module, n: int, pairs: torch.Tensor | None = Non
     for chunk in pairs.split(batch_size):
         idx = sequences(chunk, n)[:, : 2 * n].to(device)
         for _ in range(n + 1):
-            logits, _ = model(idx)
+            logits = model(idx)
             idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
         answer = idx[:, 2 * n :].flip(1).cpu()  # back to most significant first
         guess = (answer * 10 ** torch.arange(n, -1, -1)).sum(1)
