@@ -58,7 +58,7 @@ def test_rows_score_only_the_replies(tmp_path, tok):
     records = read_jsonl(write_lines(tmp_path / "d.jsonl", GOOD))
     data = encode(records, tok, context=64)
     for r, x, y in zip(records, data.x, data.y, strict=True):
-        ids, mask = render_for_training(tok, r.messages)
+        ids, _ = render_for_training(tok, r.messages)
         n = len(ids) - 1
         assert x[:n].tolist() == ids[:-1] and (y[n:] == -1).all()
         scored = [t for t in y[:n].tolist() if t != -1]

@@ -21,10 +21,12 @@ from tinylm.fileio import write_text
 from tinylm.tokenizer import Tokenizer
 from tinylm.train.instruct import Record
 
-FUNCTION_WORDS = frozenset(
-    "the and was she her his him they them their there then than that this with for you your are but not had "
-    "have has were what when who why how all one out can said says into from too very its our off".split()
-)
+FUNCTION_WORDS = frozenset({
+    "the", "and", "was", "she", "her", "his", "him", "they", "them", "their", "there", "then", "than",
+    "that", "this", "with", "for", "you", "your", "are", "but", "not", "had", "have", "has", "were",
+    "what", "when", "who", "why", "how", "all", "one", "out", "can", "said", "says", "into", "from", "too",
+    "very", "its", "our", "off",
+})
 WORD = re.compile(r"[A-Za-z]+")
 
 
