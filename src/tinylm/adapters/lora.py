@@ -154,6 +154,7 @@ def merge_lora(model: nn.Module, unwrap: bool = True) -> float:
             if isinstance(m, LoRALinear):
                 parent_name, _, attr = name.rpartition(".")
                 setattr(model.get_submodule(parent_name), attr, m.base)
+        model.transforms = {k: v for k, v in getattr(model, "transforms", {}).items() if k != "adapters"}
     return error
 
 

@@ -14,7 +14,7 @@ itself; an update merged into it would change the input embedding as well, so it
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tinylm.config import ModelConfig
@@ -30,8 +30,6 @@ class LoraSpec:
     alpha: float = 16.0
     dropout: float = 0.0
     targets: tuple[str, ...] = ("q", "v")
-    # the base this adapter was trained on: {"path": ..., "sha256": ...} (checked when loading)
-    base: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.rank <= 0:
@@ -50,18 +48,17 @@ class LoraSpec:
         return self.alpha / self.rank
 
     def to_dict(self) -> dict[str, Any]:
-        d = {"kind": "lora", "rank": self.rank, "alpha": self.alpha, "dropout": self.dropout,
-             "targets": list(self.targets)}  # fmt: skip
-        return d | ({"base": dict(self.base)} if self.base else {})
+        return {"kind": "lora", "rank": self.rank, "alpha": self.alpha, "dropout": self.dropout,
+                "targets": list(self.targets)}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoraSpec:
-        known = {"kind", "rank", "alpha", "dropout", "targets", "base"}
+        known = {"kind", "rank", "alpha", "dropout", "targets"}
         if set(d) - known:
             raise TinyLMError(f"adapters section: unknown field(s) {', '.join(sorted(set(d) - known))}")
         try:
             return cls(rank=int(d.get("rank", 8)), alpha=float(d.get("alpha", 16.0)), dropout=float(d.get("dropout", 0.0)),
-                       targets=tuple(d.get("targets", cls.targets)), base=dict(d.get("base", {})))  # fmt: skip
+                       targets=tuple(d.get("targets", cls.targets)))  # fmt: skip
         except (TypeError, ValueError) as e:
             raise TinyLMError(f"adapters section: {e}") from None
 
