@@ -94,19 +94,25 @@ def dense_weight(base: nn.Module) -> torch.Tensor:
     """A float32 copy of a Linear-like module's weight (out, in); a quantized one is dequantized."""
     if isinstance(base, nn.Linear):
         return base.weight.detach().float().clone()
-    if hasattr(base, "dequantize"):
-        return base.dequantize().float()
-    raise TinyLMError(f"cannot merge into a {type(base).__name__}: it has neither a weight nor dequantize()")
+    if hasattr(base, "dequantized"):
+        return base.dequantized().float()
+    raise TinyLMError(f"cannot merge into a {type(base).__name__}: it has neither a weight nor dequantized()")
 
 
 def set_dense_weight(base: nn.Module, w: torch.Tensor) -> float:
-    """Store `w` (out, in) as the module's weight; the largest absolute error its storage introduced."""
+    """Store `w` (out, in) as the module's weight; the largest absolute error its storage introduced
+    (bf16 rounding, or re-quantizing a quantized module with its own scheme)."""
     if isinstance(base, nn.Linear):
-        base.weight.copy_(w)  # float32 -> the weight's dtype (bf16 storage rounds)
+        base.weight.copy_(w)
         return (base.weight.float() - w).abs().max().item()
-    if hasattr(base, "quantize_"):
-        base.quantize_(w)  # the quantized module's own re-quantization
-        return (base.dequantize().float() - w).abs().max().item()
+    if hasattr(base, "from_linear"):  # a QuantLinear (tinylm.quantize): quantize w as it quantized its weight
+        plain = nn.Linear(base.in_features, base.out_features, bias=False)
+        plain.weight.data = w.cpu()
+        fresh = type(base).from_linear(plain, base.scheme, base.group, base.name)
+        for name, buf in fresh.named_buffers(recurse=False):
+            getattr(base, name).copy_(buf)
+        base.refresh()
+        return (base.dequantized().float() - w).abs().max().item()
     raise TinyLMError(f"cannot merge into a {type(base).__name__}: it cannot store a new weight")
 
 

@@ -18,6 +18,8 @@ EXAMPLES = """
   tinylm merge runs/sw-lora/best --out runs/sw-merged  # a plain checkpoint with the adapter merged in
 A line of the .jsonl is {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}
 or {"prompt": "...", "completion": "..."}; the loss is taken on the assistant's replies only.
+Fine-tuning defaults (not train's): --steps 300, --batch-size 8, --warmup-steps 20, --eval-interval 50,
+--eval-batches 10, --lr 2e-3 without weight decay (lora, qlora) or 2e-4 (full), --out runs/finetune.
 """
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -84,7 +84,9 @@ def _model(model: Model, opts: Options, out: Path, resume: bool) -> tuple[Model,
         if resume and (out / QLORA_BASE).is_dir():
             model = load_checkpoint(base).model
         else:
-            transforms.apply(model, "quantization", {"kind": "nf4"})
+            from tinylm.quantize.transform import make_spec
+
+            transforms.apply(model, "quantization", make_spec("nf4"))
             save_checkpoint(base, model)
     spec = LoraSpec(opts.rank, opts.alpha, opts.dropout, parse_targets(opts.targets, model.config))
     transforms.apply(model, "adapters", spec.to_dict())
