@@ -131,3 +131,12 @@ def test_bad_finetune_input_is_one_line(task, tmp_path, capsys):
     assert "--targets gate: this model's MLP (GELU: fc = up, proj = down) has no gate" in capsys.readouterr().err
     assert main(["merge", str(base), "--out", str(tmp_path / "m")]) == 1
     assert "has no adapter" in capsys.readouterr().err
+
+
+def test_full_finetune_writes_whole_checkpoints(task, tmp_path):
+    result = finetune(task, tmp_path / "run", method="full")
+    last = tmp_path / "run" / "last"
+    assert not (last / "base.json").exists() and "adapters" not in json.loads((last / "config.json").read_text())
+    base = load_checkpoint(task[0]).model.state_dict()
+    changed = [k for k, v in result.model.state_dict().items() if not torch.equal(v, base[k])]
+    assert "layers.0.attn.wqkv.weight" in changed and "tok_emb.weight" in changed

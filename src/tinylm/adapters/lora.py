@@ -30,7 +30,7 @@ class LoRALinear(nn.Module):
         super().__init__()
         self.base = base
         self.in_features, self.out_features = base.in_features, base.out_features
-        self.slices = {t: (start, rows) for t, (start, rows, _) in slices.items()}
+        self.slices = {t: (start, rows) for t, (start, rows, _) in sorted(slices.items(), key=lambda kv: kv[1][0])}
         self.rank, self.scale = rank, alpha / rank
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         device = _device_of(base)
@@ -52,7 +52,7 @@ class LoRALinear(nn.Module):
             return y
         h = self.drop(x)
         parts, at = [], 0
-        for t, (start, rows) in sorted(self.slices.items(), key=lambda kv: kv[1][0]):
+        for t, (start, rows) in self.slices.items():  # in row order
             delta = F.linear(F.linear(h, self.lora_A[t]), self.lora_B[t]) * self.scale  # (..., rows)
             parts += [y[..., at:start], y[..., start : start + rows] + delta]
             at = start + rows
@@ -167,10 +167,3 @@ def merge_lora(model: nn.Module, unwrap: bool = True) -> float:
 def unmerge_lora(model: nn.Module) -> None:
     for m in lora_modules(model):
         m.unmerge()
-
-
-def adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Only the adapter's tensors, by their checkpoint names."""
-    if any(m.merged for m in lora_modules(model)):
-        raise TinyLMError("the adapter is merged into the base weights; unmerge it before saving it on its own")
-    return {k: v.detach().contiguous() for k, v in model.state_dict().items() if ".lora_" in k}

@@ -119,10 +119,3 @@ def adapter_layout(cfg: ModelConfig, spec: LoraSpec) -> dict[str, tuple[tuple[in
             out[f"{module}.lora_A.{t}"] = ((spec.rank, n_in), "float")
             out[f"{module}.lora_B.{t}"] = ((rows, spec.rank), "float")
     return out
-
-
-def count_params(cfg: ModelConfig, spec: LoraSpec) -> int:
-    n = 0
-    for shape, _ in adapter_layout(cfg, spec).values():
-        n += shape[0] * shape[1]
-    return n

@@ -124,6 +124,8 @@ def encode(records: list[Record], tok: Tokenizer, context: int, too_long: str = 
 
 def split(records: list[Record], val_frac: float = 0.05, seed: int = 1337) -> tuple[list[Record], list[Record]]:
     """(train, validation): a fixed random share (at least one conversation, at most 500) held out."""
+    if not 0 < val_frac < 1:
+        raise TinyLMError(f"--val-frac must be between 0 and 1, got {val_frac}")
     if len(records) < 2:
         raise TinyLMError("at least 2 conversations are needed (one is held out for validation)")
     n_val = min(500, max(1, round(len(records) * val_frac)))
