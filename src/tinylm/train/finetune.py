@@ -20,7 +20,7 @@ from tinylm import transforms
 from tinylm.checkpoint import load_checkpoint, save_checkpoint
 from tinylm.errors import TinyLMError
 from tinylm.model import Model
-from tinylm.train import instruct
+from tinylm.train import distributed, instruct
 from tinylm.train.config import TrainConfig
 from tinylm.train.trainer import Result, TrainData, train
 
@@ -86,8 +86,9 @@ def _model(model: Model, opts: Options, out: Path, resume: bool) -> tuple[Model,
         else:
             from tinylm.quantize.transform import make_spec
 
-            transforms.apply(model, "quantization", make_spec("nf4"))
-            save_checkpoint(base, model)
+            transforms.apply(model, "quantization", make_spec("nf4"))  # deterministic: the same in every process
+            if distributed.from_env().main:
+                save_checkpoint(base, model)
     spec = LoraSpec(opts.rank, opts.alpha, opts.dropout, parse_targets(opts.targets, model.config))
     transforms.apply(model, "adapters", spec.to_dict())
     return model, base
