@@ -100,7 +100,8 @@ def evaluate_models(models: Sequence[ModelSpec], data: str | Path | Iterable[str
     if batch_size < 1 or (max_tokens is not None and max_tokens < 1):
         raise TinyLMError("batch size and max tokens must be positive")
     docs = data if isinstance(data, Documents) else (
-        load_documents(data) if isinstance(data, str | Path) else Documents(data, "the given documents"))  # fmt: skip
+        load_documents(data) if isinstance(data, str | Path)
+        else Documents((d for d in data if d.strip()), "the given documents"))  # fmt: skip
     docs.check_not_empty()
     ref = None if reference is None else load_model(reference, engine, device, "reference")
     results = []
