@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
     p.add_argument("--engine", default="torch", help="torch (default) or numpy (the NumPy runtime)")
     p.add_argument("--device", default="cpu", help="torch engine device: cpu or cuda (default cpu)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice; the numpy engine's BLAS "
+                   "reads OMP_NUM_THREADS at start instead)")
     p.add_argument("--separator", default="auto",
                    help="how text files split into documents, as `tinylm prepare` (default auto)")  # fmt: skip
     p.add_argument("--text-field", default="text", help="JSONL field holding the text (default: text)")

@@ -60,7 +60,7 @@ def numpy_logits(model: Any, idx: np.ndarray) -> np.ndarray:
 
 def load_model(spec: ModelSpec, engine: str = "torch", device: str = "cpu", name: str = "model") -> Scored:
     """A checkpoint path or an in-memory (model, tokenizer[, name]) tuple, ready to score; `name` names
-    an in-memory model that brings none."""
+    an in-memory model that brings none. An in-memory torch model is put in eval mode on `device`."""
     if engine not in ENGINES:
         raise TinyLMError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
     if engine == "numpy" and device != "cpu":
