@@ -80,6 +80,7 @@ def window_bytes(tok: Tokenizer, ids: np.ndarray, w: Window) -> int:
     return max(0, len(tok.decode(ids[w.first - 1 : w.end].tolist()).encode("utf-8")) - before)
 
 
+@torch.inference_mode()
 def score_batch(model: Scored, reference: Scored | None, lists: list[np.ndarray],
                 batch: list[tuple[int, Window]]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
     """Losses (and KL, top-1 agreement) of a batch of windows, right-padded to the longest (a causal
@@ -92,14 +93,19 @@ def score_batch(model: Scored, reference: Scored | None, lists: list[np.ndarray]
         idx[b, : w.end - w.start] = ids[w.start : w.end]
         targets[b, w.first - 1 - w.start : w.end - 1 - w.start] = ids[w.first : w.end]
     mask = torch.from_numpy(targets >= 0).to(model.device)
-    t = torch.from_numpy(targets).to(model.device)[mask]  # (N,)
-    logp = torch.log_softmax(model.logits(idx), dim=-1)[mask]  # (N, vocab)
-    losses = -logp.gather(1, t[:, None])[:, 0]
+    t = torch.from_numpy(targets).to(model.device).clamp(min=0)
+    logp = log_probs(model.logits(idx))  # (B, L, vocab)
+    losses = -logp.gather(-1, t[..., None])[..., 0][mask]  # (N,)
     if reference is None:
         return losses, None, None
-    ref = torch.log_softmax(reference.logits(idx).to(model.device), dim=-1)[mask]  # (N, vocab)
-    kl = (ref.exp() * (ref - logp)).sum(-1)
-    return losses, kl, ref.argmax(-1) == logp.argmax(-1)
+    ref = log_probs(reference.logits(idx).to(model.device))  # (B, L, vocab)
+    kl = (ref.exp() * (ref - logp)).sum(-1)[mask]
+    return losses, kl, (ref.argmax(-1) == logp.argmax(-1))[mask]
+
+
+def log_probs(logits: torch.Tensor) -> torch.Tensor:
+    """log_softmax in place: (B, T, vocab) logits can be the largest tensor of the whole evaluation."""
+    return logits.sub_(logits.logsumexp(-1, keepdim=True))
 
 
 def score(model: Scored, docs: Iterable[str], protocol: Protocol, reference: Scored | None = None,
