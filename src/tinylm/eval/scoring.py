@@ -25,7 +25,7 @@ ENCODE_DOCS = 256  # documents tokenized at once
 
 @dataclass
 class Scores:
-    """Per-position numbers of one model, in window order (`windows[i]` scores `counts[i]` of them)."""
+    """Per-position numbers of one model, in window order (window w scores w.end - w.first of them)."""
 
     windows: list[tuple[int, Window]]  # (token list index, window)
     losses: np.ndarray  # (N,) nats
