@@ -13,10 +13,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tinylm.checkpoint import build_model, expected_shapes, model_state_dict
+from tinylm.checkpoint import build_model, model_state_dict
 from tinylm.config import ModelConfig
 from tinylm.errors import TinyLMError
 from tinylm.fileio import atomic_path, write_bytes
+from tinylm.layout import tensor_layout
 from tinylm.model import Model
 from tinylm.tokenizer import Tokenizer, load_tokenizer
 
@@ -66,8 +67,7 @@ def build(cfg: ModelConfig, arrays: dict[str, np.ndarray | torch.Tensor], dtype:
     tensors = {
         k: torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v for k, v in arrays.items()
     }
-    want = expected_shapes(cfg)
-    for k, shape in want.items():
+    for k, (shape, _) in tensor_layout(cfg).items():
         if k not in tensors or tuple(tensors[k].shape) != shape:
             got = tuple(tensors[k].shape) if k in tensors else "nothing"
             raise TinyLMError(
