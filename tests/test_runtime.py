@@ -102,7 +102,7 @@ def test_runtime_checks_weights_against_the_shared_layout(tmp_path: Path, monkey
     sd = load_file(path / "model.safetensors")
     sd["norm.weight"] = sd["norm.weight"].to(torch.int8)
     save_file(sd, path / "model.safetensors")
-    with pytest.raises(TinyLMError, match="tensor norm.weight has dtype int8"):
+    with pytest.raises(TinyLMError, match=r"tensor norm\.weight has dtype int8"):
         NumpyModel.from_checkpoint(path)
     cfg = json.loads((path / "config.json").read_text())
     (path / "config.json").write_text(json.dumps({**cfg, "quantization": {"kind": "int8"}}))

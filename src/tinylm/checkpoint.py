@@ -206,6 +206,15 @@ def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device: str 
     return model
 
 
+def load_into(model: Model, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy validated checkpoint tensors into an existing model of the same structure (a tied head
+    is stored once, as tok_emb.weight)."""
+    sd = dict(tensors)
+    if model.config.tie_embeddings and "lm_head.weight" in model.state_dict():
+        sd["lm_head.weight"] = sd["tok_emb.weight"]
+    model.load_state_dict(sd)
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Checkpoint:
     path = Path(path)
     cfg, transforms = read_config(path)
