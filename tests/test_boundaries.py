@@ -41,7 +41,8 @@ def test_train_schedule_does_not_load_torch() -> None:
 
 def module_graph(root: Path) -> dict[str, set[str]]:
     """Module -> the tinylm modules it imports anywhere in its body (function-level imports included;
-    `from a import b` counts as importing a.b when b is a module, else a)."""
+    `from a import b` counts as importing a.b when b is a module, else a). Importing a.b.c also runs the
+    packages a and a.b that are not already the importer's own: they count as imported too."""
     files = {_module_name(root, f): f for f in root.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, f in files.items():
@@ -56,7 +57,9 @@ def module_graph(root: Path) -> dict[str, set[str]]:
                     base = ".".join([*package.split(".")[:len(package.split(".")) - node.level + 1], base]).strip(".")
                 for a in node.names:
                     edges.add(f"{base}.{a.name}" if f"{base}.{a.name}" in files else base)
-        graph[name] = {e for e in edges if e in files and e != name}
+        own = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 2)}
+        edges |= {".".join(e.split(".")[:i]) for e in edges for i in range(1, e.count(".") + 1)}
+        graph[name] = {e for e in edges if e in files and e not in own}
     return graph
 
 

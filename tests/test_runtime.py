@@ -27,9 +27,9 @@ def test_runtime_imports_and_generates_without_torch(tmp_path: Path) -> None:
 import sys
 import tinylm.runtime, tinylm.tokenizer, tinylm.generate
 assert "torch" not in sys.modules, "importing the runtime imported torch"
-model = tinylm.runtime.NumpyModel.from_checkpoint({str(path)!r})
-text = model.generate("a b", max_new_tokens=8, temperature=0, stop_ids=[])
-pieces = list(model.stream("a b", max_new_tokens=8, temperature=0, stop_ids=[]))
+gen = tinylm.generate.Generator.load({str(path)!r}, engine="numpy")
+text = gen.generate("a b", max_new_tokens=8, temperature=0, stop_ids=[]).text
+pieces = list(gen.stream("a b", max_new_tokens=8, temperature=0, stop_ids=[]))
 assert "torch" not in sys.modules, "generating imported torch"
 print(repr(text), repr("".join(pieces)))
 """

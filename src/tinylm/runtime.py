@@ -9,16 +9,15 @@ own position, so prompts of different lengths are right-padded and a mask hides 
 a row has not written yet. Decoding one token is a few matrix products per layer, vectorised over
 heads. Sampling, stop handling and streaming are the torch-free pieces in `tinylm.generate`.
 
-    from tinylm.runtime import NumpyModel
-    model = NumpyModel.from_checkpoint("runs/stories15M")
-    print(model.generate("Once upon a time", max_new_tokens=50, temperature=0))
+    from tinylm.generate import Generator            # the sampling loop runs on this engine
+    gen = Generator.load("runs/stories15M", engine="numpy")
+    print(gen.generate("Once upon a time", 50, temperature=0).text)
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -264,19 +263,6 @@ class NumpyModel:
         if last is not None:  # prefill: each row's last prompt token
             x = x[np.arange(B) * T + last]
         return self.norm(x, *self.norm_w, eps) @ self.head
-
-    # ---- text in, text out
-
-    def generate(self, prompt: str | Sequence[int], **options: Any) -> str:
-        """The completion of one prompt; options as `tinylm.generate.Generator.generate`."""
-        from tinylm.generate import Generator
-
-        return Generator(self, self.tokenizer).generate(prompt, **options).text
-
-    def stream(self, prompt: str | Sequence[int], **options: Any) -> Iterator[str]:
-        from tinylm.generate import Generator
-
-        return Generator(self, self.tokenizer).stream(prompt, **options)
 
 
 def _check_layout(path: Path, cfg: ModelConfig, transforms: dict[str, Any], w: dict[str, np.ndarray]) -> None:
