@@ -16,6 +16,7 @@ records, so a saved checkpoint always loads.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -99,7 +100,8 @@ def save_checkpoint(
     path = Path(path)
     tensors = model_state_dict(model)
     if base is not None:
-        tensors = {k: v for k, v in tensors.items() if k in trainable_names(model)}
+        trainable = trainable_names(model)
+        tensors = {k: v for k, v in tensors.items() if k in trainable}
     try:
         with atomic_dir(path) as tmp:
             write_json(tmp / CONFIG_FILE, model.config.to_dict() | tf.applied(model))
@@ -126,8 +128,16 @@ def weights_hash(path: Path) -> str:
     wpath = path / WEIGHTS_FILE
     if not wpath.is_file():
         raise TinyLMError(f"{wpath}: missing; the base checkpoint has no weights")
+    st = wpath.stat()
+    return _file_hash(str(wpath.resolve()), st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_hash(path: str, inode: int, mtime_ns: int, size: int) -> str:
+    """Cached while the file is unchanged (same inode, time and size): a fine-tuning run saves against its
+    base at every evaluation."""
     h = hashlib.sha256()
-    with open(wpath, "rb") as f:
+    with open(path, "rb") as f:
         while chunk := f.read(1 << 24):
             h.update(chunk)
     return h.hexdigest()
