@@ -7,10 +7,15 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from torch import nn
 
 from tests.train.conftest import model_config, stream_data
+from tinylm import transforms
 from tinylm.checkpoint import load_checkpoint, save_checkpoint
 from tinylm.errors import TinyLMError
+from tinylm.layout import FLOAT
 from tinylm.model import Model
 from tinylm.train import train
 from tinylm.train.metrics import read_metrics
@@ -64,8 +69,6 @@ def test_frozen_base_run_saves_only_trainable_tensors_and_reloads_onto_its_base(
     assert (base / "model.safetensors").read_bytes() == base_bytes  # the base is untouched
     for d in ("last", "best"):
         path = r.out_dir / d
-        from safetensors import safe_open
-
         with safe_open(path / "model.safetensors", "pt") as f:
             assert set(f.keys()) == {"norm.weight", "norm.bias"}
         assert json.loads((path / "base.json").read_text())["path"] == "../../base"
@@ -94,3 +97,45 @@ def test_frozen_base_run_resumes_exactly(cfg, tmp_path, base):
     assert resumed.progress.step == 20
     got = resumed.model.state_dict()
     assert all(torch.equal(whole[k], got[k]) for k in whole)
+
+
+class GainLinear(nn.Linear):
+    """A test-only adapter: the frozen Linear's output times a trainable per-channel gain."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__(linear.in_features, linear.out_features, linear.bias is not None, device=linear.weight.device)
+        self.weight, self.bias = linear.weight, linear.bias
+        self.gain = nn.Parameter(torch.ones(linear.out_features, device=linear.weight.device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias) * self.gain
+
+
+def gain_layout(cfg, spec, layout):
+    return layout | {f"layers.{i}.attn.wo.gain": ((cfg.dim,), FLOAT) for i in range(cfg.n_layers)}
+
+
+def gain_apply(model, spec):
+    for block in model.layers:
+        block.attn.wo = GainLinear(block.attn.wo)
+
+
+def test_adapter_run_saves_only_the_adapter_and_reloads_onto_its_base(cfg, tmp_path, base):
+    transforms.register("adapters", "test-gain", layout=gain_layout, apply=gain_apply)
+    try:
+        model = load_checkpoint(base).model.train()
+        transforms.apply(model, "adapters", {"kind": "test-gain"})
+        for name, p in model.named_parameters():
+            p.requires_grad = name.endswith(".gain")
+        r = train(cfg.replace(out_dir=str(tmp_path / "ft")), stream_data(), model=model, base=base, quiet=True)
+        gains = {f"layers.{i}.attn.wo.gain" for i in range(2)}
+        with safe_open(r.out_dir / "last" / "model.safetensors", "pt") as f:
+            assert set(f.keys()) == gains
+        assert not torch.equal(r.model.layers[0].attn.wo.gain, torch.ones(32))  # the adapter learned
+        loaded = load_checkpoint(r.out_dir / "last").model
+        assert isinstance(loaded.layers[1].attn.wo, GainLinear)
+        x = torch.randint(0, 20, (2, 16))
+        with torch.no_grad():
+            assert torch.equal(loaded(x), r.model(x))
+    finally:
+        transforms.unregister("adapters", "test-gain")
