@@ -205,7 +205,8 @@ def build_model(cfg: ModelConfig, tensors: dict[str, torch.Tensor], device: str 
     `dtype` converts the plain float weights; a transform's tensors (int8 weights, scales) keep theirs."""
     model = meta_model(cfg, transforms)
     layout = tf.transformed_layout(cfg, transforms or {})
-    sd = {k: v.to(device=device, dtype=dtype if dtype and layout[k][1] == FLOAT else v.dtype) for k, v in tensors.items()}
+    plain = {k for k, (_, kind) in layout.items() if kind == FLOAT}
+    sd = {k: v.to(device=device, dtype=dtype if dtype and k in plain else v.dtype) for k, v in tensors.items()}
     tied = cfg.tie_embeddings and "lm_head.weight" in model.state_dict()
     if tied:
         sd["lm_head.weight"] = sd["tok_emb.weight"]
