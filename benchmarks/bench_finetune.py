@@ -13,6 +13,7 @@
 python benchmarks/bench_finetune.py                      # both, on ../shared/data's TinyStories head
 python benchmarks/bench_finetune.py --only memory --steps-110m 3
 python benchmarks/bench_finetune.py --only words --pretrain-steps 1500 --tune-steps 400
+python benchmarks/bench_finetune.py --only words --dim 64 --layers 2 --context 256 --pretrain-steps 100 --tune-steps 40
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from pathlib import Path
 
 import torch
 
+CONTEXT_110M = 256
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinystories_v2_head.txt"
-BASE_SHAPE = {"family": "llama", "n_layers": 4, "dim": 128, "n_heads": 4, "context_length": 384}
 
 
 def words_table(args: argparse.Namespace, work: Path) -> None:
@@ -46,9 +47,10 @@ def words_table(args: argparse.Namespace, work: Path) -> None:
     # write_task makes its first examples the test set: the held-out stories go first
     (work / "task.txt").write_text("\n<|endoftext|>\n".join(held + stories[: args.train]), encoding="utf-8")
     t0 = time.perf_counter()
+    shape = {"family": "llama", "n_layers": args.layers, "dim": args.dim, "n_heads": 4, "context_length": args.context}
     run_training({"data": str(work / "pretrain.txt"), "out_dir": str(work / "base"), "vocab_size": 1024,
                   "max_steps": args.pretrain_steps, "batch_size": 16, "eval_interval": args.pretrain_steps,
-                  "warmup_steps": 50}, dict(BASE_SHAPE), quiet=True)  # fmt: skip
+                  "warmup_steps": min(50, args.pretrain_steps // 10)}, shape, quiet=True)  # fmt: skip
     print(f"pretrained the base: {args.pretrain_steps} steps in {time.perf_counter() - t0:.0f}s")
     write_task(str(work / "task.txt"), work / "sw", args.train, args.test)
     base = load_checkpoint(work / "base" / "best")
@@ -58,7 +60,8 @@ def words_table(args: argparse.Namespace, work: Path) -> None:
     rows = [("base (same template)", base.model, 0, 0.0)]
     for method in ("lora", "full"):
         t0 = time.perf_counter()
-        opts = Options(str(work / "base" / "best"), str(work / "sw" / "train.jsonl"), method=method, rank=args.rank)
+        opts = Options(str(work / "base" / "best"), str(work / "sw" / "train.jsonl"), method=method, rank=args.rank,
+                       too_long="truncate")  # a story cut at the context can still use its words
         result = run_finetune(opts, {"out_dir": str(work / method), "max_steps": args.tune_steps,
                                      "eval_interval": args.tune_steps}, quiet=True)  # fmt: skip
         n = sum(p.numel() for p in result.model.parameters() if p.requires_grad) if method == "lora" else \
@@ -132,12 +135,11 @@ def _reset_peak():
 
 
 def memory_table(args: argparse.Namespace) -> None:
-    print(f"\nstories110M shape, batch 1 x {args.context} tokens, AdamW, fp32, {args.steps_110m} timed steps "
+    print(f"\nstories110M shape, batch 1 x {CONTEXT_110M} tokens, AdamW, fp32, {args.steps_110m} timed steps "
           "per method (each in its own process)")  # fmt: skip
     print(f"{'method':<7} {'trainable':>12} {'setup MB':>9} {'training peak RSS MB':>21} {'step s (min-max)':>18}")
     for method in ("full", "lora", "qlora"):
-        cmd = [sys.executable, __file__, "--child", method, "--steps-110m", str(args.steps_110m),
-               "--context", str(args.context)]  # fmt: skip
+        cmd = [sys.executable, __file__, "--child", method, "--steps-110m", str(args.steps_110m)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
             print(f"{method:<7} failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
@@ -156,13 +158,15 @@ def main() -> None:
     p.add_argument("--train", type=int, default=1000, help="story-words training examples")
     p.add_argument("--test", type=int, default=50, help="held-out prompts")
     p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--dim", type=int, default=128, help="base model width (4 heads)")
+    p.add_argument("--layers", type=int, default=4, help="base model layers")
     p.add_argument("--new-tokens", type=int, default=200)
     p.add_argument("--steps-110m", type=int, default=3)
-    p.add_argument("--context", type=int, default=256)
+    p.add_argument("--context", type=int, default=384, help="base context; the 110M runs use 256")
     p.add_argument("--child", choices=("full", "lora", "qlora"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.steps_110m, args.context)))
+        print(json.dumps(measure(args.child, args.steps_110m, CONTEXT_110M)))
         return
     if args.only != "memory":
         with tempfile.TemporaryDirectory() as work:
