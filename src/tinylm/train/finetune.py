@@ -22,7 +22,8 @@ from tinylm.errors import TinyLMError
 from tinylm.model import Model
 from tinylm.train import distributed, instruct
 from tinylm.train.config import TrainConfig
-from tinylm.train.trainer import Result, TrainData, train
+from tinylm.train.state import Saved
+from tinylm.train.trainer import LAST, Result, TrainData, train
 
 METHODS = ("lora", "qlora", "full")
 QLORA_BASE = "base-nf4"
@@ -52,7 +53,11 @@ class Options:
 def run_finetune(opts: Options, train_args: dict[str, Any], resume: bool = False, quiet: bool = False) -> Result:
     if opts.method not in METHODS:
         raise TinyLMError(f"--method must be one of {', '.join(METHODS)}, got {opts.method!r}")
-    cfg = TrainConfig(**{**DEFAULTS, **METHOD_DEFAULTS[opts.method], "data": opts.data, **train_args})
+    if resume:  # the saved settings, except those given again
+        out = Path(train_args.get("out_dir", DEFAULTS["out_dir"]))
+        cfg = Saved.load(out / LAST).cfg.replace(**train_args)
+    else:
+        cfg = TrainConfig(**{**DEFAULTS, **METHOD_DEFAULTS[opts.method], "data": opts.data, **train_args})
     ckpt = load_checkpoint(opts.base)
     if ckpt.tokenizer is None:
         raise TinyLMError(f"{opts.base}: no tokenizer in the checkpoint, so conversations cannot be encoded")
@@ -64,7 +69,7 @@ def run_finetune(opts: Options, train_args: dict[str, Any], resume: bool = False
     on_eval = _words_hook(opts, tok) if opts.words_test else None
     if not quiet and opts.method != "full":
         n = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        print(f"{opts.method}: training {n:,} adapter parameters ({n / max(1, _base_params(model)):.2%} of the base), "
+        print(f"{opts.method}: training {n:,} adapter parameters ({n / model.config.num_params():.2%} of the base), "
               f"rank {opts.rank}, alpha {opts.alpha:g}, targets {','.join(transforms.applied(model)['adapters']['targets'])}")  # fmt: skip
     return train(cfg, data, model=model.train(), resume=resume, on_eval=on_eval, base=base, quiet=quiet)
 
@@ -92,10 +97,6 @@ def _model(model: Model, opts: Options, out: Path, resume: bool) -> tuple[Model,
     spec = LoraSpec(opts.rank, opts.alpha, opts.dropout, parse_targets(opts.targets, model.config))
     transforms.apply(model, "adapters", spec.to_dict())
     return model, base
-
-
-def _base_params(model: Model) -> int:
-    return sum(p.numel() for p in model.parameters() if not p.requires_grad)
 
 
 def _words_hook(opts: Options, tok: Any):
