@@ -124,7 +124,7 @@ def measure(
             pass
         decode = max(decode, t.decode_tokens_per_s)
         start = time.perf_counter()
-        eng.prefill([prompt], prompt_tokens)
+        eng.prefill([0], [prompt])
         prefill = max(prefill, prompt_tokens / (time.perf_counter() - start))
     return Result(shape, engine, threads, decode, prefill, new_tokens, prompt_tokens, warmup)
 

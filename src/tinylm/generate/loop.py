@@ -35,6 +35,11 @@ class Timing:
     new_tokens: int = 0  # tokens computed by decode steps (rows riding along after they finished included)
     decode_s: float = 0.0
 
+    def since(self, before: Timing) -> Timing:
+        """What was added to these totals after `before` (a copy taken earlier)."""
+        return Timing(self.prompt_tokens - before.prompt_tokens, self.prefill_s - before.prefill_s,
+                      self.new_tokens - before.new_tokens, self.decode_s - before.decode_s)  # fmt: skip
+
     @property
     def prefill_tokens_per_s(self) -> float:
         return self.prompt_tokens / self.prefill_s if self.prefill_s else 0.0
