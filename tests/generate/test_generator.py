@@ -110,3 +110,27 @@ def test_checkpoint_round_trip_with_both_engines(save_random) -> None:
         e: generate(path, "The dog", 25, engine=e, temperature=0, stop_ids=[]) for e in ("torch", "numpy")
     }
     assert texts["torch"] == texts["numpy"] and len(texts["torch"]) > 10
+
+
+def test_two_generations_interleaved_on_one_generator_equal_each_alone(gen: Generator) -> None:
+    """Each generation owns its rows: stepping one advances the other without changing either."""
+    alone = [gen.generate(p, 30, temperature=0, stop_ids=[]).ids for p in ("The cat", "Once upon")]
+    a, b = gen.start("The cat", 30, temperature=0, stop_ids=[]), gen.start("Once upon", 30, temperature=0, stop_ids=[])
+    ia, ib = iter(a), iter(b)
+    for _ in range(5):
+        next(ia)
+    for _ in zip(ia, ib, strict=False):
+        pass
+    for _ in ib:
+        pass
+    for _ in ia:
+        pass
+    assert [a.completions[0].ids, b.completions[0].ids] == alone
+
+
+def test_abandoned_stream_gives_its_row_back(gen: Generator) -> None:
+    pieces = gen.stream("abc", 30, temperature=0)
+    next(pieces)
+    pieces.close()
+    gen.scheduler.step()
+    assert not gen.scheduler.active and not gen.scheduler.queue

@@ -110,8 +110,9 @@ class TorchEngine:
         return _numpy(logits)[rows]
 
     def _eval(self, idx: torch.Tensor, pos: torch.Tensor, last: torch.Tensor | None) -> torch.Tensor:
-        """A step in eval mode (no dropout), leaving a training model's mode as it was."""
-        if not self.model.training:
+        """A step without dropout, leaving a training model's mode as it was (switching modes walks every
+        module, so it is skipped where dropout is off anyway)."""
+        if not self.model.training or self.config.dropout == 0:
             return self._decode(idx, pos, last) if last is None else self._step(idx, pos, last)
         self.model.eval()
         try:
