@@ -265,12 +265,13 @@ class Model(nn.Module):
             # the residual stream is 2-D (B*T, C) through the cache: with 3-D size-1 dims inductor
             # picks strides that the one-token decode matmuls must copy
             x = x.view(B * T, -1)
-            if rope is not None:
-                rope = (rope[0].expand(B, T, -1).reshape(B * T, -1), rope[1].expand(B, T, -1).reshape(B * T, -1))
+            if rope is not None:  # one row of angles per token, like the residual stream
+                cos, sin = (r.expand(B, T, -1).reshape(B * T, -1) for r in rope)
+                rope = (cos, sin)
             step = _CacheStep(cache, positions.expand(B, T))
             for i, block in enumerate(self.layers):
                 x = block(x, rope, (i, step))
         if logits_at is not None:  # one column per row: (B, C)
             x = x.view(B, T, -1)[torch.arange(B, device=x.device), logits_at]
             return self.lm_head(self.norm(x))  # (B, vocab)
-        return self.lm_head(self.norm(x)).view(B, T, -1)  # (B, T, vocab)
+        return self.lm_head(self.norm(x)).reshape(B, T, -1)  # (B, T, vocab)

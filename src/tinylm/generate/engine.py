@@ -112,11 +112,12 @@ class TorchEngine:
     def _eval(self, idx: torch.Tensor, pos: torch.Tensor, last: torch.Tensor | None) -> torch.Tensor:
         """A step without dropout, leaving a training model's mode as it was (switching modes walks every
         module, so it is skipped where dropout is off anyway)."""
+        step = self._step if last is not None else self._decode  # only the decode step is compiled
         if not self.model.training or self.config.dropout == 0:
-            return self._decode(idx, pos, last) if last is None else self._step(idx, pos, last)
+            return step(idx, pos, last)
         self.model.eval()
         try:
-            return self._decode(idx, pos, last) if last is None else self._step(idx, pos, last)
+            return step(idx, pos, last)
         finally:
             self.model.train()
 
