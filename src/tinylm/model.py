@@ -98,13 +98,12 @@ class Attention(nn.Module):
         # q, k and v in one matmul: rows are [q (H*hs) | k (KV*hs) | v (KV*hs)]
         self.wqkv = nn.Linear(cfg.dim, (cfg.n_heads + 2 * cfg.kv_heads) * cfg.head_dim, bias=cfg.bias)
         self.wo = nn.Linear(cfg.dim, cfg.dim, bias=cfg.bias)
-        self.dropout = cfg.dropout
-        self.resid_drop = nn.Dropout(cfg.dropout)
+        self.dropout = cfg.dropout  # on the attention weights; Block drops from the output
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
                 kv: tuple[int, _CacheStep] | None = None) -> torch.Tensor:  # fmt: skip
         if kv is not None:
-            return self.resid_drop(self.wo(self._cached(x, rope, *kv)))
+            return self.wo(self._cached(x, rope, *kv))
         B, T, C = x.shape
         H, KV, hs = self.n_heads, self.n_kv_heads, self.head_dim
         q, k, v = self.wqkv(x).split([H * hs, KV * hs, KV * hs], dim=-1)
@@ -120,7 +119,7 @@ class Attention(nn.Module):
                 q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0, enable_gqa=KV != H
             )  # (B, H, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)
-        return self.resid_drop(self.wo(y))
+        return self.wo(y)
 
     def _cached(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, layer: int,
                 step: _CacheStep) -> torch.Tensor:  # fmt: skip
@@ -171,14 +170,13 @@ class MLP(nn.Module):
         self.w2 = nn.Linear(cfg.ffn_dim, cfg.dim, bias=cfg.bias)  # projection back to the residual stream
         self.w3 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=cfg.bias) if self.swiglu else None  # SwiGLU: up
         self.gelu = nn.GELU(approximate="tanh" if cfg.gelu == "tanh" else "none")
-        self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.w3 is not None:
             h = F.silu(self.w1(x)) * self.w3(x)
         else:
             h = self.gelu(self.w1(x))
-        return self.drop(self.w2(h))
+        return self.w2(h)
 
 
 class Block(nn.Module):
@@ -188,11 +186,15 @@ class Block(nn.Module):
         self.attn = Attention(cfg)
         self.mlp_norm = make_norm(cfg)
         self.mlp = MLP(cfg)
+        self.drop = nn.Dropout(cfg.dropout)  # on what each branch adds to the residual stream
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
                 kv: tuple[int, _CacheStep] | None = None) -> torch.Tensor:  # fmt: skip
-        x = x + self.attn(self.attn_norm(x), rope, kv)
-        return x + self.mlp(self.mlp_norm(x))
+        if kv is not None:  # generation never drops out, and skipping the calls saves eager decode time
+            x = x + self.attn(self.attn_norm(x), rope, kv)
+            return x + self.mlp(self.mlp_norm(x))
+        x = x + self.drop(self.attn(self.attn_norm(x), rope))
+        return x + self.drop(self.mlp(self.mlp_norm(x)))
 
 
 class Model(nn.Module):
@@ -257,11 +259,11 @@ class Model(nn.Module):
         rope = None
         if self.config.positions == "rope":  # (T, hs/2) each, or (B, T, hs/2): a row of angles per token
             rope = (self.rope_cos[:T], self.rope_sin[:T]) if pos is None else (self.rope_cos[pos], self.rope_sin[pos])
-        x = self.drop(x)
         if cache is None:
+            x = self.drop(x)
             for block in self.layers:
                 x = block(x, rope)
-        else:
+        else:  # generation: no dropout, whatever the train/eval mode
             # the residual stream is 2-D (B*T, C) through the cache: with 3-D size-1 dims inductor
             # picks strides that the one-token decode matmuls must copy
             x = x.view(B * T, -1)

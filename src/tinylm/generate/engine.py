@@ -32,7 +32,7 @@ class TorchEngine:
     """
 
     def __init__(self, model: Model, compile: bool = False, transpose_weights: bool = False):
-        self.model = model
+        self.model = model  # through the cache it never drops out, so its train/eval mode does not matter
         if transpose_weights:
             for m in model.modules():
                 if isinstance(m, torch.nn.Linear):  # a tied head transposes the embedding with it
@@ -74,7 +74,7 @@ class TorchEngine:
         idx = torch.tensor([list(p) + [0] * (longest - len(p)) for p in prompts], device=self.device)
         pos = self._key_pos[:longest].expand(len(prompts), longest)
         self.cache.rows, self.cache.keys = torch.tensor(list(rows), device=self.device), None
-        logits = self._eval(idx, pos, lens - 1)
+        logits = self._step(idx, pos, lens - 1)
         self.pos[list(rows)] = lens.cpu().numpy()
         self._warm = (0, 0)  # a new generation: let the compiled step check its guards again
         return _numpy(logits)
@@ -103,23 +103,11 @@ class TorchEngine:
             # Past the first steps at this batch size (which compile if needed) the inputs keep their
             # shapes and identities, so checking dynamo's guards on every weight is wasted work.
             with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
-                logits = self._eval(idx_t, pos_t, None)
+                logits = self._decode(idx_t, pos_t, None)
         else:
-            logits = self._eval(idx_t, pos_t, None)
+            logits = self._decode(idx_t, pos_t, None)
         self.pos[rows] += 1
         return _numpy(logits)[rows]
-
-    def _eval(self, idx: torch.Tensor, pos: torch.Tensor, last: torch.Tensor | None) -> torch.Tensor:
-        """A step without dropout, leaving a training model's mode as it was (switching modes walks every
-        module, so it is skipped where dropout is off anyway)."""
-        step = self._step if last is not None else self._decode  # only the decode step is compiled
-        if not self.model.training or self.config.dropout == 0:
-            return step(idx, pos, last)
-        self.model.eval()
-        try:
-            return step(idx, pos, last)
-        finally:
-            self.model.train()
 
     def _step(self, idx: torch.Tensor, pos: torch.Tensor, last: torch.Tensor | None) -> torch.Tensor:
         """Logits (B, vocab) of tokens idx at positions pos (both (B, T)) through the cache: at column
