@@ -75,6 +75,7 @@ def test_lora_checkpoint_is_the_adapter_only_and_loads_on_its_base(task, tmp_pat
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / METRICS_FILE).read_text().splitlines()
               if '"loss"' in line]  # fmt: skip
     assert losses[-1] < losses[0]
+    assert main(["sample", str(last), "Once", "-n", "5", "--seed", "0"]) == 0  # generation goes through the adapter
 
 
 def test_merge_writes_a_plain_checkpoint_with_the_same_logits(task, tmp_path):
@@ -134,7 +135,10 @@ def test_bad_finetune_input_is_one_line(task, tmp_path, capsys):
 
 
 def test_full_finetune_writes_whole_checkpoints(task, tmp_path):
-    result = finetune(task, tmp_path / "run", method="full")
+    result = finetune(task, tmp_path / "run", method="full", words_test=str(task[2]), words_n=4)
+    rates = [json.loads(line)["words_rate"] for line in (tmp_path / "run" / METRICS_FILE).read_text().splitlines()
+             if "words_rate" in line]  # fmt: skip
+    assert len(rates) == 2 and all(0 <= r <= 1 for r in rates)  # scored at both evaluations
     last = tmp_path / "run" / "last"
     assert not (last / "base.json").exists() and "adapters" not in json.loads((last / "config.json").read_text())
     base = load_checkpoint(task[0]).model.state_dict()
