@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from tinylm.adapters.spec import LoraSpec, placements
 from tinylm.errors import TinyLMError
@@ -47,7 +48,10 @@ class LoRALinear(nn.Module):
         return f"targets={','.join(self.slices)}, rank={self.rank}, scale={self.scale:g}, merged={self.merged}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base(x)  # (..., out)
+        if isinstance(self.base, nn.Linear) or not torch.is_grad_enabled():
+            y = self.base(x)  # (..., out)
+        else:  # a quantized base would keep its dequantized weight for backward: rebuild it there instead (QLoRA)
+            y = checkpoint(self.base, x, use_reentrant=False)
         if self.merged:
             return y
         h = self.drop(x)
