@@ -92,6 +92,7 @@ class Transformer:
             self.rotation = ops.rope_rotation(cfg.context_length, cfg.head_dim, cfg.rope_theta, self.dtype)
         self.acts: list[SimpleNamespace] = []  # per layer: what its backward needs
         self.top = SimpleNamespace()  # the same for the embeddings and the head
+        self._logits = np.empty(0, self.dtype)  # the largest activation, (N, vocab): reused across steps
 
     def _init_weights(self, seed: int) -> None:
         """As tinylm.model.Model (other random numbers): N(0, 0.02) matrices and embeddings, the two
@@ -129,7 +130,8 @@ class Transformer:
     # ---- forward and backward of the whole model
 
     def forward(self, idx: np.ndarray) -> np.ndarray:
-        """Logits (B, T, vocab) for token ids idx (B, T), keeping the activations for `backward`."""
+        """Logits (B, T, vocab) for token ids idx (B, T), keeping the activations for `backward`.
+        The logits live in a buffer the next forward (and the loss, in place) overwrites."""
         cfg, P, top = self.config, self.params, self.top
         B, T = idx.shape
         if T > cfg.context_length:
@@ -142,9 +144,10 @@ class Transformer:
         self.acts = []
         for i in range(cfg.n_layers):
             x = self._block_forward(f"layers.{i}.", x, mask)
-        xf, top.norm = self.norm_fwd(x, P["norm.weight"], P.get("norm.bias"), cfg.norm_eps)
-        top.xf = xf
-        return ops.linear_forward(xf, self._head(P), None).reshape(B, T, -1)
+        top.xf, top.norm = self.norm_fwd(x, P["norm.weight"], P.get("norm.bias"), cfg.norm_eps)
+        if self._logits.shape != (B * T, cfg.vocab_size):
+            self._logits = np.empty((B * T, cfg.vocab_size), self.dtype)
+        return ops.linear_forward(top.xf, self._head(P), None, out=self._logits).reshape(B, T, -1)
 
     def backward(self, dlogits: np.ndarray) -> None:
         """Add the gradients of every parameter, given dL/dlogits (B, T, vocab), to self.grads."""

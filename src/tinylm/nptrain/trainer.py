@@ -180,9 +180,12 @@ def _loop(run: _Run, stop_at: int | None, quiet: bool) -> Result:
     rate = session_tokens / max(time.perf_counter() - start, 1e-9)
     if not quiet:
         best = f"{p.best_val_loss:.4f}" if p.best_val_loss is not None else "-"
-        print(f"{'stopped' if p.step < p.max_steps else 'done'} at step {p.step:,} of {p.max_steps:,}: tokens seen "
-              f"{human(p.tokens)}, best val loss {best}, time {duration(p.seconds)}, {human(rate)} tokens/s\n"
-              f"checkpoints: {run.out / LAST} (resumable), {run.out / BEST}; log: {run.log.path}")  # fmt: skip
+        plot = run.out / PLOT_FILE
+        print(f"{'stopped' if p.step < p.max_steps else 'done'} at step {p.step:,} of {p.max_steps:,}: params "
+              f"{human(run.model.num_params())}, tokens seen {human(p.tokens)}, best val loss {best}, "
+              f"time {duration(p.seconds)}, {human(rate)} tokens/s\n"
+              f"checkpoints: {run.out / LAST} (resumable by either engine), {run.out / BEST} (best val loss); "
+              f"log: {run.log.path}" + (f"; plot: {plot}" if plot.is_file() else ""))  # fmt: skip
     return Result(run.model, run.out, p, val_loss, rate)
 
 
