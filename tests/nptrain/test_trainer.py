@@ -70,10 +70,13 @@ def assert_same_run(a: Path, b: Path, tol: float) -> None:
         assert diff.max() <= tol * np.abs(wa[k]).max(), k
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_ten_adamw_steps_equal_the_torch_trainer(tmp_path, data, family):
+@pytest.mark.parametrize(("family", "options"), [("llama", {"schedule": "wsd"}),
+                                                  ("gpt2", {"batch_tokens": 2 * 4 * CONTEXT})])  # fmt: skip
+def test_ten_adamw_steps_equal_the_torch_trainer(tmp_path, data, family, options):
+    """Same losses, gradient norms, validation losses and weights; llama with the WSD schedule, gpt2
+    (untied head, biases) with two micro-batches of gradient accumulation per step."""
     mc = FAMILIES[family]
-    cfg = settings(tmp_path / "torch")
+    cfg = settings(tmp_path / "torch", **options)
     train(cfg, data[0], mc, quiet=True)
     np_train(cfg.replace(out_dir=str(tmp_path / "numpy")), data[1], mc, weights=initial_weights(cfg, mc), quiet=True)
     assert_same_run(tmp_path / "torch", tmp_path / "numpy", 1e-4)

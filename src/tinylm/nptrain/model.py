@@ -62,6 +62,9 @@ def optimizer_order(cfg: ModelConfig) -> list[str]:
 
 
 class Transformer:
+    """tinylm.model.Model in NumPy, for training: `forward` keeps every activation its `backward`
+    needs; `backward` adds the gradients into `grads` (views of `flat_grad`, as `params` are of `flat`)."""
+
     def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray] | None = None, *,
                  dtype: type = np.float32, seed: int = 0):  # fmt: skip
         if cfg.dropout:
