@@ -19,7 +19,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from tinylm.config import CONFIG_FILE
+from tinylm.config import CONFIG_FILE, ModelConfig, read_config
 from tinylm.errors import TinyLMError
 from tinylm.fileio import atomic_dir, write_json
 from tinylm.nptrain.adamw import AdamW
@@ -43,6 +43,18 @@ class Progress:
     best_val_loss: float | None = None
     bad_steps: int = 0
     data_size: int = 0
+
+
+def load_plain(path: Path) -> tuple[ModelConfig, dict[str, np.ndarray]]:
+    """The config and float32 weights of a checkpoint to train on (quantized or adapter checkpoints
+    are the torch trainer's business)."""
+    from tinylm.runtime import load_weights
+
+    cfg, transforms = read_config(path)
+    if transforms:
+        raise TinyLMError(f"{path} declares {', '.join(transforms)}: the NumPy trainer trains plain models only; "
+                          "use --engine torch")  # fmt: skip
+    return cfg, load_weights(path)
 
 
 def save(path: Path, model: Transformer, tokenizer: Any, cfg: TrainConfig, progress: Progress,

@@ -18,41 +18,21 @@ import numpy as np
 
 from tinylm.config import ModelConfig
 from tinylm.errors import TinyLMError
+from tinylm.layout import linear_shapes, tensor_layout, tensor_shapes
 from tinylm.nptrain import ops
 
 
 def parameter_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every trainable tensor in `Model.named_parameters()` order (a tied output head is tok_emb)."""
-    C, F, hs = cfg.dim, cfg.ffn_dim, cfg.head_dim
-    norm_bias = cfg.norm == "layernorm" and cfg.bias
-    shapes: dict[str, tuple[int, ...]] = {"tok_emb.weight": (cfg.vocab_size, C)}
-    if cfg.positions == "learned":
-        shapes["pos_emb.weight"] = (cfg.context_length, C)
-
-    def norm(name: str) -> None:
-        shapes[f"{name}.weight"] = (C,)
-        if norm_bias:
-            shapes[f"{name}.bias"] = (C,)
-
-    def linear(name: str, n_out: int, n_in: int) -> None:
-        shapes[f"{name}.weight"] = (n_out, n_in)
-        if cfg.bias:
-            shapes[f"{name}.bias"] = (n_out,)
-
-    for i in range(cfg.n_layers):
-        p = f"layers.{i}."
-        norm(p + "attn_norm")
-        linear(p + "attn.wqkv", (cfg.n_heads + 2 * cfg.kv_heads) * hs, C)
-        linear(p + "attn.wo", C, C)
-        norm(p + "mlp_norm")
-        linear(p + "mlp.w1", F, C)
-        linear(p + "mlp.w2", C, F)
-        if cfg.mlp == "swiglu":
-            linear(p + "mlp.w3", F, C)
-    norm("norm")
-    if not cfg.tie_embeddings:
-        shapes["lm_head.weight"] = (cfg.vocab_size, C)
-    return shapes
+    """Every tensor of the checkpoint layout (tinylm.layout) in `Model.named_parameters()` order, the
+    order torch registers the modules in: embeddings; per block attn_norm, attn, mlp_norm, mlp; norm; head."""
+    shapes = tensor_shapes(tensor_layout(cfg))
+    linears = list(linear_shapes(cfg))
+    block = [f"{part}.{kind}" for group in ("attn", "mlp")
+             for part in (f"{group}_norm", *(n for n in linears if n.startswith(f"{group}.")))
+             for kind in ("weight", "bias")]  # fmt: skip
+    names = ["tok_emb.weight", "pos_emb.weight", *(f"layers.{i}.{n}" for i in range(cfg.n_layers) for n in block),
+             "norm.weight", "norm.bias", "lm_head.weight"]  # fmt: skip
+    return {n: shapes[n] for n in names if n in shapes}
 
 
 def optimizer_order(cfg: ModelConfig) -> list[str]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tinylm.config import ModelConfig
 from tinylm.data.shards import TokenShards
+from tinylm.nptrain.checkpoint import load_plain
 from tinylm.nptrain.trainer import Data, Result, Windows, train
 from tinylm.train.config import TrainConfig
 
@@ -19,10 +20,9 @@ def train_on_shards(cfg: TrainConfig, where: Path, model_config: ModelConfig, *,
     tokenizer = train_split.tokenizer if train_split.manifest is not None else None
     weights = None
     if init is not None:
-        from tinylm.runtime import load_weights
         from tinylm.tokenizer import load_tokenizer
 
-        weights = load_weights(Path(init))
+        weights = load_plain(Path(init))[1]
         if tokenizer is None and (Path(init) / "tokenizer").is_dir():
             tokenizer = load_tokenizer(Path(init) / "tokenizer")
     data = Data(Windows(train_split, T, f"{where} (train split)"),

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from tinylm.config import ModelConfig, load_config
+from tinylm.config import ModelConfig
 from tinylm.data.shards import TokenShards
 from tinylm.errors import TinyLMError
 from tinylm.nptrain import checkpoint
@@ -110,12 +110,11 @@ def _setup(cfg: TrainConfig, data: Data, model_config: ModelConfig | None, weigh
     out = Path(cfg.out_dir)
     saved = Saved.load(out / LAST) if resume else None
     if saved is not None:
-        from tinylm.runtime import load_weights
-
-        if model_config is not None and load_config(out / LAST) != model_config:
+        saved_config, weights = checkpoint.load_plain(out / LAST)
+        if model_config is not None and saved_config != model_config:
             raise TinyLMError(f"{out / LAST} holds a model of another shape than the one asked for; "
                               "resume without shape options, or train into a new --out")  # fmt: skip
-        model_config, weights = load_config(out / LAST), load_weights(out / LAST)
+        model_config = saved_config
     if model_config is None:
         raise TinyLMError("train() needs a model_config")
     model = Transformer(model_config, weights, dtype=dtype, seed=cfg.seed)
