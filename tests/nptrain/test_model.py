@@ -101,3 +101,17 @@ def test_fresh_init_matches_the_torch_models_statistics():
     assert model.params["layers.0.attn.wqkv.weight"].std() == pytest.approx(0.02, rel=0.05)
     assert model.params["layers.3.mlp.w2.weight"].std() == pytest.approx(0.02 / np.sqrt(8), rel=0.05)
     assert (model.params["layers.1.mlp_norm.weight"] == 1).all() and not model.params["layers.1.attn.wo.bias"].any()
+
+
+def test_a_sequence_of_several_attention_blocks_equals_autograd(monkeypatch):
+    """150 positions: three query blocks of attention (64 + 64 + 22), float64."""
+    cfg = tiny_llama(context_length=160)
+    ref = torch_reference(cfg, torch.float64, monkeypatch)
+    model = Transformer(cfg, {k: v.detach().numpy() for k, v in ref.state_dict().items()}, dtype=np.float64)
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randint(cfg.vocab_size, (2, 150), generator=g), torch.randint(cfg.vocab_size, (2, 150), generator=g)
+    loss = F.cross_entropy(ref(x).flatten(0, 1), y.flatten())
+    loss.backward()
+    assert model.loss_and_backward(x.numpy(), y.numpy()) == pytest.approx(loss.item(), rel=1e-9)
+    for n, p in ref.named_parameters():
+        assert rel(model.grads[n], p.grad.numpy()) < 1e-9, n

@@ -100,22 +100,23 @@ def test_rope():
     check(lambda v: ops.rope_forward(v, rotation), lambda dy: [ops.rope_backward(dy, rotation)], [x])
 
 
+@pytest.mark.parametrize("block", [64, 2])
 @pytest.mark.parametrize("kv_heads", [4, 2, 1])
-def test_attention(kv_heads):
+def test_attention(kv_heads, block):
+    """Grouped-query heads, in one query block and in blocks of 2 positions (5 = 2 + 2 + 1)."""
     B, T, H, hs = 2, 5, 4, 3
     q, k, v = randn(B, T, H, hs), randn(B, T, kv_heads, hs), randn(B, T, kv_heads, hs)
-    mask = ops.causal_mask(T, np.float64)
-    check(lambda *a: ops.attention_forward(q, k, v, mask)[0],
-          lambda dy: list(ops.attention_backward(dy, ops.attention_forward(q, k, v, mask)[1])), [q, k, v])  # fmt: skip
+    check(lambda *a: ops.attention_forward(q, k, v, block)[0],
+          lambda dy: list(ops.attention_backward(dy, ops.attention_forward(q, k, v, block)[1])), [q, k, v])  # fmt: skip
 
 
-def test_attention_is_causal():
-    """Changing a later token changes nothing at earlier positions."""
+def test_attention_is_causal_and_blocks_change_nothing():
+    """Changing a later token changes nothing at earlier positions; blocks give the one-block result."""
     q, k, v = randn(1, 6, 2, 4), randn(1, 6, 2, 4), randn(1, 6, 2, 4)
-    mask = ops.causal_mask(6, np.float64)
-    y = ops.attention_forward(q, k, v, mask)[0]
+    y = ops.attention_forward(q, k, v)[0]
+    np.testing.assert_allclose(ops.attention_forward(q, k, v, block=4)[0], y, rtol=1e-13, atol=1e-15)
     k[0, 4:], v[0, 4:] = randn(2, 2, 4), randn(2, 2, 4)
-    y2 = ops.attention_forward(q, k, v, mask)[0]
+    y2 = ops.attention_forward(q, k, v)[0]
     np.testing.assert_array_equal(y[0, :4], y2[0, :4])
     assert not np.allclose(y[0, 4:], y2[0, 4:])
 

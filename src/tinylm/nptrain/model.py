@@ -123,10 +123,9 @@ class Transformer:
         x = P["tok_emb.weight"][top.idx]  # (N, C), N = B*T
         if cfg.positions == "learned":
             x.reshape(B, T, -1)[...] += P["pos_emb.weight"][:T]
-        mask = ops.causal_mask(T, self.dtype)
         self.acts = []
         for i in range(cfg.n_layers):
-            x = self._block_forward(f"layers.{i}.", x, mask)
+            x = self._block_forward(f"layers.{i}.", x)
         top.xf, top.norm = self.norm_fwd(x, P["norm.weight"], P.get("norm.bias"), cfg.norm_eps)
         if self._logits.shape != (B * T, cfg.vocab_size):
             self._logits = np.empty((B * T, cfg.vocab_size), self.dtype)
@@ -161,7 +160,7 @@ class Transformer:
 
     # ---- one block:  x = x + attn(norm(x));  x = x + mlp(norm(x))
 
-    def _block_forward(self, p: str, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def _block_forward(self, p: str, x: np.ndarray) -> np.ndarray:
         cfg, P, (B, T) = self.config, self.params, self.top.shape
         H, KV, hs = cfg.n_heads, cfg.kv_heads, cfg.head_dim
         a = SimpleNamespace()
@@ -171,7 +170,7 @@ class Transformer:
         qkv = qkv.reshape(B, T, H + 2 * KV, hs)  # heads [q (H) | k (KV) | v (KV)]
         if cfg.positions == "rope":  # q and k rotated in one product
             qkv[:, :, : H + KV] = ops.rope_forward(qkv[:, :, : H + KV], self.rotation[:T])
-        y, a.att = ops.attention_forward(qkv[:, :, :H], qkv[:, :, H : H + KV], qkv[:, :, H + KV :], mask)
+        y, a.att = ops.attention_forward(qkv[:, :, :H], qkv[:, :, H : H + KV], qkv[:, :, H + KV :])
         a.y = y.reshape(B * T, H * hs)
         x = x + ops.linear_forward(a.y, P[p + "attn.wo.weight"], P.get(p + "attn.wo.bias"))
         a.xn2, a.norm2 = self.norm_fwd(x, P[p + "mlp_norm.weight"], P.get(p + "mlp_norm.bias"), cfg.norm_eps)

@@ -201,54 +201,66 @@ def rope_backward(dy: np.ndarray, rotation: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------
 # Causal attention with grouped-query heads: query head h reads key/value head h // G (G = H / KV).
-# q (B, T, H, hs), k and v (B, T, KV, hs). The G query heads of a kv head are stacked as G*T rows so
-# one batched product per kv head serves all of them: S = q k^T / sqrt(hs), P = softmax(S + mask),
-# y = P v. Positions after a query's own are masked to -inf, so they get P = 0 and no gradient.
+# q (B, T, H, hs), k and v (B, T, KV, hs). The G query heads of a kv head are stacked as rows so one
+# batched product per kv head serves all of them: S = q k^T / sqrt(hs), P = softmax(S + mask), y = P v.
+# Causal: a query sees the keys up to its own position, so the queries are taken in blocks and a block
+# is scored only against the keys up to its end (for long sequences about half of T x T); inside the
+# block's diagonal square the later keys are masked to -inf, so they get P = 0 and no gradient.
 
 
-def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray):
-    """mask (T, T): 0 where a query may look, -inf after it. Returns y (B, T, H*hs) and the cache."""
+def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, block: int = 64):
+    """Returns y (B, T, H*hs) and the cache: scaled q, k, v by head, and each query block's P."""
     B, T, H, hs = q.shape
     KV = k.shape[2]
     G = H // KV
-    # q scaled by 1/sqrt(hs) as it is regrouped (a copy either way): cheaper than scaling the T x T scores
+    # q scaled by 1/sqrt(hs) as it is regrouped (a copy either way): cheaper than scaling the scores
     qh = np.multiply(q.reshape(B, T, KV, G, hs).transpose(0, 2, 3, 1, 4), 1.0 / math.sqrt(hs),
-                     out=np.empty((B, KV, G, T, hs), q.dtype)).reshape(B, KV, G * T, hs)  # row g*T + t
+                     out=np.empty((B, KV, G, T, hs), q.dtype))  # fmt: skip
     kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # (B, KV, T, hs)
-    p = qh @ kh.transpose(0, 1, 3, 2)  # (B, KV, G*T, T)
-    p5 = p.reshape(B, KV, G, T, T)
-    p5 += mask
-    p5 -= p5.max(-1, keepdims=True)  # softmax, in place: subtracting the row max changes nothing but overflow
-    np.exp(p, out=p)
-    p /= p.sum(-1, keepdims=True)
-    y = p @ vh  # (B, KV, G*T, hs)
-    y = y.reshape(B, KV, G, T, hs).transpose(0, 3, 1, 2, 4).reshape(B, T, H * hs)
-    return y, (qh, kh, vh, p)
+    y = np.empty((B, T, KV, G, hs), q.dtype)
+    ps = []
+    for t0 in range(0, T, block):
+        t1 = min(t0 + block, T)
+        n = t1 - t0
+        p = qh[:, :, :, t0:t1].reshape(B, KV, G * n, hs) @ kh[:, :, :t1].transpose(0, 1, 3, 2)  # (B, KV, G*n, t1)
+        p5 = p.reshape(B, KV, G, n, t1)
+        p5[..., t0:] += causal_mask(n, q.dtype)
+        p5 -= p5.max(-1, keepdims=True)  # softmax, in place: subtracting the row max changes nothing but overflow
+        np.exp(p, out=p)
+        p /= p.sum(-1, keepdims=True)
+        y[:, t0:t1] = (p @ vh[:, :, :t1]).reshape(B, KV, G, n, hs).transpose(0, 3, 1, 2, 4)
+        ps.append(p)
+    return y.reshape(B, T, H * hs), (qh, kh, vh, ps, block)
 
 
 def attention_backward(dy: np.ndarray, cache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """dy (B, T, H*hs) -> dq (B, T, H, hs), dk, dv (B, T, KV, hs).
+    """dy (B, T, H*hs) -> dq (B, T, H, hs), dk, dv (B, T, KV, hs), block by block as the forward:
         y = P v                 ->  dP = dy v^T,  dv = P^T dy (summed over the G heads sharing v)
         P = softmax(S) by rows  ->  dS_ij = P_ij (dP_ij - sum_l dP_il P_il)
         S = q k^T / sqrt(hs)    ->  dq = dS k / sqrt(hs),  dk = dS^T q / sqrt(hs)
-    (the cached q is already divided by sqrt(hs))"""
-    qh, kh, vh, p = cache
-    B, KV, GT, hs = qh.shape
-    T = kh.shape[2]
-    G = GT // T
-    dyh = dy.reshape(B, T, KV, G, hs).transpose(0, 2, 3, 1, 4).reshape(B, KV, GT, hs)
-    dv = p.transpose(0, 1, 3, 2) @ dyh  # (B, KV, T, hs)
-    ds = dyh @ vh.transpose(0, 1, 3, 2)  # dP, then dS in place: (B, KV, G*T, T)
-    ds -= np.einsum("bkij,bkij->bki", ds, p)[..., None]
-    ds *= p
-    dq = ds @ kh
-    dq *= 1.0 / math.sqrt(hs)
-    dq = dq.reshape(B, KV, G, T, hs).transpose(0, 3, 1, 2, 4)  # (B, T, KV, G, hs)
-    dk = ds.transpose(0, 1, 3, 2) @ qh  # (B, KV, T, hs)
+    (the cached q is already divided by sqrt(hs)). Every query block adds into dk and dv."""
+    qh, kh, vh, ps, block = cache
+    B, KV, G, T, hs = qh.shape
+    dyh = dy.reshape(B, T, KV, G, hs).transpose(0, 2, 3, 1, 4)  # (B, KV, G, T, hs)
+    dq = np.empty((B, T, KV, G, hs), dy.dtype)
+    dk, dv = np.zeros_like(kh), np.zeros_like(vh)  # (B, KV, T, hs)
+    for t0, p in zip(range(0, T, block), ps, strict=True):
+        t1 = min(t0 + block, T)
+        n = t1 - t0
+        dyb = dyh[:, :, :, t0:t1].reshape(B, KV, G * n, hs)
+        dv[:, :, :t1] += p.transpose(0, 1, 3, 2) @ dyb
+        ds = dyb @ vh[:, :, :t1].transpose(0, 1, 3, 2)  # dP, then dS in place: (B, KV, G*n, t1)
+        ds -= np.einsum("bkij,bkij->bki", ds, p)[..., None]
+        ds *= p
+        dk[:, :, :t1] += ds.transpose(0, 1, 3, 2) @ qh[:, :, :, t0:t1].reshape(B, KV, G * n, hs)
+        dqb = ds @ kh[:, :, :t1]
+        dqb *= 1.0 / math.sqrt(hs)
+        dq[:, t0:t1] = dqb.reshape(B, KV, G, n, hs).transpose(0, 3, 1, 2, 4)
     return dq.reshape(B, T, KV * G, hs), dk.transpose(0, 2, 1, 3), dv.transpose(0, 2, 1, 3)
 
 
 def causal_mask(T: int, dtype: np.dtype) -> np.ndarray:
+    """(T, T): 0 where a query (row) may see a key (column), -inf after it."""
     return np.triu(np.full((T, T), -np.inf, dtype=dtype), k=1)
 
 
