@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import tiny_llama
 from tests.generate.conftest import random_model
 from tinylm.checkpoint import save_checkpoint
+from tinylm.generate import Generator
 from tinylm.tokenizer import CharTokenizer
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi, uvicorn) is not installed")
@@ -33,11 +34,39 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp("serve") / MODEL, random_model(CFG, seed=3), TOK)
 
 
+class Throttled:
+    """An engine whose every call waits for `gate` (when given) and then `delay` seconds: makes
+    generations last long enough to disconnect or stop mid-way, or holds them to fill the queue."""
+
+    def __init__(self, engine, delay: float = 0.0, gate: threading.Event | None = None):
+        self._engine, self._delay, self._gate = engine, delay, gate
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._engine, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            if self._gate is not None:
+                self._gate.wait()
+            time.sleep(self._delay)
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def backend(ckpt: Path, delay: float = 0.0, gate: threading.Event | None = None, **options) -> Backend:
+    """The checkpoint as the server loads it, its engine throttled when asked."""
+    if not (delay or gate):
+        return Backend.load(ckpt, **options)
+    gen = Generator.load(ckpt)
+    return Backend(Generator(Throttled(gen.engine, delay, gate), gen.tokenizer), MODEL, **options)
+
+
 @contextmanager
-def serving(ckpt: Path, **options) -> Iterator[str]:
-    """A server for `ckpt` on a free 127.0.0.1 port, in a thread; yields its base URL."""
-    api_key = options.pop("api_key", None)
-    app = create_app(Backend.load(ckpt, **options), api_key=api_key)
+def serving(backend: Backend, api_key: str | None = None) -> Iterator[str]:
+    """`backend` behind a real uvicorn server on a free 127.0.0.1 port, in a thread; yields its URL."""
+    app = create_app(backend, api_key=api_key)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -57,7 +86,7 @@ def serving(ckpt: Path, **options) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def url(ckpt: Path) -> Iterator[str]:
-    with serving(ckpt, max_batch=8) as u:
+    with serving(backend(ckpt, max_batch=8)) as u:
         yield u
 
 
