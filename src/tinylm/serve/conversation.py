@@ -56,15 +56,18 @@ class RemoteChat:
         self.context_length = card.get("context_length")  # tinylm's servers say; others may not
 
     def stream(self, messages: Messages, max_tokens: int, temperature: float) -> Iterator[str]:
-        body = {"model": self.name, "messages": list(messages), "max_tokens": max_tokens,
-                "temperature": temperature, "stream": True}  # fmt: skip
-        with self._open("POST", "/chat/completions", body) as resp:
+        """The reply, cut after `max_tokens` pieces (servers send a piece per token). max_tokens is not
+        sent: we cannot count the prompt's tokens here, and a server refuses a max_tokens past its
+        context where it would rather just end the reply there."""
+        body = {"model": self.name, "messages": list(messages), "temperature": temperature, "stream": True}
+        pieces = 0
+        with self._open("POST", "/chat/completions", body) as resp:  # leaving closes it: the server stops
             for data in _sse_data(resp):
-                if data == "[DONE]":
+                if data == "[DONE]" or pieces >= max_tokens:
                     return
-                chunk = json.loads(data)
-                for choice in chunk.get("choices") or []:
+                for choice in json.loads(data).get("choices") or []:
                     if piece := (choice.get("delta") or {}).get("content"):
+                        pieces += 1
                         yield piece
 
     def _request(self, method: str, path: str, body: Any = None) -> Any:
