@@ -61,6 +61,6 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise TinyLMError(f"cannot listen on {args.host}:{args.port}: {e.strerror}; pick another --port") from None
     print(f"serving {backend.name!r} at http://{args.host}:{args.port}/ (chat page), "
-          f"http://{args.host}:{args.port}/v1 (OpenAI API)" + (", API key required" if args.api_key else ""))  # fmt: skip
+          f"http://{args.host}:{args.port}/v1 (OpenAI API)" + (", API key required" if args.api_key else ""), flush=True)  # fmt: skip
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0
