@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from importlib.resources import files
@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tinylm.errors import TinyLMError
 from tinylm.serve.backend import Backend, Job
 from tinylm.serve.chat_template import CHAT_STOP, render_chat
-from tinylm.serve.choices import ChatFormat, Choice, TextFormat
+from tinylm.serve.choices import ChatFormat, Choice, Format, TextFormat
 from tinylm.serve.protocol import (
     APIError,
     ChatRequest,
@@ -101,7 +101,7 @@ def create_app(backend: Backend, api_key: str | None = None, max_body: int = MAX
     return app
 
 
-async def _respond(request: Request, job: Job, fmt: Any, model: str, stream: bool, include_usage: bool) -> Response:
+async def _respond(request: Request, job: Job, fmt: Format, model: str, stream: bool, include_usage: bool) -> Response:
     id, created = new_id(fmt.id_prefix), now()
     if stream:
         chunks = _stream(job, fmt, partial(envelope, id, fmt.chunk_object, model, created), include_usage)
@@ -120,7 +120,7 @@ async def _respond(request: Request, job: Job, fmt: Any, model: str, stream: boo
     return JSONResponse(body)
 
 
-async def _stream(job: Job, fmt: Any, chunk: Any, include_usage: bool) -> AsyncIterator[str]:
+async def _stream(job: Job, fmt: Format, chunk: Callable[..., dict], include_usage: bool) -> AsyncIterator[str]:
     """The SSE lines of a streamed job. Cancelled by Starlette when the client disconnects: the
     `finally` then frees the job's rows."""
     extra = {"usage": None} if include_usage else {}  # OpenAI marks every chunk when usage will follow

@@ -6,6 +6,7 @@ choice looks whole (non-streaming) or as a streamed delta, and how its log-proba
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,7 @@ class TextFormat:
 
     object, chunk_object, id_prefix = "text_completion", "text_completion", "cmpl"
 
-    def __init__(self, token_text, logprobs: bool):  # fmt: skip
+    def __init__(self, token_text: Callable[[int], str], logprobs: bool):
         self.token_text, self.logprobs = token_text, logprobs
 
     def start(self, index: int) -> dict[str, Any] | None:
@@ -60,7 +61,7 @@ class ChatFormat:
 
     object, chunk_object, id_prefix = "chat.completion", "chat.completion.chunk", "chatcmpl"
 
-    def __init__(self, token_text, logprobs: bool):  # fmt: skip
+    def __init__(self, token_text: Callable[[int], str], logprobs: bool):
         self.token_text, self.logprobs = token_text, logprobs
 
     def start(self, index: int) -> dict[str, Any] | None:
@@ -85,3 +86,6 @@ class ChatFormat:
     def _entry(self, token: int, logprob: float) -> dict[str, Any]:
         text = self.token_text(token)
         return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+
+Format = TextFormat | ChatFormat
