@@ -90,13 +90,14 @@ def test_stop_string_ends_the_text_and_never_leaks(client, gen: Generator) -> No
     assert "".join(pieces) == want and stop not in "".join(pieces)
 
 
-def test_seed_repeats_a_sampled_completion(client) -> None:
+def test_seed_repeats_a_sampled_completion(client, gen: Generator) -> None:
     def sample(seed: int, n: int = 1) -> list[str]:
         r = client.completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=40, temperature=1.5, seed=seed, n=n)
         return [c.text for c in sorted(r.choices, key=lambda c: c.index)]
 
     first = sample(7, n=3)
     assert sample(7, n=3) == first and sample(7) == first[:1]
+    assert first[0] == gen.generate(PROMPTS[0], 40, temperature=1.5, seed=7).text  # as `tinylm sample --seed 7`
     assert len(set(first)) > 1  # the n choices draw from different streams
     assert sample(8) != first[:1]
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -80,7 +81,7 @@ def create_app(backend: Backend, api_key: str | None = None, max_body: int = MAX
         backend.check_model(req.model)
         prompts = [backend.encode(p) for p in req.prompts]
         budgets = [backend.budget(p, req.max_tokens, COMPLETION_DEFAULT_TOKENS) for p in prompts]
-        job = backend.submit(prompts, budgets, req, req.stops, req.logprobs)
+        job = await run_in_threadpool(backend.submit, prompts, budgets, req, req.stops, req.logprobs)
         fmt = TextFormat(backend.token_text, req.logprobs is not None)
         return await _respond(request, job, fmt, backend.name, req.stream, req.include_usage)
 
@@ -94,7 +95,7 @@ def create_app(backend: Backend, api_key: str | None = None, max_body: int = MAX
             raise APIError(400, str(e), param="messages") from None
         budget = backend.budget(prompt, req.max_completion_tokens or req.max_tokens, None)
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
-        job = backend.submit([prompt], [budget], req, [*req.stops, *CHAT_STOP], logprobs)
+        job = await run_in_threadpool(backend.submit, [prompt], [budget], req, [*req.stops, *CHAT_STOP], logprobs)
         fmt = ChatFormat(backend.token_text, req.logprobs)
         return await _respond(request, job, fmt, backend.name, req.stream, req.include_usage)
 

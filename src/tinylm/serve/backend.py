@@ -13,8 +13,6 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tinylm.errors import TinyLMError
 from tinylm.generate import Generator, SamplingParams
 from tinylm.generate.scheduler import Event, QueueFull, Request, Scheduler
@@ -111,14 +109,16 @@ class Backend:
 
     def submit(self, prompts: list[list[int]], budgets: list[int], req: Any, stop: list[str],
                logprobs: int | None) -> Job:  # fmt: skip
-        """Queue `req.n` choices of every prompt; a full queue is a 503 and nothing stays queued."""
+        """Queue `req.n` choices of every prompt; a full queue is a 503 and nothing stays queued.
+        Choice j draws from the j-th random stream of the seed, as row j of a seeded `tinylm sample`
+        batch does, so a seeded request repeats and its choices differ. Blocks for up to one
+        scheduler step (the scheduler's lock): call it off the event loop."""
         requests: list[Request] = []
         try:
+            params = SamplingParams(req.temperature, req.top_k, req.top_p, req.min_p, req.repetition_penalty, req.seed)
             for ids, budget in zip(prompts, budgets, strict=True):
-                for j in range(req.n):
-                    params = SamplingParams(req.temperature, req.top_k, req.top_p, req.min_p,
-                                            req.repetition_penalty, _choice_seed(req.seed, j))  # fmt: skip
-                    requests.append(self.scheduler.submit(ids, budget, params, stop=stop, logprobs=logprobs))
+                requests += [self.scheduler.submit(ids, budget, params, stop=stop, logprobs=logprobs, stream_row=j)
+                             for j in range(req.n)]  # fmt: skip
         except (QueueFull, TinyLMError) as e:
             for r in requests:
                 r.cancel()
@@ -131,10 +131,3 @@ class Backend:
     def token_text(self, token: int) -> str:
         return self.tokenizer.decode([token])
 
-
-def _choice_seed(seed: int | None, choice: int) -> int | None:
-    """Choice 0 uses the request's seed as it is (so it repeats `tinylm sample --seed`); the others
-    draw from their own streams derived from it, so n choices differ but still repeat."""
-    if seed is None or choice == 0:
-        return seed
-    return int(np.random.SeedSequence([seed, choice]).generate_state(1)[0])
