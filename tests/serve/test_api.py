@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.serve.conftest import MODEL, TOK
+from tests.serve.conftest import MODEL, TOK, backend, serving
 from tinylm.checkpoint import load_checkpoint
 from tinylm.generate import Generator
 from tinylm.serve.chat_template import CHAT_STOP, render_chat
@@ -161,3 +161,9 @@ def test_chat_errors(url: str) -> None:
     assert code == 400 and answer["error"]["code"] == "context_length_exceeded"
     code, answer = post(url, "/v1/nothing", {})
     assert code == 404 and "error" in answer
+
+
+def test_numpy_engine_serves_the_same_greedy_text(ckpt: Path, gen: Generator) -> None:
+    with serving(backend(ckpt, engine="numpy")) as url:
+        code, answer = post(url, "/v1/completions", {"prompt": PROMPTS[0], "max_tokens": 30, "temperature": 0})
+    assert code == 200 and answer["choices"][0]["text"] == gen.generate(PROMPTS[0], 30, temperature=0).text
