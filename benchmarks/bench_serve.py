@@ -127,7 +127,9 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=64, help="tokens per stream (default 64)")
     p.add_argument("--repeats", type=int, default=2, help="runs of each level (default 2): the table shows min-max")
     p.add_argument("--max-batch", type=int, default=64)
-    p.add_argument("--threads", type=int, default=2, help="the server's torch threads (default 2)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads of the server and of `tinylm sample` (default 1: on a shared 2-core machine "
+                        "a second thread fights other processes for the core)")  # fmt: skip
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--tokenizer", type=Path, default=TOKENIZER, help="a SentencePiece tokenizer.model (32,000 pieces)")
     args = p.parse_args()
