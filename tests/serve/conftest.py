@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import tiny_llama
-from tests.generate.conftest import random_model
+from tests.generate.conftest import _one_thread, random_model  # noqa: F401 (_one_thread: autouse here too)
 from tinylm.checkpoint import save_checkpoint
 from tinylm.generate import Generator
 from tinylm.tokenizer import CharTokenizer

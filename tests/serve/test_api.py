@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import urllib.error
@@ -14,6 +15,7 @@ import torch
 from tests.serve.conftest import MODEL, TOK, backend, serving
 from tinylm.checkpoint import load_checkpoint
 from tinylm.generate import Generator
+from tinylm.serve.app import MAX_BODY
 from tinylm.serve.chat_template import CHAT_STOP, render_chat
 
 PROMPTS = ["Once upon a time", "the cat sat", "Hello, World!", "q"]
@@ -144,13 +146,29 @@ def test_chat_logprobs_of_greedy_tokens_are_the_top_ones(client) -> None:
         ({"prompt": "hi", "echo": True}, 400, "echo"),
         ({"prompt": "hi €"}, 400, "not in this character-level vocabulary"),
         ({"prompt": "hi", "model": "gpt-4"}, 404, "does not exist"),
-        (b"x" * (2 << 20), 413, "larger than"),
     ],
 )
 def test_bad_requests_get_openai_shaped_errors(url: str, body, status: int, says: str) -> None:
     code, answer = post(url, "/v1/completions", body)
     assert code == status and says in answer["error"]["message"]
     assert set(answer["error"]) == {"message", "type", "param", "code"}
+
+
+def test_a_body_past_the_limit_is_refused(url: str) -> None:
+    """413 whether the size is announced (refused before reading) or only seen while reading."""
+    host, port = url.removeprefix("http://").split(":")
+    for headers, body in [({"Content-Length": str(2 << 20)}, b"{}"), ({"Transfer-Encoding": "chunked"}, None)]:
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        if body is None:  # a chunked body one chunk over the limit, all sent before the answer is read
+            chunk = b'{"prompt": "' + b"a" * MAX_BODY + b'"}'
+            body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk)
+        conn.putrequest("POST", "/v1/completions")
+        for k, v in {"Content-Type": "application/json", **headers}.items():
+            conn.putheader(k, v)
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        assert resp.status == 413 and "larger than" in json.load(resp)["error"]["message"]
+        conn.close()
 
 
 def test_chat_errors(url: str) -> None:
