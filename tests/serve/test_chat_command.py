@@ -67,3 +67,12 @@ def test_remote_chat_ctrl_c_stops_a_reply_and_the_chat_goes_on(ckpt: Path) -> No
         child.expect(pexpect.EOF)
         child.close()
     assert child.exitstatus == 0
+
+
+def test_remote_chat_without_the_key_says_so_in_one_line(ckpt: Path, capsys) -> None:
+    from tinylm.cli import main
+
+    with serving(backend(ckpt), api_key="k") as url:
+        assert main(["chat", "--url", url]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "answered 401" in err and "--api-key" in err
