@@ -58,10 +58,14 @@ def _pump(req: Request, index: int, loop: asyncio.AbstractEventLoop, queue: asyn
 
 
 class Backend:
+    """A named model and the scheduler every request of the server goes through."""
+
     def __init__(self, gen: Generator, name: str, max_batch: int = 16, max_queue: int = 256):
         self.gen, self.name = gen, name
         self.tokenizer = gen.tokenizer
         self.context_length = gen.config.context_length
+        # a scheduler of our own, with the server's limits; the Generator's is never stepped here, so
+        # the two never hand out the same engine rows
         self.scheduler = Scheduler(gen.engine, gen.tokenizer, max_batch=max_batch, max_queue=max_queue)
 
     @classmethod
