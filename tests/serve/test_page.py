@@ -1,5 +1,5 @@
 """The chat page in a real headless Chromium (the system's, driven by Playwright): it loads, streams a
-reply, and its stop button ends a reply mid-way."""
+reply, its stop button ends a reply mid-way, and it drops the oldest turns when the context is full."""
 
 from __future__ import annotations
 
@@ -59,5 +59,11 @@ def test_page_streams_a_reply_and_stops_one(ckpt: Path, page) -> None:
         page.wait_for_timeout(500)  # nothing more arrives once stopped
         assert second.inner_text() == stopped_at and len(stopped_at) < 60
         assert page.locator(".msg.user").count() == 2
+
+        page.fill("#input", "And what happened after that, in the end?")  # past the context of 96 with the rest
+        page.click("#send")
+        sync_api.expect(page.locator(".note").last).to_have_text("dropped the oldest turn to fit the model's context")
+        sync_api.expect(page.locator(".msg.assistant").last).to_have_class("msg assistant", timeout=30_000)
+        assert page.locator(".error").count() == 0
         if SCREENSHOT.parent.is_dir():
             page.screenshot(path=str(SCREENSHOT))
