@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +223,14 @@ class NumpyModel:
         logits = self.forward(tokens, self.pos[rows][:, None], None, rows)
         self.pos[rows] += 1
         return logits
+
+    def logits(self, idx: np.ndarray) -> np.ndarray:
+        """Logits at every position (B, T, vocab) of sequences idx (B, T) that start at position 0:
+        scoring, not generation (it overwrites cache rows 0..B-1)."""
+        B, T = idx.shape
+        self.reserve(B)
+        pos = np.broadcast_to(np.arange(T), (B, T))
+        return self.forward(np.ascontiguousarray(idx, dtype=np.int64), pos, None, np.arange(B)).reshape(B, T, -1)
 
     # ---- the forward pass
 
