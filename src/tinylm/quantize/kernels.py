@@ -1,0 +1,106 @@
+"""Quantized matrix products: our C kernels (kernels.c), compiled on first use, or NumPy.
+
+The C file is compiled with the system `cc` (-O3 -march=native -fopenmp) into the cache directory
+($TINYLM_CACHE/kernels, named by a hash of the source, flags and CPU, so a shared home directory on
+another CPU compiles its own) and loaded with ctypes: no build step at install, no dependency, and
+the speed does not hang on which BLAS a wheel picked. Without a compiler (or with
+TINYLM_KERNELS=numpy) `matmul` falls back to NumPy: dequantize, then multiply — same numbers up to
+float32 rounding, far slower. Batches larger than SMALL_BATCH (prefill) also take that route, since
+there a float matrix product's arithmetic, not reading the weights, is the cost.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import subprocess
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from tinylm.quantize.blocks import Form
+
+SOURCE = Path(__file__).with_name("kernels.c")
+FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp")
+SMALL_BATCH = 8
+_float_p = ctypes.POINTER(ctypes.c_float)
+
+
+def _cpu() -> str:
+    """What -march=native depends on: the CPU's model and flags where Linux says them."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    return "".join(line for line in text.splitlines()[:30] if line.startswith(("model name", "flags")))
+
+
+def _compile(out: Path) -> bool:
+    """Build the library at `out` (atomically: a crash leaves no half-written file); False if we cannot."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    os.close(fd)
+    try:
+        for flags in (FLAGS, tuple(f for f in FLAGS if f != "-fopenmp")):  # OpenMP is optional
+            done = subprocess.run(["cc", *flags, "-o", tmp, str(SOURCE)], capture_output=True, timeout=120)
+            if done.returncode == 0:
+                os.replace(tmp, out)
+                return True
+        return False
+    except (OSError, subprocess.SubprocessError):
+        return False
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+@cache
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels, or None (no compiler, TINYLM_KERNELS=numpy, or a failed build)."""
+    if os.environ.get("TINYLM_KERNELS") == "numpy":
+        return None
+    from tinylm.data.download import cache_dir
+
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu().encode()).hexdigest()[:16]
+    path = cache_dir() / "kernels" / f"tinylm_quant_{key}.so"
+    try:
+        if not path.is_file() and not _compile(path):
+            return None
+        lib = ctypes.CDLL(str(path))
+    except OSError:
+        return None
+    p = ctypes.c_void_p
+    lib.matmul_q8.argtypes = [p, p, p, p, *[ctypes.c_int] * 5]
+    lib.matmul_q4.argtypes = [p, p, p, p, p, p, p, *[ctypes.c_int] * 5]
+    lib.matmul_q8.restype = lib.matmul_q4.restype = None
+    return lib
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _ptr(a: np.ndarray | None) -> int | None:
+    return None if a is None else a.ctypes.data
+
+
+def matmul(x: np.ndarray, w: Form, threads: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """x (B, n) float32 @ w.T -> (B, m) float32, w a quantized (m, n) matrix."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    B, n = x.shape
+    m = w.shape[0]
+    lib = library()
+    if lib is None or B > SMALL_BATCH:
+        return np.matmul(x, w.dequantize().T, out=out)
+    y = out if out is not None else np.empty((B, m), dtype=np.float32)
+    threads = threads or default_threads()
+    if w.bits == 8:
+        lib.matmul_q8(_ptr(y), _ptr(x), _ptr(w.q), _ptr(w.scale), B, n, m, w.group, threads)
+    else:
+        xsum = np.empty(B * (n // w.group), dtype=np.float32) if w.mins is not None else None
+        lib.matmul_q4(_ptr(y), _ptr(x), _ptr(w.q), _ptr(w.scale), _ptr(w.mins), _ptr(w.lut), _ptr(xsum),
+                      B, n, m, w.group, threads)  # fmt: skip
+    return y
