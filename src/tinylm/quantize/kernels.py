@@ -80,6 +80,9 @@ def library() -> ctypes.CDLL | None:
 
 
 def default_threads() -> int:
+    """OMP_NUM_THREADS when set (as BLAS libraries read it), else every core this process may use."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
