@@ -15,6 +15,7 @@ import numpy as np
 from tinylm.errors import TinyLMError
 
 PACK_BLOCK = 32  # 4-bit values are packed per 32: byte j holds element j (low nibble) and j + 16 (high)
+LINEAR = np.arange(16, dtype=np.float32)  # the 4-bit table of a nibble that stands for itself
 
 
 def round_away(x: np.ndarray) -> np.ndarray:

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinylm.quantize.blocks import Form, groups, pack_nibbles, round_away
+from tinylm.quantize.blocks import LINEAR, Form, groups, pack_nibbles, round_away
 
 BITS = 4
 GROUP = 128
-LUT = np.arange(16, dtype=np.float32)
 
 
 def quantize(w: np.ndarray, group: int = GROUP) -> dict[str, np.ndarray]:
@@ -36,4 +35,4 @@ def layout(shape: tuple[int, int], group: int = GROUP) -> dict[str, tuple[tuple[
 
 def form(parts: dict[str, np.ndarray], group: int = GROUP) -> Form:
     return Form(4, group, parts["qweight"], parts["scales"].astype(np.float32),
-                parts["mins"].astype(np.float32), LUT)  # fmt: skip
+                parts["mins"].astype(np.float32), LINEAR)  # fmt: skip

@@ -4,7 +4,8 @@
      8-bit:  W[o, i] = scale[o, i / group] * q[o, i]                       (q int8)
      4-bit:  W[o, i] = scale[o, i / group] * lut[nibble(o, i)] + mins[o, i / group]
    4-bit values are packed per 32 as GGUF's Q4_0: byte j of a 32-block holds element j in its low
-   nibble and element j + 16 in its high nibble. `mins` may be NULL.
+   nibble and element j + 16 in its high nibble. `mins` may be NULL; `lut` NULL means lut[v] = v (a
+   conversion instead of a table lookup: q4_0 and int4 pass their offsets in `mins`).
 
    Decoding one token reads every weight once, so the time is the bytes read: the loops read each
    weight row once for all B activation rows, rows are split over threads (OpenMP), and the inner
@@ -53,8 +54,11 @@ static float row_q8(const int8_t *q, const float *x, const float *scale, int n, 
 }
 
 #ifdef __AVX2__
-/* the lut values of 8 nibbles (as int32 lanes 0..15): two 8-entry permutes, picked by bit 3 */
-static __m256 lookup8(__m256i idx, __m256 lut_lo, __m256 lut_hi) {
+/* the values of the 8 nibbles in the low 8 bytes of v: lut[v] by two 8-entry permutes picked by bit 3,
+   or v itself */
+static inline __m256 decode8(__m128i v, const float *lut, __m256 lut_lo, __m256 lut_hi) {
+    __m256i idx = _mm256_cvtepu8_epi32(v);
+    if (!lut) return _mm256_cvtepi32_ps(idx);
     __m256 lo = _mm256_permutevar8x32_ps(lut_lo, idx), hi = _mm256_permutevar8x32_ps(lut_hi, idx);
     return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
 }
@@ -65,7 +69,8 @@ static float row_q4(const uint8_t *q, const float *x, const float *scale, const 
                     const float *xsum, const float *lut, int n, int group) {
     float total = 0.0f;
 #ifdef __AVX2__
-    const __m256 lut_lo = _mm256_loadu_ps(lut), lut_hi = _mm256_loadu_ps(lut + 8);
+    const __m256 lut_lo = lut ? _mm256_loadu_ps(lut) : _mm256_setzero_ps();
+    const __m256 lut_hi = lut ? _mm256_loadu_ps(lut + 8) : _mm256_setzero_ps();
     const __m128i low4 = _mm_set1_epi8(15);
     __m256 vtotal = _mm256_setzero_ps();
     for (int g = 0; g < n; g += group) {
@@ -74,12 +79,10 @@ static float row_q4(const uint8_t *q, const float *x, const float *scale, const 
             __m128i bytes = _mm_loadu_si128((const __m128i *)(q + b / 2));
             __m128i lo = _mm_and_si128(bytes, low4), hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low4);
             const float *xb = x + b;
-            acc = _mm256_fmadd_ps(lookup8(_mm256_cvtepu8_epi32(lo), lut_lo, lut_hi), _mm256_loadu_ps(xb), acc);
-            acc = _mm256_fmadd_ps(lookup8(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)), lut_lo, lut_hi),
-                                  _mm256_loadu_ps(xb + 8), acc);
-            acc = _mm256_fmadd_ps(lookup8(_mm256_cvtepu8_epi32(hi), lut_lo, lut_hi), _mm256_loadu_ps(xb + 16), acc);
-            acc = _mm256_fmadd_ps(lookup8(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)), lut_lo, lut_hi),
-                                  _mm256_loadu_ps(xb + 24), acc);
+            acc = _mm256_fmadd_ps(decode8(lo, lut, lut_lo, lut_hi), _mm256_loadu_ps(xb), acc);
+            acc = _mm256_fmadd_ps(decode8(_mm_srli_si128(lo, 8), lut, lut_lo, lut_hi), _mm256_loadu_ps(xb + 8), acc);
+            acc = _mm256_fmadd_ps(decode8(hi, lut, lut_lo, lut_hi), _mm256_loadu_ps(xb + 16), acc);
+            acc = _mm256_fmadd_ps(decode8(_mm_srli_si128(hi, 8), lut, lut_lo, lut_hi), _mm256_loadu_ps(xb + 24), acc);
         }
         vtotal = _mm256_fmadd_ps(_mm256_set1_ps(scale[g / group]), acc, vtotal);
     }
@@ -90,7 +93,8 @@ static float row_q4(const uint8_t *q, const float *x, const float *scale, const 
         for (int b = g; b < g + group; b += 32) {
             for (int j = 0; j < 16; j++) {
                 uint8_t byte = q[b / 2 + j];
-                acc += lut[byte & 15] * x[b + j] + lut[byte >> 4] * x[b + j + 16];
+                float lo = lut ? lut[byte & 15] : (float)(byte & 15), hi = lut ? lut[byte >> 4] : (float)(byte >> 4);
+                acc += lo * x[b + j] + hi * x[b + j + 16];
             }
         }
         total += scale[g / group] * acc;

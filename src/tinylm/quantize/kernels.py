@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinylm.quantize.blocks import Form
+from tinylm.quantize.blocks import LINEAR, Form
 
 SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp")
@@ -104,6 +104,7 @@ def matmul(x: np.ndarray, w: Form, threads: int | None = None, out: np.ndarray |
         lib.matmul_q8(_ptr(y), _ptr(x), _ptr(w.q), _ptr(w.scale), B, n, m, w.group, threads)
     else:
         xsum = np.empty(B * (n // w.group), dtype=np.float32) if w.mins is not None else None
-        lib.matmul_q4(_ptr(y), _ptr(x), _ptr(w.q), _ptr(w.scale), _ptr(w.mins), _ptr(w.lut), _ptr(xsum),
+        lut = None if w.lut is LINEAR else w.lut  # the kernel converts a nibble that stands for itself
+        lib.matmul_q4(_ptr(y), _ptr(x), _ptr(w.q), _ptr(w.scale), _ptr(w.mins), _ptr(lut), _ptr(xsum),
                       B, n, m, w.group, threads)  # fmt: skip
     return y

@@ -19,24 +19,29 @@ from torch import nn
 
 from tinylm.errors import TinyLMError
 from tinylm.quantize import kernels, schemes
-from tinylm.quantize.blocks import Form
+from tinylm.quantize.blocks import LINEAR, Form
 from tinylm.quantize.transform import DEFAULT_KEEP, is_kept
 
 _DTYPES = {"int8": torch.int8, "uint8": torch.uint8, "float16": torch.float16, "float32": torch.float32}
 
 
+def _form(q: torch.Tensor, scale: torch.Tensor, mins: torch.Tensor | None, lut: torch.Tensor | None,
+          bits: int, group: int) -> Form:
+    """A kernels Form over CPU tensors (no copies); a 4-bit form without a table is LINEAR."""
+    table = LINEAR if bits == 4 and lut is None else None if lut is None else lut.numpy()
+    return Form(bits, group, q.numpy(), scale.numpy(), None if mins is None else mins.numpy(), table)
+
+
 @torch.library.custom_op("tinylm::quant_matmul", mutates_args=())
 def quant_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, mins: torch.Tensor | None,
-                 lut: torch.Tensor | None, group: int) -> torch.Tensor:  # fmt: skip
-    """x (B, in) float32 @ W^T for W given as a kernels Form (CPU tensors)."""
-    bits = 8 if lut is None else 4
-    form = Form(bits, group, q.numpy(), scale.numpy(), None if mins is None else mins.numpy(),
-                None if lut is None else lut.numpy())  # fmt: skip
+                 lut: torch.Tensor | None, bits: int, group: int) -> torch.Tensor:  # fmt: skip
+    """x (B, in) float32 @ W^T for W given as the parts of a kernels Form (CPU tensors)."""
+    form = _form(q, scale, mins, lut, bits, group)
     return torch.from_numpy(kernels.matmul(x.contiguous().numpy(), form, torch.get_num_threads()))
 
 
 @quant_matmul.register_fake
-def _(x, q, scale, mins, lut, group):
+def _(x, q, scale, mins, lut, bits, group):
     return x.new_empty(x.shape[0], q.shape[0])
 
 
@@ -54,7 +59,8 @@ class QuantLinear(nn.Module):
         for part, (pshape, dtype) in schemes.get_scheme(scheme).layout(shape, self.group).items():
             self.register_buffer(part, torch.empty(pshape, dtype=_DTYPES[dtype], device=device))
         self.bias = nn.Parameter(torch.empty(out_features, device=device)) if bias else None
-        self._kernel: tuple[torch.Tensor, ...] = ()
+        self._kernel: tuple[torch.Tensor | None, ...] = ()  # q, scale, mins, lut: see refresh
+        self._bits = 8
         self.register_load_state_dict_post_hook(lambda module, _keys: module.refresh())
 
     @classmethod
@@ -82,8 +88,10 @@ class QuantLinear(nn.Module):
         if self.qweight.is_meta:
             return
         f = self.form()
+        lut = None if f.lut is LINEAR else f.lut
         self._kernel = tuple(None if a is None else torch.from_numpy(np.ascontiguousarray(a))
-                             for a in (f.q, f.scale, f.mins, f.lut))  # fmt: skip
+                             for a in (f.q, f.scale, f.mins, lut))  # fmt: skip
+        self._bits = f.bits
 
     def dequantized(self) -> torch.Tensor:
         """The float32 weight (out, in) these parts stand for."""
@@ -96,10 +104,9 @@ class QuantLinear(nn.Module):
         q, scale, mins, lut = self._kernel
         x2 = x.reshape(-1, self.in_features)
         if torch.compiler.is_compiling():
-            y = quant_matmul(x2, q, scale, mins, lut, self.group)
+            y = quant_matmul(x2, q, scale, mins, lut, self._bits, self.group)
         else:  # the plain call: the custom op's dispatch costs more than a small product here
-            form = Form(8 if lut is None else 4, self.group, q.numpy(), scale.numpy(),
-                        None if mins is None else mins.numpy(), None if lut is None else lut.numpy())  # fmt: skip
+            form = _form(q, scale, mins, lut, self._bits, self.group)
             y = torch.from_numpy(kernels.matmul(x2.contiguous().numpy(), form, torch.get_num_threads()))
         if self.bias is not None:
             y = y + self.bias

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinylm.quantize.blocks import Form, groups, pack_nibbles
+from tinylm.quantize.blocks import LINEAR, Form, groups, pack_nibbles
 
 BITS = 4
 GROUP = 32
-LUT = np.arange(-8, 8, dtype=np.float32)  # nibble q stands for q - 8
 
 
 def quantize(w: np.ndarray, group: int = GROUP) -> dict[str, np.ndarray]:
@@ -34,7 +33,9 @@ def layout(shape: tuple[int, int], group: int = GROUP) -> dict[str, tuple[tuple[
 
 
 def form(parts: dict[str, np.ndarray], group: int = GROUP) -> Form:
-    return Form(4, group, parts["qweight"], parts["scales"].astype(np.float32), lut=LUT)
+    """d * (q - 8) as d * q + (-8 d): both exact in float32, and the kernels convert q instead of looking it up."""
+    d = parts["scales"].astype(np.float32)
+    return Form(4, group, parts["qweight"], d, d * np.float32(-8), LINEAR)
 
 
 def to_gguf(parts: dict[str, np.ndarray]) -> np.ndarray:
