@@ -8,7 +8,8 @@ v1: uint32 magic "ak42", int32 version 1, the 7 ints, a shared-classifier byte, 
    then fp32: all norms first (attention, ffn, final), embedding, wq, wk, wv, wo, w1, w2, w3, [classifier].
 v2 (Q8_0; what runq.c reads): the v1 header plus an int32 group size; the norms in fp32, then each
    matrix (per layer) as int8 values followed by one fp32 scale per group: w ~= q * scale (the math of
-   tinylm.quantize.q8_0, with float32 scales and groups of 64).
+   tinylm.quantize.q8_0, with float32 scales and groups of 64; a q8_0 checkpoint is written with its
+   own groups of 32, so its layers keep their exact numbers).
 
 llama2.c rotates interleaved pairs for RoPE, as tinylm does, so q/k rows are copied unpermuted; its
 C code fixes RMSNorm eps at 1e-5 and RoPE theta at 10000.
@@ -123,6 +124,16 @@ def _pieces(cfg: ModelConfig, model: Model) -> dict[str, np.ndarray]:
     return {**split_qkv(cfg, numpy_state(model)), "rope.cos": cos.numpy(), "rope.sin": sin.numpy()}
 
 
+def _stored_q8_0(model: Model) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """name (q/k/v split) -> (int8 values, scales) of the layers a q8_0 checkpoint stores in groups of 32."""
+    from tinylm.quantize.linear import stored_parts
+
+    parts = stored_parts(model, "q8_0")
+    q = split_qkv(model.config, {k: p["qweight"] for k, p in parts.items()})
+    scales = split_qkv(model.config, {k: p["scales"] for k, p in parts.items()})
+    return {k: (q[k], scales[k]) for k in q}
+
+
 def group_size_for(cfg: ModelConfig, wanted: int = 64) -> int:
     """llama2.c's default group (64), halved until it divides dim and hidden_dim (runq.c quantizes
     activations of both sizes in these groups)."""
@@ -153,7 +164,8 @@ def write_model(model: Model, path: Path, version: int = 0) -> None:
             f"llama2.c has versions 0, 1 and 2, not {version}; use --version 0 (run.c), 1 or 2 (runq.c)"
         )
     pieces = _pieces(cfg, model)
-    gs = group_size_for(cfg) if version == 2 else 0
+    stored = _stored_q8_0(model) if version == 2 else {}
+    gs = (32 if stored else group_size_for(cfg)) if version == 2 else 0
     fp32, q80 = layout(cfg, version)
     total = len(header(cfg, version, gs)) + sum(4 * int(np.prod(s)) for _, s in fp32)
     total += sum(int(np.prod(s)) * (1 + 4 / gs) for _, s in q80) if q80 else 0
@@ -162,7 +174,10 @@ def write_model(model: Model, path: Path, version: int = 0) -> None:
         for name, _ in fp32:
             write(pieces[name].astype("<f4"))
         for name, _ in q80:
-            q, scale = q8_0.symmetric_groups(pieces[name].reshape(-1, gs), gs)
+            if name in stored:  # a q8_0 checkpoint's own blocks, as they are
+                q, scale = stored[name]
+            else:
+                q, scale = q8_0.symmetric_groups(pieces[name].reshape(-1, gs), gs)
             write(q)
             write(scale.astype("<f4"))
 

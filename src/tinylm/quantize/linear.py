@@ -158,3 +158,25 @@ def tensor_reports(original: nn.Module, quantized: nn.Module) -> list[TensorRepo
             after = sum(t.numel() * t.element_size() for k, t in m.state_dict().items() if k != "bias")
             reports.append(TensorReport(n + ".weight", tuple(w.shape), m.group, w.numel() * 4, after, rmse))
     return reports
+
+
+def stored_parts(model: nn.Module, scheme: str) -> dict[str, dict[str, np.ndarray]]:
+    """weight name -> stored parts, for the model's layers quantized by `scheme` (exporters write them as they are)."""
+    return {f"{n}.weight": m.parts() for n, m in model.named_modules()
+            if isinstance(m, QuantLinear) and m.scheme == scheme}  # fmt: skip
+
+
+def dequantized_state(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """`state` (the model's saved tensors) with each quantized layer's parts replaced, in place in the
+    order, by its dequantized float32 `weight`: what exporters to float formats read."""
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
+    out = {}
+    for k, v in state.items():
+        layer, _, part = k.rpartition(".")
+        if layer not in layers:
+            out[k] = v
+        elif part == "qweight":
+            out[f"{layer}.weight"] = layers[layer].dequantized()
+        elif part == "bias":
+            out[k] = v
+    return out
