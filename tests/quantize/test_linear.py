@@ -17,6 +17,7 @@ from tinylm.generate.loop import generate_ids
 from tinylm.generate.sampling import Sampler, SamplingParams
 from tinylm.model import Model
 from tinylm.quantize import kernels, schemes
+from tinylm.quantize.blocks import Form
 from tinylm.quantize.linear import QuantLinear, quantize_model, tensor_reports
 
 SCHEMES = list(schemes.SCHEMES)
@@ -92,3 +93,19 @@ def test_custom_op_for_torch_compile():
     with torch.no_grad():
         np.testing.assert_allclose(torch.ops.tinylm.quant_matmul(x, q, scale, mins, lut, 4, 32).numpy(),
                                    (lin(x) - lin.bias).numpy(), rtol=1e-6, atol=1e-6)  # fmt: skip
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_numpy_runtime_runs_quantized_weights_like_the_torch_engine(scheme):
+    from tinylm.quantize.transform import make_spec
+    from tinylm.runtime import NumpyModel
+
+    model, reference = quantized_model(scheme)
+    weights = {k: v.numpy() for k, v in model_state_dict(model).items()}
+    runtime = NumpyModel(model.config, weights, quantization=make_spec(scheme))
+    assert isinstance(runtime.layers[0].w1, Form) and runtime.layers[0].w1.shape == (256, 64)  # gate + up, packed
+    greedy = Sampler(SamplingParams(temperature=0))
+    ids = [[t.tolist() for t in generate_ids(e, [[1, 5, 9], [3]], 12, greedy)] for e in (runtime, TorchEngine(reference))]
+    assert ids[0] == ids[1]
+    want = reference(torch.tensor([[1, 5, 9]]))[0, -1].detach().numpy()
+    np.testing.assert_allclose(runtime.prefill([[1, 5, 9]], 4)[0], want, rtol=1e-4, atol=1e-5)

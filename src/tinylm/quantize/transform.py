@@ -15,6 +15,7 @@ from typing import Any
 from tinylm.config import ModelConfig
 from tinylm.errors import TinyLMError
 from tinylm.quantize import schemes
+from tinylm.quantize.blocks import Form
 
 DEFAULT_KEEP = ("tok_emb", "pos_emb", "lm_head")  # the embeddings and the output head stay float
 EMBEDDINGS = ("tok_emb.weight", "pos_emb.weight")  # looked up by row, never multiplied: not Linear layers
@@ -89,3 +90,19 @@ def register() -> None:
         return
     for kind in schemes.SCHEMES:
         transforms.register("quantization", kind, layout=layout, apply=apply)
+
+
+def numpy_forms(spec: dict[str, Any], weights: dict[str, Any]) -> tuple[dict[str, Form], dict[str, Any]]:
+    """For the NumPy runtime: (weight name -> Form of each quantized layer, the other tensors). The
+    packed arrays stay as they are in memory; only the small per-group scales are widened to float32."""
+    scheme, group, _ = read_spec(spec)
+    parts_of = set(schemes.get_scheme(scheme).layout((32, 256), 32))  # the part names, whatever the shape
+    layers = {k.rsplit(".", 1)[0] for k in weights if k.endswith(".qweight")}
+    forms = {}
+    for layer in layers:
+        parts = {p: weights[f"{layer}.{p}"] for p in parts_of}
+        rows = parts["qweight"].shape[0]
+        cols = parts["qweight"].shape[1] * (2 if schemes.get_scheme(scheme).BITS == 4 else 1)
+        forms[f"{layer}.weight"] = schemes.form(scheme, f"{layer}.weight", parts, (rows, cols), group)
+    rest = {k: v for k, v in weights.items() if k.rsplit(".", 1)[0] not in layers or k.endswith(".bias")}
+    return forms, rest
