@@ -106,3 +106,17 @@ def numpy_forms(spec: dict[str, Any], weights: dict[str, Any]) -> tuple[dict[str
         forms[f"{layer}.weight"] = schemes.form(scheme, f"{layer}.weight", parts, (rows, cols), group)
     rest = {k: v for k, v in weights.items() if k.rsplit(".", 1)[0] not in layers or k.endswith(".bias")}
     return forms, rest
+
+
+def quantize_weights(spec: dict[str, Any], weights: dict[str, Any]) -> dict[str, Any]:
+    """A plain checkpoint's float NumPy tensors as the transform stores them (torch-free `apply`)."""
+    scheme, group, keep = read_spec(spec)
+    swap = set(quantized_weights({k: (tuple(v.shape), "float") for k, v in weights.items()}, keep))
+    out = {}
+    for name, w in weights.items():
+        if name not in swap:
+            out[name] = w
+            continue
+        layer = name.removesuffix(".weight")
+        out |= {f"{layer}.{p}": a for p, a in schemes.quantize(scheme, name, w, group).items()}
+    return out
