@@ -7,6 +7,11 @@ the speed does not hang on which BLAS a wheel picked. Without a compiler (or wit
 TINYLM_KERNELS=numpy) `matmul` falls back to NumPy: dequantize, then multiply — same numbers up to
 float32 rounding, far slower. Batches larger than SMALL_BATCH (prefill) also take that route, since
 there a float matrix product's arithmetic, not reading the weights, is the cost.
+
+Activations are float32 by default, so results equal a float model of the dequantized weights.
+TINYLM_ACTIVATIONS=int8 rounds them to int8 in blocks of 32 first, as llama.cpp does for q8_0 and
+q4_0, and multiplies with integer dot products (8-bit weights and q4_0/int4; nf4 keeps float32):
+faster where arithmetic, not memory, limits, at the cost of the activations' rounding error.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from tinylm.quantize.blocks import LINEAR, Form
 SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp")
 SMALL_BATCH = 8
+ACTIVATIONS = os.environ.get("TINYLM_ACTIVATIONS", "float32")  # or "int8" (see above)
 _float_p = ctypes.POINTER(ctypes.c_float)
 
 
@@ -39,14 +45,14 @@ def _cpu() -> str:
     return "".join(line for line in text.splitlines()[:30] if line.startswith(("model name", "flags")))
 
 
-def _compile(out: Path) -> bool:
+def compile_library(out: Path, flags: tuple[str, ...] = FLAGS) -> bool:
     """Build the library at `out` (atomically: a crash leaves no half-written file); False if we cannot."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
     try:
-        for flags in (FLAGS, tuple(f for f in FLAGS if f != "-fopenmp")):  # OpenMP is optional
-            done = subprocess.run(["cc", *flags, "-o", tmp, str(SOURCE)], capture_output=True, timeout=120)
+        for attempt in (flags, tuple(f for f in flags if f != "-fopenmp")):  # OpenMP is optional
+            done = subprocess.run(["cc", *attempt, "-o", tmp, str(SOURCE)], capture_output=True, timeout=120)
             if done.returncode == 0:
                 os.replace(tmp, out)
                 return True
@@ -55,6 +61,17 @@ def _compile(out: Path) -> bool:
         return False
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def load_library(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    p, i = ctypes.c_void_p, ctypes.c_int
+    lib.matmul_q8.argtypes = [p, p, p, p, i, i, i, i, i]
+    lib.matmul_q4.argtypes = [p, p, p, p, p, p, p, i, i, i, i, i]
+    lib.quantize_act.argtypes = [p, p, p, i]
+    lib.matmul_act8.argtypes = [p] * 8 + [i] * 5
+    lib.matmul_q8.restype = lib.matmul_q4.restype = lib.quantize_act.restype = lib.matmul_act8.restype = None
+    return lib
 
 
 @cache
@@ -67,16 +84,11 @@ def library() -> ctypes.CDLL | None:
     key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu().encode()).hexdigest()[:16]
     path = cache_dir() / "kernels" / f"tinylm_quant_{key}.so"
     try:
-        if not path.is_file() and not _compile(path):
+        if not path.is_file() and not compile_library(path):
             return None
-        lib = ctypes.CDLL(str(path))
+        return load_library(path)
     except OSError:
         return None
-    p = ctypes.c_void_p
-    lib.matmul_q8.argtypes = [p, p, p, p, *[ctypes.c_int] * 5]
-    lib.matmul_q4.argtypes = [p, p, p, p, p, p, p, *[ctypes.c_int] * 5]
-    lib.matmul_q8.restype = lib.matmul_q4.restype = None
-    return lib
 
 
 def default_threads() -> int:
@@ -100,7 +112,13 @@ def matmul(x: np.ndarray, w: Form, threads: int | None = None, out: np.ndarray |
         return np.matmul(x, w.dequantize().T, out=out)
     y = out if out is not None else np.empty((B, m), dtype=np.float32)
     threads = threads or default_threads()
-    if w.bits == 8:
+    if ACTIVATIONS == "int8" and n % 32 == 0 and w.group % 32 == 0 and (w.bits == 8 or w.lut is LINEAR):
+        xq, xd = quantize_activations(x, lib)
+        xsum = np.empty(B * (n // w.group), dtype=np.float32)
+        q8, q4 = (w.q, None) if w.bits == 8 else (None, w.q)
+        lib.matmul_act8(_ptr(y), _ptr(xq), _ptr(xd), _ptr(xsum), _ptr(q8), _ptr(q4), _ptr(w.scale), _ptr(w.mins),
+                        B, n, m, w.group, threads)  # fmt: skip
+    elif w.bits == 8:
         lib.matmul_q8(_ptr(y), _ptr(x), _ptr(w.q), _ptr(w.scale), B, n, m, w.group, threads)
     else:
         xsum = np.empty(B * (n // w.group), dtype=np.float32) if w.mins is not None else None
@@ -108,3 +126,11 @@ def matmul(x: np.ndarray, w: Form, threads: int | None = None, out: np.ndarray |
         lib.matmul_q4(_ptr(y), _ptr(x), _ptr(w.q), _ptr(w.scale), _ptr(w.mins), _ptr(lut), _ptr(xsum),
                       B, n, m, w.group, threads)  # fmt: skip
     return y
+
+
+def quantize_activations(x: np.ndarray, lib: ctypes.CDLL) -> tuple[np.ndarray, np.ndarray]:
+    """x (B, n) float32 rounded to int8 in blocks of 32: (values (B, n), scales (B, n / 32))."""
+    xq = np.empty(x.shape, dtype=np.int8)
+    xd = np.empty((x.shape[0], x.shape[1] // 32), dtype=np.float32)
+    lib.quantize_act(_ptr(xq), _ptr(xd), _ptr(x), x.size)
+    return xq, xd
