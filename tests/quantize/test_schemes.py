@@ -46,6 +46,7 @@ def test_parts_match_layout_and_error_is_within_half_a_step(scheme):
     mod = schemes.get_scheme(scheme)
     group = schemes.tensor_group(scheme, "w", w.shape, mod.GROUP)
     parts = mod.quantize(w, group)
+    assert tuple(parts) == mod.PARTS
     assert {k: (v.shape, v.dtype) for k, v in parts.items()} == {
         k: (shape, np.dtype(dtype)) for k, (shape, dtype) in mod.layout(w.shape, group).items()
     }

@@ -15,6 +15,7 @@ from tinylm.quantize.blocks import LINEAR, Form, groups, pack_nibbles, round_awa
 
 BITS = 4
 GROUP = 128
+PARTS = ("qweight", "scales", "mins")  # the arrays a checkpoint stores per matrix
 
 
 def quantize(w: np.ndarray, group: int = GROUP) -> dict[str, np.ndarray]:

@@ -14,6 +14,7 @@ from tinylm.quantize.blocks import Form
 
 BITS = 8
 GROUP = 0  # no groups: the whole row shares a scale
+PARTS = ("qweight", "scales")  # the arrays a checkpoint stores per matrix
 
 
 def quantize(w: np.ndarray, group: int) -> dict[str, np.ndarray]:

@@ -75,10 +75,7 @@ class QuantLinear(nn.Module):
         return out
 
     def parts(self) -> dict[str, np.ndarray]:
-        return {k: v.cpu().numpy() for k, v in self.named_buffers(recurse=False) if k in self._part_names()}
-
-    def _part_names(self) -> tuple[str, ...]:
-        return tuple(schemes.get_scheme(self.scheme).layout((self.out_features, self.in_features), self.group))
+        return {k: getattr(self, k).cpu().numpy() for k in schemes.get_scheme(self.scheme).PARTS}
 
     def form(self) -> Form:
         return schemes.get_scheme(self.scheme).form(self.parts(), self.group)

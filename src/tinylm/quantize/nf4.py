@@ -20,6 +20,7 @@ from tinylm.quantize.blocks import Form, groups, pack_nibbles, round_away
 
 BITS = 4
 GROUP = 64
+PARTS = ("qweight", "absmax_q", "absmax_scale", "absmax_offset")  # the arrays a checkpoint stores per matrix
 ABSMAX_BLOCK = 256
 CODE = np.array([
     -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,

@@ -16,6 +16,7 @@ from tinylm.quantize.blocks import LINEAR, Form, groups, pack_nibbles
 
 BITS = 4
 GROUP = 32
+PARTS = ("qweight", "scales")  # the arrays a checkpoint stores per matrix
 
 
 def quantize(w: np.ndarray, group: int = GROUP) -> dict[str, np.ndarray]:

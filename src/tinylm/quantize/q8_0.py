@@ -15,6 +15,7 @@ from tinylm.quantize.blocks import Form, groups, round_away
 
 BITS = 8
 GROUP = 32
+PARTS = ("qweight", "scales")  # the arrays a checkpoint stores per matrix
 
 
 def symmetric_groups(w: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray]:

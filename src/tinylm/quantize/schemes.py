@@ -1,6 +1,7 @@
 """The registry of quantization schemes (torch-free). A scheme is a module with:
 
     BITS, GROUP                       bits per value, default group size (0: one scale per row)
+    PARTS                             names of the arrays stored per matrix
     quantize(w, group) -> parts       float (out, in) -> named NumPy arrays (what the checkpoint stores)
     layout(shape, group) -> {part: (shape, dtype)}
     form(parts, group) -> Form        the arrays as the kernels read them (blocks.Form)

@@ -96,7 +96,7 @@ def numpy_forms(spec: dict[str, Any], weights: dict[str, Any]) -> tuple[dict[str
     """For the NumPy runtime: (weight name -> Form of each quantized layer, the other tensors). The
     packed arrays stay as they are in memory; only the small per-group scales are widened to float32."""
     scheme, group, _ = read_spec(spec)
-    parts_of = set(schemes.get_scheme(scheme).layout((32, 256), 32))  # the part names, whatever the shape
+    parts_of = schemes.get_scheme(scheme).PARTS
     layers = {k.rsplit(".", 1)[0] for k in weights if k.endswith(".qweight")}
     forms = {}
     for layer in layers:
