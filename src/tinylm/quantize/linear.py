@@ -61,6 +61,7 @@ class QuantLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_features, device=device)) if bias else None
         self._kernel: tuple[torch.Tensor | None, ...] = ()  # q, scale, mins, lut: see refresh
         self._bits = 8
+        self._form: Form | None = None  # the same arrays as a kernels Form, for the eager path
         self.register_load_state_dict_post_hook(lambda module, _keys: module.refresh())
 
     @classmethod
@@ -89,6 +90,7 @@ class QuantLinear(nn.Module):
         self._kernel = tuple(None if a is None else torch.from_numpy(np.ascontiguousarray(a))
                              for a in (f.q, f.scale, f.mins, lut))  # fmt: skip
         self._bits = f.bits
+        self._form = _form(*self._kernel, f.bits, self.group)  # type: ignore[arg-type]
 
     def dequantized(self) -> torch.Tensor:
         """The float32 weight (out, in) these parts stand for."""
@@ -103,8 +105,7 @@ class QuantLinear(nn.Module):
         if torch.compiler.is_compiling():
             y = quant_matmul(x2, q, scale, mins, lut, self._bits, self.group)
         else:  # the plain call: the custom op's dispatch costs more than a small product here
-            form = _form(q, scale, mins, lut, self._bits, self.group)
-            y = torch.from_numpy(kernels.matmul(x2.contiguous().numpy(), form, torch.get_num_threads()))
+            y = torch.from_numpy(kernels.matmul(x2.contiguous().numpy(), self._form, torch.get_num_threads()))
         if self.bias is not None:
             y = y + self.bias
         return y.view(*x.shape[:-1], self.out_features)
