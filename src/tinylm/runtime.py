@@ -9,23 +9,23 @@ own position, so prompts of different lengths are right-padded and a mask hides 
 a row has not written yet. Decoding one token is a few matrix products per layer, vectorised over
 heads. Sampling, stop handling and streaming are the torch-free pieces in `tinylm.generate`.
 
-    from tinylm.runtime import NumpyModel
-    model = NumpyModel.from_checkpoint("runs/stories15M")
-    print(model.generate("Once upon a time", max_new_tokens=50, temperature=0))
+    from tinylm.generate import Generator            # the sampling loop runs on this engine
+    gen = Generator.load("runs/stories15M", engine="numpy")
+    print(gen.generate("Once upon a time", 50, temperature=0).text)
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tinylm.config import ModelConfig, load_config
+from tinylm.config import CONFIG_FILE, ModelConfig, read_config
 from tinylm.errors import TinyLMError
+from tinylm.layout import check_tensors
 from tinylm.quantize.blocks import Form
 from tinylm.quantize.kernels import matmul
 from tinylm.quantize.transform import numpy_forms
@@ -35,7 +35,7 @@ from tinylm.quantize.transform import numpy_forms
 
 
 def load_weights(path: Path) -> dict[str, np.ndarray]:
-    """All tensors of model.safetensors as float32 arrays."""
+    """All tensors of model.safetensors as stored (bfloat16, which NumPy lacks, widened to float32)."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -50,7 +50,7 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
         raise TinyLMError(
             f"{wpath}: truncated or corrupt safetensors file ({e}); restore it or re-save"
         ) from None
-    return {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in tensors.items()}
+    return tensors
 
 
 def _load_bfloat16(wpath: Path) -> dict[str, np.ndarray]:
@@ -59,7 +59,8 @@ def _load_bfloat16(wpath: Path) -> dict[str, np.ndarray]:
     n = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + n])
     header.pop("__metadata__", None)
-    dtypes = {"F32": np.dtype(np.float32), "F16": np.dtype(np.float16), "BF16": np.dtype(np.uint16)}
+    dtypes = {"F32": np.dtype(np.float32), "F16": np.dtype(np.float16), "BF16": np.dtype(np.uint16),
+              "I8": np.dtype(np.int8), "U8": np.dtype(np.uint8)}  # fmt: skip
     out = {}
     for name, info in header.items():
         dtype = dtypes[info["dtype"]]
@@ -180,9 +181,9 @@ class NumpyModel:
         path = Path(path)
         if not path.is_dir():
             raise TinyLMError(f"{path}: no checkpoint directory here; check the path")
-        cfg = load_config(path)
+        cfg, transforms = read_config(path)
         weights = load_weights(path)
-        _check_shapes(cfg, weights, path)
+        _check_layout(path, cfg, transforms, weights)
         tokenizer = None
         if (path / "tokenizer").is_dir():
             from tinylm.tokenizer import load_tokenizer
@@ -191,7 +192,7 @@ class NumpyModel:
             if tokenizer.vocab_size > cfg.vocab_size:
                 raise TinyLMError(f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model only "
                                   f"{cfg.vocab_size}; they do not belong together")  # fmt: skip
-        return cls(cfg, weights, tokenizer)
+        return cls(cfg, weights, tokenizer, transforms.get("quantization"))
 
     # ---- the engine interface used by tinylm.generate.loop
 
@@ -276,55 +277,16 @@ class NumpyModel:
             x = x[np.arange(B) * T + last]
         return linear(self.norm(x, *self.norm_w, eps), self.head, None)
 
-    # ---- text in, text out
 
-    def generate(self, prompt: str | Sequence[int], **options: Any) -> str:
-        """The completion of one prompt; options as `tinylm.generate.Generator.generate`."""
-        from tinylm.generate import Generator
+def _check_layout(path: Path, cfg: ModelConfig, transforms: dict[str, Any], w: dict[str, np.ndarray]) -> None:
+    """The weights against the layout config.json implies (tinylm.layout and the declared transforms,
+    shared with the torch loader). Quantized weights run here; adapters do not."""
+    from tinylm.transforms import transformed_layout
 
-        return Generator(self, self.tokenizer).generate(prompt, **options).text
-
-    def stream(self, prompt: str | Sequence[int], **options: Any) -> Iterator[str]:
-        from tinylm.generate import Generator
-
-        return Generator(self, self.tokenizer).stream(prompt, **options)
-
-
-def tensor_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Name and shape of every tensor in a checkpoint of `cfg` (a tied output head is not stored)."""
-    C, F, hs = cfg.dim, cfg.ffn_dim, cfg.head_dim
-    norm_bias = cfg.norm == "layernorm" and cfg.bias
-    shapes: dict[str, tuple[int, ...]] = {"tok_emb.weight": (cfg.vocab_size, C)}
-    if cfg.positions == "learned":
-        shapes["pos_emb.weight"] = (cfg.context_length, C)
-    linears = {"attn.wqkv": ((cfg.n_heads + 2 * cfg.kv_heads) * hs, C), "attn.wo": (C, C),
-               "mlp.w1": (F, C), "mlp.w2": (C, F)}  # fmt: skip
-    if cfg.mlp == "swiglu":
-        linears["mlp.w3"] = (F, C)
-    for i in range(cfg.n_layers):
-        for norm in ("attn_norm", "mlp_norm"):
-            shapes[f"layers.{i}.{norm}.weight"] = (C,)
-            if norm_bias:
-                shapes[f"layers.{i}.{norm}.bias"] = (C,)
-        for name, shape in linears.items():
-            shapes[f"layers.{i}.{name}.weight"] = shape
-            if cfg.bias:
-                shapes[f"layers.{i}.{name}.bias"] = shape[:1]
-    shapes["norm.weight"] = (C,)
-    if norm_bias:
-        shapes["norm.bias"] = (C,)
-    if not cfg.tie_embeddings:
-        shapes["lm_head.weight"] = (cfg.vocab_size, C)
-    return shapes
-
-
-def _check_shapes(cfg: ModelConfig, w: dict[str, np.ndarray], path: Path) -> None:
-    wpath = path / "model.safetensors"
-    want = tensor_shapes(cfg)
-    missing, extra = sorted(set(want) - set(w)), sorted(set(w) - set(want))
-    if missing or extra:
-        what = f"missing tensor {missing[0]}" if missing else f"unexpected tensor {extra[0]}"
-        raise TinyLMError(f"{wpath}: {what}; weights and config.json disagree")
-    for k, shape in want.items():
-        if w[k].shape != shape:
-            raise TinyLMError(f"{wpath}: tensor {k} has shape {w[k].shape} but config.json implies {shape}")
+    if set(transforms) - {"quantization"}:
+        other = sorted(set(transforms) - {"quantization"})
+        raise TinyLMError(f"{path}: declares {', '.join(other)}; the NumPy runtime runs plain and quantized "
+                          "checkpoints (use the torch engine)")  # fmt: skip
+    found = {k: (v.shape, v.dtype.name) for k, v in w.items()}
+    layout = transformed_layout(cfg, transforms, str(path / CONFIG_FILE))
+    check_tensors(layout, found, str(path / "model.safetensors"), CONFIG_FILE)

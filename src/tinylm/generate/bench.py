@@ -53,10 +53,10 @@ def weight_bytes_per_token(cfg: ModelConfig, scheme: str = FLOAT) -> int:
     fp32 = 4 * (cfg.num_params(include_embeddings=False) + head)
     if scheme == FLOAT:
         return fp32
+    from tinylm.layout import tensor_layout
     from tinylm.quantize import transform
-    from tinylm.runtime import tensor_shapes
 
-    plain = {k: (s, "float") for k, s in tensor_shapes(cfg).items()}
+    plain = tensor_layout(cfg)
     spec = transform.make_spec(scheme)
     swapped = transform.quantized_weights(plain, spec["keep"])
     packed = {k: v for k, v in transform.layout(cfg, spec, plain).items() if k not in plain}
@@ -66,11 +66,11 @@ def weight_bytes_per_token(cfg: ModelConfig, scheme: str = FLOAT) -> int:
 
 def random_weights(cfg: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
     """Checkpoint-shaped fp32 weights: N(0, 0.02) matrices, unit norm weights, zero biases."""
-    from tinylm.runtime import tensor_shapes
+    from tinylm.layout import tensor_layout
 
     rng = np.random.default_rng(seed)
     out = {}
-    for name, shape in tensor_shapes(cfg).items():
+    for name, (shape, _) in tensor_layout(cfg).items():
         if len(shape) == 2:
             out[name] = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
         else:
