@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _keep(args: argparse.Namespace) -> list[str]:
-    from tinylm.quantize.transform import DEFAULT_KEEP
+    from tinylm.quantize.schemes import DEFAULT_KEEP
 
     keep = list(DEFAULT_KEEP) if args.keep is None else [k for k in args.keep.split(",") if k]
     return [k for k in keep if k != "lm_head"] if args.quantize_embeddings else keep

@@ -20,7 +20,7 @@ from torch import nn
 from tinylm.errors import TinyLMError
 from tinylm.quantize import kernels, schemes
 from tinylm.quantize.blocks import LINEAR, Form
-from tinylm.quantize.transform import DEFAULT_KEEP, is_kept
+from tinylm.quantize.schemes import DEFAULT_KEEP, is_kept
 
 _DTYPES = {"int8": torch.int8, "uint8": torch.uint8, "float16": torch.float16, "float32": torch.float32}
 

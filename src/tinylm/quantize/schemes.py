@@ -19,6 +19,12 @@ from tinylm.quantize.blocks import Form, group_for
 
 SCHEMES: dict[str, ModuleType] = {"int8": int8, "q8_0": q8_0, "q4_0": q4_0, "int4": int4, "nf4": nf4}
 FIXED_GROUP = ("q8_0", "q4_0")  # GGUF's block formats: groups of 32, nothing else
+DEFAULT_KEEP = ("tok_emb", "pos_emb", "lm_head")  # layers left float: the embeddings and the output head
+
+
+def is_kept(layer: str, keep: list[str]) -> bool:
+    """Whether `keep` (layer names) names `layer` or a module containing it."""
+    return any(layer == k or layer.startswith(k + ".") for k in keep)
 
 
 def get_scheme(name: str) -> ModuleType:

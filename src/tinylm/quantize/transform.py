@@ -16,8 +16,8 @@ from tinylm.config import ModelConfig
 from tinylm.errors import TinyLMError
 from tinylm.quantize import schemes
 from tinylm.quantize.blocks import Form
+from tinylm.quantize.schemes import DEFAULT_KEEP, is_kept
 
-DEFAULT_KEEP = ("tok_emb", "pos_emb", "lm_head")  # the embeddings and the output head stay float
 EMBEDDINGS = ("tok_emb.weight", "pos_emb.weight")  # looked up by row, never multiplied: not Linear layers
 Layout = dict[str, tuple[tuple[int, ...], str]]
 
@@ -34,10 +34,6 @@ def read_spec(spec: dict[str, Any]) -> tuple[str, int, list[str]]:
     if not isinstance(group, int) or not isinstance(keep, list) or not all(isinstance(k, str) for k in keep):
         raise TinyLMError(f'config.json: quantization needs an integer "group_size" and a list "keep", got {spec}')
     return str(scheme), schemes.check_group(str(scheme), group), keep
-
-
-def is_kept(layer: str, keep: list[str]) -> bool:
-    return any(layer == k or layer.startswith(k + ".") for k in keep)
 
 
 def quantized_weights(layout: Layout, keep: list[str]) -> list[str]:
