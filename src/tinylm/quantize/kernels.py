@@ -83,6 +83,10 @@ def library() -> ctypes.CDLL | None:
 
     key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu().encode()).hexdigest()[:16]
     path = cache_dir() / "kernels" / f"tinylm_quant_{key}.so"
+    # Threads that wait for work by sleeping, not spinning: on a busy machine (more runnable threads than
+    # cores) a spinning OpenMP barrier made 2 threads ~5x slower than 1; sleeping costs a wake-up per
+    # product on a quiet one. Read when libgomp loads; OMP_WAIT_POLICY=active in the environment wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     try:
         if not path.is_file() and not compile_library(path):
             return None
