@@ -83,3 +83,18 @@ def test_bad_input_is_one_line(float_ckpt, tmp_path, capsys):
     weights.write_bytes(weights.read_bytes()[:-100])
     assert "corrupt" in error(str(tmp_path / "q"), "--scheme", "q4_0", "--out", str(tmp_path / "x"))
     assert not (tmp_path / "x").exists()
+
+
+def test_eval_data_compares_with_the_original(tmp_path, capsys):
+    from tinylm.tokenizer import train_tokenizer
+
+    text = "the cat sat on the mat. the dog ran to the cat. " * 40
+    (tmp_path / "heldout.txt").write_text(text)
+    tok = train_tokenizer("char", [text])
+    model = Model(tiny_llama(dim=64, hidden_dim=128, vocab_size=tok.vocab_size, context_length=64)).eval()
+    save_checkpoint(tmp_path / "float", model, tok)
+    argv = ["quantize", str(tmp_path / "float"), "--scheme", "q8_0", "--out", str(tmp_path / "q"),
+            "--eval-data", str(tmp_path / "heldout.txt"), "--eval-tokens", "500"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "top-1" in printed and str(tmp_path / "q") in printed.splitlines()[-3]

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     transforms.apply(ckpt.model, "quantization", spec)
     out = save_checkpoint(args.out, ckpt.model, ckpt.tokenizer)
     print(report.table(tensor_reports(original, ckpt.model), Path(args.checkpoint), out))
+    print(f"wrote {out}")
     if args.eval_data:
         print(report.quality(Path(args.checkpoint), out, args.eval_data, args.eval_tokens))
-    print(f"wrote {out}")
     return 0
