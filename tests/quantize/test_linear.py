@@ -97,7 +97,6 @@ def test_custom_op_for_torch_compile():
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_numpy_runtime_runs_quantized_weights_like_the_torch_engine(scheme):
-    from tinylm.eval import numpy_logits
     from tinylm.quantize.transform import make_spec
     from tinylm.runtime import NumpyModel
 
@@ -111,4 +110,4 @@ def test_numpy_runtime_runs_quantized_weights_like_the_torch_engine(scheme):
     idx = torch.randint(0, 67, (2, 10))
     with torch.no_grad():
         want = reference(idx).numpy()
-    np.testing.assert_allclose(numpy_logits(runtime, idx.numpy()), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(runtime.logits(idx.numpy()), want, rtol=1e-4, atol=1e-5)
