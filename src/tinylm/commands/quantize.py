@@ -6,7 +6,7 @@ import argparse
 
 NAME = "quantize"
 ORDER = 65
-HELP = "Quantize a checkpoint's weights (int8, q8_0, q4_0, int4, nf4): 4-7x smaller, faster on CPU."
+HELP = "Quantize a checkpoint's weights (int8, q8_0, q4_0, int4, nf4): 4-7x smaller, run packed."
 EXAMPLES = """
   tinylm quantize runs/stories --scheme q8_0 --out runs/stories-q8_0
   tinylm quantize runs/stories --scheme int4 --group-size 64 --out runs/stories-int4
@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from tinylm import transforms
     from tinylm.checkpoint import load_checkpoint, save_checkpoint
     from tinylm.errors import TinyLMError
+    from tinylm.formats.common import check_replaceable
     from tinylm.quantize import report
     from tinylm.quantize.linear import tensor_reports
     from tinylm.quantize.transform import make_spec
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     spec = make_spec(args.scheme, args.group_size, _keep(args))
+    check_replaceable(Path(args.out), "a tinylm checkpoint")  # --out is replaced as a whole
     ckpt = load_checkpoint(args.checkpoint)
     if "quantization" in transforms.applied(ckpt.model):
         raise TinyLMError(f"{args.checkpoint} is already quantized ({transforms.applied(ckpt.model)['quantization']['kind']}); "
