@@ -103,7 +103,8 @@ def decode_speed(ckpt: Path, new_tokens: int = 100, repeats: int = 3) -> float:
 
 
 def table(results, params: dict[str, int], speed: dict[str, float], teacher: str) -> str:
-    head = f"{'model':<34}{'params':>9}{'ratio':>7}{'held-out ppl':>17}{'KL(teacher||.)':>17}{'top-1 agree':>13}{'decode tok/s':>14}"
+    head = (f"{'model':<34}{'params':>9}{'ratio':>7}{'held-out ppl':>17}{'KL(teacher||.)':>17}{'top-1 agree':>13}"
+            f"{'decode tok/s':>14}")  # fmt: skip
     lines = [head, "-" * len(head)]
     for r in results:
         kl = f"{r.kl:.4f} ± {r.kl_se:.4f}" if r.kl is not None and r.model != teacher else "-"

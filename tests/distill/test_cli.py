@@ -10,6 +10,7 @@ import pytest
 
 from tinylm.cli import main
 from tinylm.distill.session import SETTINGS_FILE
+from tinylm.train.data import prepared_dir
 from tinylm.train.metrics import read_metrics
 from tinylm.train.state import Saved
 
@@ -48,8 +49,10 @@ def test_distill_live_then_resume_with_the_saved_settings(tmp_path, text_file, t
     assert any("train_kd" in r and r["train_kd"] > 0 for r in records)
     saved = json.loads((out / SETTINGS_FILE).read_text())
     assert saved["alpha"] == 0.8 and saved["divergence"] == "jsd" and saved["cache"] is None
+    prepared = (out / "data" / "manifest.json").stat().st_mtime_ns
     assert main(["distill", "--out", str(out), "--resume", "--steps", "3", "--quiet"]) == 0
     assert Saved.load(out / "last").progress.step == 3
+    assert (out / "data" / "manifest.json").stat().st_mtime_ns == prepared  # tokenised once, with the teacher's
     assert json.loads((out / SETTINGS_FILE).read_text())["alpha"] == 0.8
 
 
@@ -83,3 +86,9 @@ def test_bad_input_is_one_line(tmp_path, text_file, teacher, capsys, extra, mess
     assert main(args) == 1
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_a_saved_tokenizer_names_and_reuses_prepared_data(tmp_path, monkeypatch, teacher):
+    monkeypatch.setenv("TINYLM_CACHE", str(tmp_path / "cache"))
+    where, todo = prepared_dir("tinystories", tmp_path, str(teacher / "tokenizer"), 4096)
+    assert todo and where.parent == tmp_path / "cache" / "prepared" and where.name.startswith("tinystories-tok")

@@ -126,8 +126,8 @@ def test_the_trainer_feeds_the_cache_by_example_index(cfg, tmp_path, teacher):
     cache = cache_for(tmp_path, teacher, tiled.train, k=VOCAB)
     with_cache = TrainData(WithTeacher(tiled.train, cache), data.val, data.tokenizer)
     dcfg = DistillConfig(alpha=0.5)
-    a = train(cfg.replace(out_dir=str(tmp_path / "live")), tiled, model_config(), objective=Distill(dcfg, VOCAB, live(teacher)),
-              quiet=True)  # fmt: skip
+    a = train(cfg.replace(out_dir=str(tmp_path / "live")), tiled, model_config(),
+              objective=Distill(dcfg, VOCAB, live(teacher)), quiet=True)  # fmt: skip
     b = train(cfg.replace(out_dir=str(tmp_path / "cached")), with_cache, model_config(), objective=Distill(dcfg, VOCAB),
               quiet=True)  # fmt: skip
     wa, wb = weights(a.model), weights(b.model)

@@ -33,13 +33,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default 0.5)")  # fmt: skip
     g.add_argument("--temperature", type=float, default=S, help="softens both distributions; the term is scaled by "
                    "T^2 (default 2.0)")  # fmt: skip
-    g.add_argument("--divergence", choices=("forward", "reverse", "jsd"), default=S, help="forward KL(teacher||student), "
-                   "reverse KL(student||teacher) or generalized JSD (default forward)")  # fmt: skip
-    g.add_argument("--jsd-beta", dest="beta", type=float, default=S, help="jsd: the mixture's weight on the teacher (default 0.5)")
-    g.add_argument("--cache-teacher", dest="cache", metavar="DIR", default=S, help="read the teacher's top-k logits from "
-                   "DIR, writing them there first when it is new (default: run the teacher live)")  # fmt: skip
-    g.add_argument("--top-k", dest="top_k", metavar="K", type=int, default=S, help="logits kept per position in a new "
-                   "cache (default 64); the rest of the probability is spread evenly over the other tokens")  # fmt: skip
+    g.add_argument("--divergence", choices=("forward", "reverse", "jsd"), default=S,
+                   help="forward KL(teacher||student), reverse KL(student||teacher) or generalized JSD (default forward)")  # fmt: skip
+    g.add_argument("--jsd-beta", dest="beta", type=float, default=S,
+                   help="jsd: the mixture's weight on the teacher (default 0.5)")  # fmt: skip
+    g.add_argument("--cache-teacher", dest="cache", metavar="DIR", default=S, help="read the teacher's top-k logits "
+                   "from DIR, writing them there first when it is new (default: run the teacher live)")  # fmt: skip
+    g.add_argument("--top-k", dest="top_k", metavar="K", type=int, default=S, help="logits kept per position in a "
+                   "new cache (default 64); the rest of the probability is spread evenly over the other tokens")  # fmt: skip
     add_data_arguments(p)
     add_model_arguments(p, title="the student: llama, 4 layers, dim 128, 4 heads, context 256", skip=("preset", "init"))
     add_train_arguments(p)

@@ -71,9 +71,11 @@ class TeacherCache:
         self.directory, self.manifest = directory, manifest
         self.top_k, self.vocab = int(manifest["top_k"]), int(manifest["vocab"])
         try:
-            self.values, self.ids, self.lse = (np.load(directory / f"{n}.npy", mmap_mode="r") for n in ("values", "ids", "lse"))
+            self.values, self.ids, self.lse = (np.load(directory / f"{n}.npy", mmap_mode="r")
+                                               for n in ("values", "ids", "lse"))  # fmt: skip
         except (OSError, ValueError) as e:
-            raise TinyLMError(f"{directory}: the teacher cache is incomplete or corrupt ({e}); delete it to rewrite it") from None
+            raise TinyLMError(f"{directory}: the teacher cache is incomplete or corrupt ({e}); delete it to "
+                              "rewrite it") from None  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.lse)
@@ -126,9 +128,11 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
     try:
         m = json.loads(f.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TinyLMError(f"{f}: cannot read the teacher cache manifest ({e}); delete {directory} to rewrite it") from None
+        raise TinyLMError(f"{f}: cannot read the teacher cache manifest ({e}); delete {directory} to rewrite "
+                          "it") from None  # fmt: skip
     if not isinstance(m, dict) or m.get("format") != FORMAT or m.get("version") != VERSION:
-        raise TinyLMError(f"{directory} is not a tinylm teacher cache (version {VERSION}); give an empty or new directory")
+        raise TinyLMError(f"{directory} is not a tinylm teacher cache (version {VERSION}); give an empty or new "
+                          "directory")  # fmt: skip
     return m
 
 

@@ -62,8 +62,8 @@ def distill_setup(info: TeacherInfo, dcfg: DistillConfig, cache: str | None, qui
             objective = Distill(dcfg, vocab, LiveTeacher.load(info, vocab, compile=cfg.compile))
         else:
             train = Strided(data.train, seq_len)
-            data = dataclasses.replace(data, train=WithTeacher(train, teacher_cache(cache, info, train, vocab, dcfg.top_k,
-                                                                                    cfg, quiet)))  # fmt: skip
+            cached = teacher_cache(cache, info, train, vocab, dcfg.top_k, cfg, quiet)
+            data = dataclasses.replace(data, train=WithTeacher(train, cached))
             objective = Distill(dcfg, vocab)
         d = distributed.from_env()
         if d.main:
@@ -91,11 +91,13 @@ def teacher_cache(directory: str, info: TeacherInfo, train: Dataset, vocab: int,
         device = pick_device(cfg.device, d.local_rank)
         precision = Precision(pick_precision(cfg.precision, device), device)
         c = write_cache(where, LiveTeacher.load(info, vocab), expected, train, top_k or DEFAULT_TOP_K,
-                        batch_size=cfg.batch_size, device=device, autocast=precision.autocast, progress=not quiet)  # fmt: skip
+                        batch_size=cfg.batch_size, device=device, autocast=precision.autocast,
+                        progress=not quiet)  # fmt: skip
         if not quiet:
             m = c.manifest
             print(f"teacher cache {where}: the top {m['top_k']} of {vocab:,} logits per position hold "
-                  f"{m['kept_mass_mean']:.1%} of the teacher's probability on average (least {m['kept_mass_min']:.1%})")  # fmt: skip
+                  f"{m['kept_mass_mean']:.1%} of the teacher's probability on average (least "
+                  f"{m['kept_mass_min']:.1%})")  # fmt: skip
     distributed.barrier(d)  # the other processes read what the main one wrote
     return open_cache(where, expected, top_k)
 

@@ -50,7 +50,8 @@ def common_vocab(teacher: TeacherInfo, student: ModelConfig, student_tok: Tokeni
     if tokenizer_hash(t_tok) != tokenizer_hash(student_tok):
         raise TinyLMError(f"{where} and the student use different tokenizers ({t_tok.kind}, {t_tok.vocab_size:,} "
                           f"tokens vs {student_tok.kind}, {student_tok.vocab_size:,}); distillation compares them "
-                          f"token by token: prepare the data with --tokenizer {teacher.path / TOKENIZER_DIR}")  # fmt: skip
+                          f"token by token: prepare the data with --tokenizer "
+                          f"{teacher.path / TOKENIZER_DIR}")  # fmt: skip
     return t_tok.vocab_size
 
 

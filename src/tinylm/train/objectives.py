@@ -30,7 +30,8 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class Objective(Protocol):
-    def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 *extra: torch.Tensor) -> torch.Tensor: ...  # fmt: skip
 
 
 def next_token(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
