@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ def dense_logits(values: torch.Tensor, ids: torch.Tensor, lse: torch.Tensor, voc
         return torch.empty_like(values).scatter_(-1, ids, values)
     kept = torch.logsumexp(values - lse[..., None], dim=-1)  # log of the probability the k tokens hold
     rest = (-torch.expm1(kept)).clamp(min=1e-30)  # the mass left for the others (> 0 so its log is finite)
-    fill = lse + rest.log() - np.log(vocab - k)  # (B, T)
+    fill = lse + rest.log() - math.log(vocab - k)  # (B, T)
     return fill[..., None].expand(*values.shape[:-1], vocab).clone().scatter_(-1, ids, values)
 
 
