@@ -43,6 +43,8 @@ def run_distill(train_args: dict[str, Any], model_args: dict[str, Any], distill_
         train_args = {**train_args, "tokenizer": str(info.path / "tokenizer")}  # text is tokenised the teacher's way
     init = None
     if student is not None and Path(student).is_dir():
+        if model_args:
+            raise TinyLMError(f"--student {student} is a checkpoint and brings its own shape; drop the shape options")
         init = student
     elif student is not None:
         model_args = {**model_args, "preset": student}
