@@ -15,12 +15,11 @@ from tinylm.adapters.lora import LoRALinear, merge_lora
 from tinylm.checkpoint import load_checkpoint, save_checkpoint
 from tinylm.cli import main
 from tinylm.model import Model
+from tinylm.quantize.linear import QuantLinear
 from tinylm.tokenizer import train_tokenizer
 from tinylm.train.finetune import QLORA_BASE, Options, run_finetune
 from tinylm.train.metrics import METRICS_FILE
 from tinylm.train.tasks.story_words import write_task
-
-quantize = pytest.importorskip("tinylm.quantize.linear")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +40,7 @@ def run(tmp_path_factory, shared_data):
 def test_base_stays_nf4_and_only_the_adapter_learns(run):
     root, result = run
     wqkv = result.model.layers[0].attn.wqkv
-    assert isinstance(wqkv, LoRALinear) and isinstance(wqkv.base, quantize.QuantLinear)
+    assert isinstance(wqkv, LoRALinear) and isinstance(wqkv.base, QuantLinear)
     assert wqkv.base.scheme == "nf4" and wqkv.base.qweight.dtype == torch.uint8
     nf4 = load_checkpoint(root / "run" / QLORA_BASE).model
     for k, v in nf4.state_dict().items():  # the quantized base is exactly what was saved before training
@@ -68,7 +67,7 @@ def test_merge_requantizes_and_reports_the_error(run, tmp_path, capsys):
         error = merge_lora(model)
         merged = model(ids())
     assert 0 < error < 1  # re-quantizing the merged weight to NF4 is not exact
-    assert isinstance(model.layers[0].attn.wqkv, quantize.QuantLinear)  # still NF4, adapter gone
+    assert isinstance(model.layers[0].attn.wqkv, QuantLinear)  # still NF4, adapter gone
     assert (merged - adapted).abs().max() < 1.0 and not torch.equal(merged, adapted)
     assert main(["merge", str(root / "run" / "last"), "--out", str(tmp_path / "m")]) == 0
     assert "re-quantized after merging: largest weight error" in capsys.readouterr().out
