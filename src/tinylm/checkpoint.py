@@ -81,17 +81,14 @@ def save_checkpoint(
 ) -> Path:
     """Write model (+ tokenizer, + whatever `extra(tmpdir)` writes) to `path`, replacing it atomically."""
     path = Path(path)
-    try:
-        with atomic_dir(path) as tmp:
-            write_json(tmp / CONFIG_FILE, model.config.to_dict())
-            save_file({k: v.cpu() for k, v in model_state_dict(model).items()}, tmp / WEIGHTS_FILE,
-                      metadata={"format": "pt", "writer": "tinylm"})  # fmt: skip
-            if tokenizer is not None:
-                save_tokenizer(tokenizer, tmp / TOKENIZER_DIR)
-            if extra is not None:
-                extra(tmp)
-    except PermissionError as e:
-        raise TinyLMError(f"cannot write checkpoint to {path}: {e.strerror}; choose a writable --out directory") from None
+    with atomic_dir(path) as tmp:  # an OS error (read-only, no space) comes out as one line naming `path`
+        write_json(tmp / CONFIG_FILE, model.config.to_dict())
+        save_file({k: v.cpu() for k, v in model_state_dict(model).items()}, tmp / WEIGHTS_FILE,
+                  metadata={"format": "pt", "writer": "tinylm"})  # fmt: skip
+        if tokenizer is not None:
+            save_tokenizer(tokenizer, tmp / TOKENIZER_DIR)
+        if extra is not None:
+            extra(tmp)
     return path
 
 
@@ -118,6 +115,8 @@ def load_weights(path: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
             )
         if tensors[k].dtype not in FLOAT_DTYPES:
             raise TinyLMError(f"{wpath}: tensor {k} has dtype {tensors[k].dtype}; expected float32, bfloat16 or float16")
+        if not torch.isfinite(tensors[k]).all():
+            raise TinyLMError(f"{wpath}: tensor {k} holds NaN/inf values; the weights are damaged (use an earlier checkpoint)")
     return tensors
 
 

@@ -3,6 +3,7 @@ process), model shape (vocabulary from the tokenizer), then the trainer."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -11,20 +12,30 @@ import numpy as np
 from tinylm.checkpoint import load_checkpoint, load_config
 from tinylm.data.shards import TokenShards
 from tinylm.errors import TinyLMError
+from tinylm.runlock import run_lock
 from tinylm.train import distributed
 from tinylm.train.config import TrainConfig
 from tinylm.train.data import prepare_data, prepared_dir, shard_data
 from tinylm.train.device import pick_device
 from tinylm.train.shapes import build_config
 from tinylm.train.state import Saved
-from tinylm.train.trainer import LAST, Result, train
+from tinylm.train.trainer import LAST, Result, check_new_run, train
 
 
 def run_training(train_args: dict[str, Any], model_args: dict[str, Any], *, init: str | None = None,
-                 resume: bool = False, quiet: bool = False) -> Result:  # fmt: skip
+                 resume: bool = False, quiet: bool = False, overwrite: bool = False) -> Result:  # fmt: skip
     """`train_args`: TrainConfig fields that were given; `model_args`: preset/family and sizes that were
     given (build_config's names). On resume, the saved settings apply except those given here."""
     out = Path(train_args.get("out_dir", TrainConfig.out_dir))
+    main = distributed.from_env().main
+    with run_lock(out) if main else contextlib.nullcontext():  # one writer per run folder, from the start
+        if main:
+            check_new_run(out, resume, overwrite)
+        return _run(out, train_args, model_args, init, resume, quiet, overwrite)
+
+
+def _run(out: Path, train_args: dict[str, Any], model_args: dict[str, Any], init: str | None, resume: bool,
+         quiet: bool, overwrite: bool) -> Result:  # fmt: skip
     saved_model = None
     if resume:
         cfg = Saved.load(out / LAST).cfg.replace(**train_args)
@@ -55,7 +66,7 @@ def run_training(train_args: dict[str, Any], model_args: dict[str, Any], *, init
         if data.tokenizer is None and model is not None:
             data.tokenizer = load_checkpoint(init).tokenizer
         return train(cfg, data, None if model is not None else model_config, model=model, resume=resume,
-                     quiet=quiet)  # fmt: skip
+                     quiet=quiet, overwrite=overwrite)  # fmt: skip
     finally:
         distributed.stop(d)
 
