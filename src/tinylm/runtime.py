@@ -47,7 +47,11 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
         raise TinyLMError(
             f"{wpath}: truncated or corrupt safetensors file ({e}); restore it or re-save"
         ) from None
-    return {k: v.astype(np.float32) for k, v in tensors.items()}
+    tensors = {k: v.astype(np.float32) for k, v in tensors.items()}
+    bad = next((k for k, v in tensors.items() if not np.isfinite(v).all()), None)
+    if bad is not None:
+        raise TinyLMError(f"{wpath}: tensor {bad} holds NaN/inf values; the weights are damaged (use an earlier checkpoint)")
+    return tensors
 
 
 def _load_bfloat16(wpath: Path) -> dict[str, np.ndarray]:
@@ -166,9 +170,7 @@ class NumpyModel:
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> NumpyModel:
         path = Path(path)
-        if not path.is_dir():
-            raise TinyLMError(f"{path}: no checkpoint directory here; check the path")
-        cfg = load_config(path)
+        cfg = load_config(path)  # (finishes a save a crash interrupted, or says the directory is missing)
         weights = load_weights(path)
         _check_shapes(cfg, weights, path)
         tokenizer = None
