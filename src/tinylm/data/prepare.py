@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import multiprocessing
 import os
+import signal
 import struct
 import time
 from collections import deque
@@ -29,7 +30,7 @@ from tinylm.data.clean import Cleaner
 from tinylm.data.download import fetch
 from tinylm.data.minhash import MinHashConfig
 from tinylm.data.shards import MANIFEST, VERSIONS, Manifest, ShardWriter, dtype_for_vocab
-from tinylm.data.sources import SourceStats, expand_inputs, read_documents, stdlib_files
+from tinylm.data.sources import MAX_DOC_CHARS, SourceStats, expand_inputs, read_documents, stdlib_files
 from tinylm.errors import TinyLMError
 from tinylm.fileio import atomic_dir, write_json
 from tinylm.tokenizer import (
@@ -51,6 +52,7 @@ DATASETS = {
 }
 BATCH_DOCS = 256  # documents cleaned at once
 ENCODE_BATCH_DOCS = 1024  # documents tokenised at once (larger batches keep a parallel encoder busy)
+BATCH_CHARS = 1 << 22  # ... or fewer: encoders need ~100x the text's size in memory while they work
 _SCRATCH = ".documents.tmp"
 
 
@@ -92,9 +94,16 @@ def _read_docs(path: Path) -> Iterator[str]:
             yield f.read(n).decode("utf-8", "surrogatepass")
 
 
-def _batched(it: Iterable[Any], n: int) -> Iterator[list[Any]]:
-    it = iter(it)
-    while batch := list(itertools.islice(it, n)):
+def _batched(docs: Iterable[str], n: int, chars: int = BATCH_CHARS) -> Iterator[list[str]]:
+    """Lists of up to `n` documents and about `chars` characters (at least one document each)."""
+    batch, size = [], 0
+    for d in docs:
+        if batch and (len(batch) == n or size + len(d) > chars):
+            yield batch
+            batch, size = [], 0
+        batch.append(d)
+        size += len(d)
+    if batch:
         yield batch
 
 
@@ -131,7 +140,15 @@ _worker_tok: Tokenizer | None = None
 
 def _init_worker(tok_dir: str) -> None:
     global _worker_tok
+    # Ctrl-C reaches the whole process group: the main process alone handles it and terminates the pool
+    # (a worker dying of it mid-read could leave the pool's queue locked, and prints a traceback).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_quietly)
     _worker_tok = load_tokenizer(tok_dir)
+
+
+def _exit_quietly(signum: int, frame: Any) -> None:
+    raise SystemExit(0)  # unwinds (releasing the queue's lock), without a traceback
 
 
 def _encode_in_worker(docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -350,6 +367,7 @@ def prepare(
                     "files": stats.files,
                     "bytes": stats.bytes,
                     "invalid_utf8_bytes": stats.invalid_utf8_bytes,
+                    "long_document_cuts": stats.cuts,
                 },
                 "clean": report.to_dict(),
                 "timings": timings,
@@ -365,6 +383,7 @@ def summary_table(manifest: Manifest) -> str:
     rows = [
         ("input", f"{m['input']['files']:,} files, {m['input']['bytes'] / 1e6:,.2f} MB"),
         ("invalid UTF-8 bytes replaced", f"{m['input']['invalid_utf8_bytes']:,}"),
+        (f"cuts in documents over {MAX_DOC_CHARS >> 20} Mi chars", f"{m['input'].get('long_document_cuts', 0):,}"),
         ("documents in", f"{c['documents_in']:,}"),
         ("NFC-normalised", f"{c['nfc_changed']:,}"),
         ("exact duplicates removed", f"{c['exact_duplicates']:,}"),
