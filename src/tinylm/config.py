@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from tinylm.errors import TinyLMError
 from tinylm.fields import from_json
-from tinylm.fileio import recover_dir
+from tinylm.fileio import pending_dir, recover_dir
 
 CONFIG_FILE = "config.json"  # a checkpoint's model settings
 
@@ -163,6 +164,9 @@ def load_config(path: str | Path) -> ModelConfig:
         recover_dir(path)  # a save interrupted by a crash may have left it beside under another name
     if not path.is_dir():
         raise TinyLMError(f"{path}: no checkpoint directory here; check the path")
+    if pending_dir(path) is not None:  # readers leave the swap to the run's next save (its writer may be live)
+        print(f"note: {path}: an interrupted save left a newer complete checkpoint in {pending_dir(path)}; "
+              "the next save or `tinylm train --resume` puts it in place", file=sys.stderr)
     cfg_path = path / CONFIG_FILE
     if not cfg_path.is_file():
         raise TinyLMError(f"{cfg_path}: missing; a checkpoint needs {CONFIG_FILE} beside model.safetensors")

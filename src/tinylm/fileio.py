@@ -7,6 +7,7 @@ import errno
 import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -52,8 +53,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except OSError as e:
-        raise os_error(e, _blame(e, path, tmp)) from None
+    except Exception as e:
+        if (oe := as_os_error(e)) is None:
+            raise
+        raise os_error(oe, _blame(oe, path, tmp)) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -77,8 +80,9 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     Crash-safe at every instant: the temporary directory is fsynced and renamed to `.NAME.new` (complete
     from then on), then `path` -> `.NAME.old`, `.NAME.new` -> `path`, and `.NAME.old` is removed. Whatever
-    a crash leaves, `recover_dir` (run by the next save and by readers that find `path` missing) puts
-    the newest complete directory back at `path`.
+    a crash leaves, `recover_dir` (run by the next save, by a resuming run, and by readers that find `path`
+    missing) puts the newest complete directory back at `path`. A reader that finds `path` never changes
+    it: a live writer may be between its renames.
     """
     path = Path(path)
     try:
@@ -100,8 +104,10 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp, _aside(path, "new"))
         _fsync_dir(path.parent)
         _promote(path)
-    except OSError as e:
-        raise os_error(e, _blame(e, path, tmp)) from None
+    except Exception as e:
+        if (oe := as_os_error(e)) is None:
+            raise
+        raise os_error(oe, _blame(oe, path, tmp)) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -139,6 +145,12 @@ def recover_dir(path: str | os.PathLike[str]) -> Path:
         pass  # another process finished the same recovery first
     _remove_stale(path)
     return path
+
+
+def pending_dir(path: str | os.PathLike[str]) -> Path | None:
+    """The complete `.NAME.new` a crash left beside an existing `path` (which `recover_dir` would promote)."""
+    new = _aside(Path(path), "new")
+    return new if new.is_dir() else None
 
 
 def _remove_stale(path: Path) -> None:
@@ -184,6 +196,14 @@ def _blame(e: OSError, path: Path, tmp: Path) -> str | os.PathLike[str]:
     if name is None or str(name).startswith(str(tmp)) or Path(name).name.startswith(f".{path.name}."):
         return path
     return name
+
+
+def as_os_error(e: BaseException) -> OSError | None:
+    """`e` as an OSError, also when a library wrapped one (safetensors' Rust writer reports "(os error 28)")."""
+    if isinstance(e, OSError):
+        return e
+    m = re.search(r"\(os error (\d+)\)", str(e))
+    return OSError(int(m.group(1)), os.strerror(int(m.group(1)))) if m else None
 
 
 def os_error(e: OSError, path: str | os.PathLike[str] | None = None) -> TinyLMError:
