@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
-import multiprocessing
 import os
-import signal
 import struct
 import time
 from collections import deque
@@ -31,6 +29,7 @@ from tinylm.data.download import fetch
 from tinylm.data.minhash import MinHashConfig
 from tinylm.data.shards import MANIFEST, VERSIONS, Manifest, ShardWriter, dtype_for_vocab
 from tinylm.data.sources import MAX_DOC_CHARS, SourceStats, expand_inputs, read_documents, stdlib_files
+from tinylm.data.workers import ordered_map
 from tinylm.errors import TinyLMError
 from tinylm.fileio import atomic_dir, write_json
 from tinylm.tokenizer import (
@@ -140,15 +139,7 @@ _worker_tok: Tokenizer | None = None
 
 def _init_worker(tok_dir: str) -> None:
     global _worker_tok
-    # Ctrl-C reaches the whole process group: the main process alone handles it and terminates the pool
-    # (a worker dying of it mid-read could leave the pool's queue locked, and prints a traceback).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _exit_quietly)
     _worker_tok = load_tokenizer(tok_dir)
-
-
-def _exit_quietly(signum: int, frame: Any) -> None:
-    raise SystemExit(0)  # unwinds (releasing the queue's lock), without a traceback
 
 
 def _encode_in_worker(docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -186,16 +177,9 @@ def encode_stream(
         for docs in batches:
             yield encode_framed(tok, docs)
         return
-    # fork where there is one: spawn would re-import the caller's __main__ (a script without a
-    # `if __name__ == "__main__"` guard would start over); workers only read the tokenizer dir.
-    ctx = multiprocessing.get_context(
-        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    )
     # One HF tokenizers thread per worker process (and no fork warning from it).
     with _env("TOKENIZERS_PARALLELISM", "false"):
-        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(tok_dir),))
-    with pool:
-        yield from pool.imap(_encode_in_worker, batches)
+        yield from ordered_map(_encode_in_worker, batches, workers, _init_worker, (str(tok_dir),))
 
 
 def _get_tokenizer(
