@@ -102,8 +102,12 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
                 os.chmod(f, 0o666 & ~mask)  # some writers (safetensors) create private files
         _fsync_dir(tmp)
         os.replace(tmp, _aside(path, "new"))
-        _fsync_dir(path.parent)
-        _promote(path)
+        try:
+            _fsync_dir(path.parent)
+            _promote(path)
+        except BaseException:
+            _roll_back(path)
+            raise
     except Exception as e:
         if (oe := as_os_error(e)) is None:
             raise
@@ -126,6 +130,17 @@ def _promote(path: Path) -> None:
     os.replace(new, path)
     _fsync_dir(path.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _roll_back(path: Path) -> None:
+    """After a failed swap, put things back as they were before the save (best effort: where a rename
+    fails again, the complete directories stay for `recover_dir`)."""
+    new, old = _aside(path, "new"), _aside(path, "old")
+    with contextlib.suppress(OSError):
+        if old.is_dir() and not path.exists():
+            os.replace(old, path)
+        if path.exists() or not old.exists():
+            shutil.rmtree(new)
 
 
 def recover_dir(path: str | os.PathLike[str]) -> Path:
@@ -198,16 +213,27 @@ def _blame(e: OSError, path: Path, tmp: Path) -> str | os.PathLike[str]:
     return name
 
 
+class DiskError(TinyLMError):
+    """An OSError as one line; keeps it, so an enclosing atomic write can name its own path instead."""
+
+    def __init__(self, message: str, cause: OSError):
+        super().__init__(message)
+        self.cause = cause
+
+
 def as_os_error(e: BaseException) -> OSError | None:
     """`e` as an OSError, also when a library wrapped one (safetensors' Rust writer reports "(os error 28)")."""
     if isinstance(e, OSError):
         return e
+    if isinstance(e, DiskError):
+        return e.cause
     m = re.search(r"\(os error (\d+)\)", str(e))
     return OSError(int(m.group(1)), os.strerror(int(m.group(1)))) if m else None
 
 
-def os_error(e: OSError, path: str | os.PathLike[str] | None = None) -> TinyLMError:
+def os_error(e: OSError, path: str | os.PathLike[str] | None = None) -> DiskError:
     """An operating-system error as one line naming the path (ours, not a temporary's) and the fix."""
     what, fix = _FIXES.get(e.errno or 0, (e.strerror or str(e), "check the path and the disk"))
     where = path if path is not None else e.filename
-    return TinyLMError(f"{where}: {what}; {fix}" if where is not None else f"{what}; {fix}")
+    cause = OSError(e.errno, e.strerror, None if where is None else str(where))
+    return DiskError(f"{where}: {what}; {fix}" if where is not None else f"{what}; {fix}", cause)
