@@ -93,8 +93,9 @@ def _read_docs(path: Path) -> Iterator[str]:
             yield f.read(n).decode("utf-8", "surrogatepass")
 
 
-def _batched(docs: Iterable[str], n: int, chars: int = BATCH_CHARS) -> Iterator[list[str]]:
-    """Lists of up to `n` documents and about `chars` characters (at least one document each)."""
+def _batched(docs: Iterable[str], n: int, chars: int | None = None) -> Iterator[list[str]]:
+    """Lists of up to `n` documents and `chars` characters (default BATCH_CHARS; at least one document)."""
+    chars = chars or BATCH_CHARS
     batch, size = [], 0
     for d in docs:
         if batch and (len(batch) == n or size + len(d) > chars):
