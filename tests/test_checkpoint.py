@@ -92,7 +92,7 @@ BAD = {
     "wrong shape": (lambda c: _edit_weights(c, lambda sd: sd.__setitem__("norm.weight", torch.ones(31))),
                     r"norm\.weight has shape \(31,\)"),
     "wrong dtype": (lambda c: _edit_weights(c, lambda sd: sd.__setitem__("norm.weight", torch.ones(32, dtype=torch.int32))),
-                    "dtype torch.int32"),
+                    "dtype int32"),
     "vocab mismatch": (lambda c: _edit_config(c, vocab_size=2) or _edit_weights(
         c, lambda sd: sd.__setitem__("tok_emb.weight", sd["tok_emb.weight"][:2].clone())), "tokenizer has 5 tokens"),
 }  # fmt: skip

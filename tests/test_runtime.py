@@ -27,9 +27,9 @@ def test_runtime_imports_and_generates_without_torch(tmp_path: Path) -> None:
 import sys
 import tinylm.runtime, tinylm.tokenizer, tinylm.generate
 assert "torch" not in sys.modules, "importing the runtime imported torch"
-model = tinylm.runtime.NumpyModel.from_checkpoint({str(path)!r})
-text = model.generate("a b", max_new_tokens=8, temperature=0, stop_ids=[])
-pieces = list(model.stream("a b", max_new_tokens=8, temperature=0, stop_ids=[]))
+gen = tinylm.generate.Generator.load({str(path)!r}, engine="numpy")
+text = gen.generate("a b", max_new_tokens=8, temperature=0, stop_ids=[]).text
+pieces = list(gen.stream("a b", max_new_tokens=8, temperature=0, stop_ids=[]))
 assert "torch" not in sys.modules, "generating imported torch"
 print(repr(text), repr("".join(pieces)))
 """
@@ -79,11 +79,35 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path: Path) -> None:
         tiny_gpt2(norm="rmsnorm"),
     ],
 )
-def test_tensor_shapes_match_the_torch_model(cfg) -> None:
-    from tinylm.checkpoint import expected_shapes
-    from tinylm.runtime import tensor_shapes
+def test_the_shared_layout_matches_the_torch_model(cfg) -> None:
+    from tinylm.checkpoint import model_state_dict
+    from tinylm.layout import FLOAT, tensor_layout
 
-    assert tensor_shapes(cfg) == expected_shapes(cfg)
+    want = {k: (tuple(v.shape), FLOAT) for k, v in model_state_dict(Model(cfg)).items()}
+    assert tensor_layout(cfg) == want
+
+
+def test_runtime_checks_weights_against_the_shared_layout(tmp_path: Path, monkeypatch) -> None:
+    from safetensors.torch import load_file, save_file
+
+    import tinylm.runtime
+
+    path = save_checkpoint(tmp_path / "c", Model(tiny_gpt2()))
+    calls = []
+    real = tinylm.runtime.tensor_layout
+    monkeypatch.setattr(tinylm.runtime, "tensor_layout", lambda cfg: calls.append(cfg) or real(cfg))
+    NumpyModel.from_checkpoint(path)
+    assert calls == [tiny_gpt2()]
+    # an integer tensor where the layout wants a float weight is named, not silently widened
+    sd = load_file(path / "model.safetensors")
+    sd["norm.weight"] = sd["norm.weight"].to(torch.int8)
+    save_file(sd, path / "model.safetensors")
+    with pytest.raises(TinyLMError, match=r"tensor norm\.weight has dtype int8"):
+        NumpyModel.from_checkpoint(path)
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**cfg, "quantization": {"kind": "int8"}}))
+    with pytest.raises(TinyLMError, match="runs plain checkpoints"):
+        NumpyModel.from_checkpoint(path)
 
 
 def test_exact_gelu_model_decodes_like_torch() -> None:

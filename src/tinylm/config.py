@@ -14,6 +14,8 @@ from tinylm.fields import from_json
 from tinylm.fileio import pending_dir, recover_dir
 
 CONFIG_FILE = "config.json"  # a checkpoint's model settings
+# optional objects in config.json beside the model fields, in the order they apply (see tinylm.transforms)
+TRANSFORM_SECTIONS = ("quantization", "adapters")
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,12 @@ def get_preset(name: str) -> ModelConfig:
 
 def load_config(path: str | Path) -> ModelConfig:
     """The ModelConfig of the checkpoint directory `path` (torch-free, so the NumPy runtime shares it)."""
+    return read_config(path)[0]
+
+
+def read_config(path: str | Path) -> tuple[ModelConfig, dict[str, dict[str, Any]]]:
+    """The ModelConfig of the checkpoint directory `path` and the transforms its config.json declares
+    (section -> spec; see tinylm.transforms); an object under any other name is an unknown section."""
     path = Path(path)
     if not path.is_dir():
         recover_dir(path)  # a save interrupted by a crash may have left it beside under another name
@@ -176,4 +184,10 @@ def load_config(path: str | Path) -> ModelConfig:
         raise TinyLMError(f"{cfg_path}: not valid JSON ({e}); the file is corrupt") from None
     if not isinstance(raw, dict):
         raise TinyLMError(f"{cfg_path}: expected a JSON object of model settings")
-    return ModelConfig.from_dict(raw, source=str(cfg_path))
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(k for k, v in raw.items() if isinstance(v, dict) and k not in fields | set(TRANSFORM_SECTIONS))
+    if unknown:
+        raise TinyLMError(f"{cfg_path}: unknown section {unknown[0]!r}; this tinylm knows "
+                          f"{', '.join(TRANSFORM_SECTIONS)} (was it written by a newer tinylm?)")  # fmt: skip
+    transforms = {s: raw.pop(s) for s in TRANSFORM_SECTIONS if s in raw}
+    return ModelConfig.from_dict(raw, source=str(cfg_path)), transforms

@@ -9,30 +9,30 @@ own position, so prompts of different lengths are right-padded and a mask hides 
 a row has not written yet. Decoding one token is a few matrix products per layer, vectorised over
 heads. Sampling, stop handling and streaming are the torch-free pieces in `tinylm.generate`.
 
-    from tinylm.runtime import NumpyModel
-    model = NumpyModel.from_checkpoint("runs/stories15M")
-    print(model.generate("Once upon a time", max_new_tokens=50, temperature=0))
+    from tinylm.generate import Generator            # the sampling loop runs on this engine
+    gen = Generator.load("runs/stories15M", engine="numpy")
+    print(gen.generate("Once upon a time", 50, temperature=0).text)
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tinylm.config import ModelConfig, load_config
+from tinylm.config import CONFIG_FILE, ModelConfig, read_config
 from tinylm.errors import TinyLMError
+from tinylm.layout import check_tensors, tensor_layout
 
 # ----------------------------------------------------------------------------------------------
 # reading a checkpoint
 
 
 def load_weights(path: Path) -> dict[str, np.ndarray]:
-    """All tensors of model.safetensors as float32 arrays."""
+    """All tensors of model.safetensors, float ones as float32 arrays."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -47,8 +47,8 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
         raise TinyLMError(
             f"{wpath}: truncated or corrupt safetensors file ({e}); restore it or re-save"
         ) from None
-    tensors = {k: v.astype(np.float32) for k, v in tensors.items()}
-    bad = next((k for k, v in tensors.items() if not np.isfinite(v).all()), None)
+    tensors = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in tensors.items()}
+    bad = next((k for k, v in tensors.items() if v.dtype.kind == "f" and not np.isfinite(v).all()), None)
     if bad is not None:
         raise TinyLMError(f"{wpath}: tensor {bad} holds NaN/inf values; the weights are damaged (use an earlier checkpoint)")
     return tensors
@@ -170,9 +170,9 @@ class NumpyModel:
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> NumpyModel:
         path = Path(path)
-        cfg = load_config(path)  # (finishes a save a crash interrupted, or says the directory is missing)
+        cfg, transforms = read_config(path)  # (finishes a save a crash interrupted, or says the folder is missing)
         weights = load_weights(path)
-        _check_shapes(cfg, weights, path)
+        _check_layout(path, cfg, transforms, weights)
         tokenizer = None
         if (path / "tokenizer").is_dir():
             from tinylm.tokenizer import load_tokenizer
@@ -266,55 +266,12 @@ class NumpyModel:
             x = x[np.arange(B) * T + last]
         return self.norm(x, *self.norm_w, eps) @ self.head
 
-    # ---- text in, text out
 
-    def generate(self, prompt: str | Sequence[int], **options: Any) -> str:
-        """The completion of one prompt; options as `tinylm.generate.Generator.generate`."""
-        from tinylm.generate import Generator
-
-        return Generator(self, self.tokenizer).generate(prompt, **options).text
-
-    def stream(self, prompt: str | Sequence[int], **options: Any) -> Iterator[str]:
-        from tinylm.generate import Generator
-
-        return Generator(self, self.tokenizer).stream(prompt, **options)
-
-
-def tensor_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Name and shape of every tensor in a checkpoint of `cfg` (a tied output head is not stored)."""
-    C, F, hs = cfg.dim, cfg.ffn_dim, cfg.head_dim
-    norm_bias = cfg.norm == "layernorm" and cfg.bias
-    shapes: dict[str, tuple[int, ...]] = {"tok_emb.weight": (cfg.vocab_size, C)}
-    if cfg.positions == "learned":
-        shapes["pos_emb.weight"] = (cfg.context_length, C)
-    linears = {"attn.wqkv": ((cfg.n_heads + 2 * cfg.kv_heads) * hs, C), "attn.wo": (C, C),
-               "mlp.w1": (F, C), "mlp.w2": (C, F)}  # fmt: skip
-    if cfg.mlp == "swiglu":
-        linears["mlp.w3"] = (F, C)
-    for i in range(cfg.n_layers):
-        for norm in ("attn_norm", "mlp_norm"):
-            shapes[f"layers.{i}.{norm}.weight"] = (C,)
-            if norm_bias:
-                shapes[f"layers.{i}.{norm}.bias"] = (C,)
-        for name, shape in linears.items():
-            shapes[f"layers.{i}.{name}.weight"] = shape
-            if cfg.bias:
-                shapes[f"layers.{i}.{name}.bias"] = shape[:1]
-    shapes["norm.weight"] = (C,)
-    if norm_bias:
-        shapes["norm.bias"] = (C,)
-    if not cfg.tie_embeddings:
-        shapes["lm_head.weight"] = (cfg.vocab_size, C)
-    return shapes
-
-
-def _check_shapes(cfg: ModelConfig, w: dict[str, np.ndarray], path: Path) -> None:
-    wpath = path / "model.safetensors"
-    want = tensor_shapes(cfg)
-    missing, extra = sorted(set(want) - set(w)), sorted(set(w) - set(want))
-    if missing or extra:
-        what = f"missing tensor {missing[0]}" if missing else f"unexpected tensor {extra[0]}"
-        raise TinyLMError(f"{wpath}: {what}; weights and config.json disagree")
-    for k, shape in want.items():
-        if w[k].shape != shape:
-            raise TinyLMError(f"{wpath}: tensor {k} has shape {w[k].shape} but config.json implies {shape}")
+def _check_layout(path: Path, cfg: ModelConfig, transforms: dict[str, Any], w: dict[str, np.ndarray]) -> None:
+    """The weights against the layout config.json implies (tinylm.layout, shared with the torch loader)."""
+    if transforms:
+        raise TinyLMError(f"{path}: declares {', '.join(transforms)}; the NumPy runtime runs plain checkpoints "
+                          "(use the torch engine)")  # fmt: skip
+    # every float dtype was widened to float32 on reading; anything else keeps its name and is refused
+    found = {k: (v.shape, "float32" if v.dtype.kind == "f" else v.dtype.name) for k, v in w.items()}
+    check_tensors(tensor_layout(cfg), found, str(path / "model.safetensors"), CONFIG_FILE)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tinylm.cli import main
-from tinylm.data import Manifest, TokenShards
 from tinylm.data.prepare import _is_val, prepare
+from tinylm.data.shards import Manifest, TokenShards
 from tinylm.errors import TinyLMError
 from tinylm.tokenizer import CharTokenizer, load_tokenizer
 

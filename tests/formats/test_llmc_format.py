@@ -11,7 +11,8 @@ from tests.formats.conftest import logits, make_model, save
 from tinylm.checkpoint import load_checkpoint, save_checkpoint
 from tinylm.errors import TinyLMError
 from tinylm.formats import detect, export_model, import_model
-from tinylm.formats.llmc import HEADER_BYTES, MAGIC, TOKENIZER_MAGIC
+from tinylm.formats.llmc import HEADER_BYTES, MAGIC
+from tinylm.formats.tokenizer_files import TOKENIZER_MAGIC
 
 
 def test_fp32_round_trip_is_byte_exact(tmp_path, bpe_tok):

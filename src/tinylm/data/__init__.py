@@ -1,5 +1,6 @@
-"""Raw text to training-ready token shards: sources, cleaning and dedup, shards, and `prepare`."""
+"""Raw text to training-ready token shards: sources (`sources`), cleaning and dedup (`clean`, `minhash`),
+downloads (`download`), shards (`shards`) and `prepare`.
 
-from tinylm.data.shards import Manifest, ShardWriter, TokenShards, read_header, read_shard, write_shard
-
-__all__ = ["Manifest", "ShardWriter", "TokenShards", "read_header", "read_shard", "write_shard"]
+Import the module you need: this package imports nothing itself, so the tokenizers can use `download`
+while `shards` uses the tokenizers, without an import cycle.
+"""

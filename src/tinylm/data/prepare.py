@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tinylm import __version__
-from tinylm.data.clean import Cleaner
+from tinylm.data.clean import Cleaner, CleanReport
 from tinylm.data.download import fetch
 from tinylm.data.minhash import MinHashConfig
 from tinylm.data.shards import MANIFEST, VERSIONS, Manifest, ShardWriter, dtype_for_vocab
@@ -236,38 +236,18 @@ def prepare(
     files, dataset_sep = _resolve_inputs(inputs, dataset, max_mb)
     stats = SourceStats()
     cleaner = Cleaner(exact=dedup, near=(minhash or MinHashConfig()) if dedup and near_dedup else None)
-    key = seed.to_bytes(8, "little")
     timings: dict[str, float] = {}
     with atomic_dir(out) as tmp:
         # Pass 1: read, clean, deduplicate, spill the kept documents to a scratch file.
         t0 = time.perf_counter()
         scratch = tmp / _SCRATCH
-        is_val = bytearray()
-        known = None if any(f.suffix == ".gz" for f in files) else sum(f.stat().st_size for f in files)
         docs = _take_mb(read_documents(files, stats, dataset_sep or separator, text_field), max_mb)
-        with (
-            open(scratch, "wb") as f,
-            tqdm(total=known, unit="B", unit_scale=True, desc="clean+dedup", disable=not progress) as bar,
-        ):
-            for batch in _batched(docs, BATCH_DOCS):
-                kept = cleaner.clean(batch)
-                _write_docs(f, kept)
-                is_val.extend(_is_val(d, val_fraction, key) for d in kept)
-                bar.update(stats.bytes - bar.n)
-                bar.set_postfix(
-                    docs=f"{cleaner.report.documents_in / max(bar.format_dict['elapsed'], 1e-9):,.0f}/s"
-                )
+        known = None if any(f.suffix == ".gz" for f in files) else sum(f.stat().st_size for f in files)
+        is_val = _clean_pass(docs, cleaner, stats, scratch, known, val_fraction, seed.to_bytes(8, "little"), progress)
         report = cleaner.report
         if report.documents_out == 0:
             where = dataset or ", ".join(str(p) for p in inputs)
             raise TinyLMError(f"{where}: no text found (empty corpus); give files with some text in them")
-        n_docs = report.documents_out
-        if val_fraction > 0 and n_docs > 1:
-            # Hashing can leave a tiny corpus with an empty split; move one document over.
-            if not any(is_val):
-                is_val[-1] = 1
-            elif all(is_val):
-                is_val[0] = 0
         timings["clean_s"] = time.perf_counter() - t0
 
         # The tokenizer, saved beside the shards.
@@ -276,89 +256,127 @@ def prepare(
         tok = _get_tokenizer(tokenizer, _take_mb(_read_docs(scratch), train_mb), vocab_size, bos)
         save_tokenizer(tok, tmp / "tokenizer")
         timings["tokenizer_s"] = time.perf_counter() - t0
-        shard_dtype = dtype_for_vocab(tok.vocab_size) if dtype in (None, "auto") else np.dtype(dtype)
-        if shard_dtype not in VERSIONS.values():
-            raise TinyLMError(f"--dtype must be uint16, uint32 or auto, not {dtype}")
-        if tok.vocab_size - 1 > np.iinfo(shard_dtype).max:
-            raise TinyLMError(
-                f"the tokenizer's {tok.vocab_size:,} ids do not fit {shard_dtype.name} shards; use --dtype uint32 (or auto)"
-            )
+        shard_dtype = _shard_dtype(tok, dtype)
 
         # Pass 2: tokenise in parallel and stream into the shards.
         t0 = time.perf_counter()
         writers = {s: ShardWriter(tmp, s, shard_dtype, shard_tokens) for s in ("train", "val")}
-        split_docs = {"train": 0, "val": 0}
-        by_tokens = val_fraction > 0 and n_docs == 1  # one document: split its tokens instead
-        done = 0  # documents written so far
-        batch_bytes: deque[int] = deque()  # filled as batches are read, emptied as their tokens arrive
-
-        def batches() -> Iterator[list[str]]:
-            for docs in _batched(_read_docs(scratch), ENCODE_BATCH_DOCS):
-                batch_bytes.append(sum(len(d.encode("utf-8", "surrogatepass")) for d in docs))
-                yield docs
-
-        with tqdm(
-            total=report.bytes_out, unit="B", unit_scale=True, desc="tokenise", disable=not progress
-        ) as bar:
-            for flat, lengths in encode_stream(tok, tmp / "tokenizer", batches(), workers):
-                if by_tokens:
-                    cut = round(flat.size * (1 - val_fraction))
-                    writers["train"].add(flat[:cut])
-                    writers["val"].add(flat[cut:])
-                    split_docs = {"train": 1, "val": 1}
-                else:
-                    val = np.frombuffer(is_val, dtype=bool, count=len(lengths), offset=done)
-                    done += len(lengths)
-                    token_is_val = np.repeat(val, lengths)
-                    writers["train"].add(flat[~token_is_val])
-                    writers["val"].add(flat[token_is_val])
-                    split_docs["val"] += int(val.sum())
-                    split_docs["train"] += int((~val).sum())
-                bar.update(batch_bytes.popleft())
-                docs_done = split_docs["train"] + split_docs["val"]
-                bar.set_postfix(docs=f"{docs_done / max(bar.format_dict['elapsed'], 1e-9):,.0f}/s")
+        by_tokens = val_fraction > 0 and report.documents_out == 1  # one document: split its tokens instead
+        split_docs = _tokenize_pass(tok, tmp, scratch, writers, is_val, val_fraction if by_tokens else None,
+                                    report.bytes_out, workers, progress)  # fmt: skip
         scratch.unlink()
-        splits = {}
-        for s, w in writers.items():
-            shards = w.close()
-            splits[s] = {
-                "documents": split_docs[s],
-                "tokens": sum(n for _, n in shards),
-                "shards": [{"file": name, "tokens": n} for name, n in shards],
-            }
+        splits = _close_splits(writers, split_docs)
         timings["tokenize_s"] = time.perf_counter() - t0
-        tokens = splits["train"]["tokens"] + splits["val"]["tokens"]
-        write_json(
-            tmp / MANIFEST,
-            {
-                "format": "tinylm-token-shards",
-                "created_by": f"tinylm {__version__}",
-                "sources": [dataset] if dataset else [str(f) for f in files],
-                "tokenizer": "tokenizer",
-                "tokenizer_kind": tok.kind,
-                "vocab_size": tok.vocab_size,
-                "bos_id": tok.bos_id,
-                "eos_id": tok.eos_id,
-                "dtype": shard_dtype.name,
-                "split": {
-                    "method": "tokens" if by_tokens else "document-hash",
-                    "val_fraction": val_fraction,
-                    "seed": seed,
-                },
-                "splits": splits,
-                "tokens": tokens,
-                "bytes_per_token": report.bytes_out / max(tokens, 1),
-                "input": {
-                    "files": stats.files,
-                    "bytes": stats.bytes,
-                    "invalid_utf8_bytes": stats.invalid_utf8_bytes,
-                    "long_document_cuts": stats.cuts,
-                },
-                "clean": report.to_dict(),
-                "timings": timings,
-            },
-        )
+        split = {"method": "tokens" if by_tokens else "document-hash", "val_fraction": val_fraction, "seed": seed}
+        sources = [dataset] if dataset else [str(f) for f in files]
+        write_json(tmp / MANIFEST, _manifest(sources, tok, shard_dtype, split, splits, cleaner.report, stats, timings))
     return Manifest.load(out)
+
+
+def _close_splits(writers: dict[str, ShardWriter], split_docs: dict[str, int]) -> dict[str, Any]:
+    """Finish each split's last shard; the manifest's account of the splits."""
+    splits = {}
+    for s, w in writers.items():
+        shards = w.close()
+        splits[s] = {
+            "documents": split_docs[s],
+            "tokens": sum(n for _, n in shards),
+            "shards": [{"file": name, "tokens": n} for name, n in shards],
+        }
+    return splits
+
+
+def _manifest(sources: list[str], tok: Tokenizer, shard_dtype: np.dtype, split: dict[str, Any],
+              splits: dict[str, Any], report: CleanReport, stats: SourceStats, timings: dict[str, float]) -> dict[str, Any]:  # fmt: skip
+    tokens = splits["train"]["tokens"] + splits["val"]["tokens"]
+    return {
+        "format": "tinylm-token-shards",
+        "created_by": f"tinylm {__version__}",
+        "sources": sources,
+        "tokenizer": "tokenizer",
+        "tokenizer_kind": tok.kind,
+        "vocab_size": tok.vocab_size,
+        "bos_id": tok.bos_id,
+        "eos_id": tok.eos_id,
+        "dtype": shard_dtype.name,
+        "split": split,
+        "splits": splits,
+        "tokens": tokens,
+        "bytes_per_token": report.bytes_out / max(tokens, 1),
+        "input": {"files": stats.files, "bytes": stats.bytes, "invalid_utf8_bytes": stats.invalid_utf8_bytes,
+                  "long_document_cuts": stats.cuts},
+        "clean": report.to_dict(),
+        "timings": timings,
+    }
+
+
+def _clean_pass(docs: Iterable[str], cleaner: Cleaner, stats: SourceStats, scratch: Path, known: int | None,
+                val_fraction: float, key: bytes, progress: bool) -> bytearray:  # fmt: skip
+    """Clean and deduplicate `docs` into the scratch file; whether each kept document is a validation one."""
+    is_val = bytearray()
+    with (
+        open(scratch, "wb") as f,
+        tqdm(total=known, unit="B", unit_scale=True, desc="clean+dedup", disable=not progress) as bar,
+    ):
+        for batch in _batched(docs, BATCH_DOCS):
+            kept = cleaner.clean(batch)
+            _write_docs(f, kept)
+            is_val.extend(_is_val(d, val_fraction, key) for d in kept)
+            bar.update(stats.bytes - bar.n)
+            bar.set_postfix(docs=f"{cleaner.report.documents_in / max(bar.format_dict['elapsed'], 1e-9):,.0f}/s")
+    if val_fraction > 0 and len(is_val) > 1:
+        # Hashing can leave a tiny corpus with an empty split; move one document over.
+        if not any(is_val):
+            is_val[-1] = 1
+        elif all(is_val):
+            is_val[0] = 0
+    return is_val
+
+
+def _shard_dtype(tok: Tokenizer, dtype: str | None) -> np.dtype:
+    shard_dtype = dtype_for_vocab(tok.vocab_size) if dtype in (None, "auto") else np.dtype(dtype)
+    if shard_dtype not in VERSIONS.values():
+        raise TinyLMError(f"--dtype must be uint16, uint32 or auto, not {dtype}")
+    if tok.vocab_size - 1 > np.iinfo(shard_dtype).max:
+        raise TinyLMError(
+            f"the tokenizer's {tok.vocab_size:,} ids do not fit {shard_dtype.name} shards; use --dtype uint32 (or auto)"
+        )
+    return shard_dtype
+
+
+def _tokenize_pass(tok: Tokenizer, tmp: Path, scratch: Path, writers: dict[str, ShardWriter], is_val: bytearray,
+                   token_split: float | None, total_bytes: int, workers: int | None, progress: bool) -> dict[str, int]:  # fmt: skip
+    """Tokenise the scratch file's documents in parallel into the train/val shard writers, each document
+    to its split, or (`token_split`: the validation fraction of a one-document corpus) its tokens cut in
+    two. Returns the documents per split."""
+    split_docs = {"train": 0, "val": 0}
+    done = 0  # documents written so far
+    batch_bytes: deque[int] = deque()  # filled as batches are read, emptied as their tokens arrive
+
+    def batches() -> Iterator[list[str]]:
+        for docs in _batched(_read_docs(scratch), ENCODE_BATCH_DOCS):
+            batch_bytes.append(sum(len(d.encode("utf-8", "surrogatepass")) for d in docs))
+            yield docs
+
+    with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenise", disable=not progress) as bar:
+        for flat, lengths in encode_stream(tok, tmp / "tokenizer", batches(), workers):
+            if token_split is not None:
+                cut = round(flat.size * (1 - token_split))
+                writers["train"].add(flat[:cut])
+                writers["val"].add(flat[cut:])
+                split_docs = {"train": 1, "val": 1}
+            else:
+                val = np.frombuffer(is_val, dtype=bool, count=len(lengths), offset=done)
+                done += len(lengths)
+                token_is_val = np.repeat(val, lengths)
+                writers["train"].add(flat[~token_is_val])
+                writers["val"].add(flat[token_is_val])
+                split_docs["val"] += int(val.sum())
+                split_docs["train"] += int((~val).sum())
+            bar.update(batch_bytes.popleft())
+            docs_done = split_docs["train"] + split_docs["val"]
+            bar.set_postfix(docs=f"{docs_done / max(bar.format_dict['elapsed'], 1e-9):,.0f}/s")
+    return split_docs
 
 
 def summary_table(manifest: Manifest) -> str:

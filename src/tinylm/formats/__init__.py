@@ -76,6 +76,7 @@ def detect(path: Path) -> str:
     with open(path, "rb") as f:
         head = f.read(8)
     from tinylm.formats import llama2c, llmc
+    from tinylm.formats.tokenizer_files import TOKENIZER_MAGIC
 
     magic = int.from_bytes(head[:4], "little") if len(head) >= 4 else None
     if head[:4] == b"GGUF":
@@ -84,7 +85,7 @@ def detect(path: Path) -> str:
         return "llama2c"
     if magic == llmc.MAGIC:
         return "llmc"
-    if magic == llmc.TOKENIZER_MAGIC:
+    if magic == TOKENIZER_MAGIC:
         raise TinyLMError(
             f"{path}: an llm.c tokenizer file, not a model; import the model and pass this as --tokenizer"
         )

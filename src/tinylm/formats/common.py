@@ -14,12 +14,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tinylm.checkpoint import build_model, expected_shapes, model_state_dict
+from tinylm.checkpoint import build_model, model_state_dict
 from tinylm.config import ModelConfig
 from tinylm.errors import TinyLMError
 from tinylm.fileio import atomic_path, write_bytes
+from tinylm.layout import tensor_layout
 from tinylm.model import Model
-from tinylm.tokenizer import Tokenizer, load_tokenizer
+from tinylm.tokenizer import Tokenizer
 
 PROGRESS_BYTES = 64 << 20  # show a progress bar for files larger than this
 
@@ -67,8 +68,7 @@ def build(cfg: ModelConfig, arrays: dict[str, np.ndarray | torch.Tensor], dtype:
     tensors = {
         k: torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v for k, v in arrays.items()
     }
-    want = expected_shapes(cfg)
-    for k, shape in want.items():
+    for k, (shape, _) in tensor_layout(cfg).items():
         if k not in tensors or tuple(tensors[k].shape) != shape:
             got = tuple(tensors[k].shape) if k in tensors else "nothing"
             raise TinyLMError(
@@ -202,30 +202,3 @@ def write_with_tokenizer(
         return [out]
     write_bytes(target, tokenizer)  # type: ignore[arg-type]
     return [out, target]
-
-
-def load_given_tokenizer(path: Path) -> Tokenizer:
-    """The tokenizer a user names with --tokenizer: anything `load_tokenizer` reads, or llm.c's file."""
-    from tinylm.formats import llmc  # llmc builds on this module
-
-    if path.is_file():
-        with open(path, "rb") as f:
-            if int.from_bytes(f.read(4), "little") == llmc.TOKENIZER_MAGIC:
-                return llmc.read_tokenizer(path)
-    return load_tokenizer(path)
-
-
-def tokenizer_for_import(model_path: Path, given: Path | None, filename: str, read: Callable[[Path], Tokenizer],
-                         vocab_size: int) -> tuple[Tokenizer | None, list[str]]:  # fmt: skip
-    """The tokenizer for an imported model: the one given with --tokenizer, else `filename` beside the model
-    when its vocabulary fits; with notes saying which (or why none)."""
-    if given is not None:
-        return load_given_tokenizer(given), []
-    beside = model_path.parent / filename
-    if not beside.is_file():
-        return None, [f"no {filename} beside the model; imported without a tokenizer (give one with --tokenizer)"]
-    tok = read(beside)
-    if tok.vocab_size != vocab_size:
-        return None, [f"ignored {beside}: {tok.vocab_size} tokens, the model has {vocab_size}; "
-                      "give the right one with --tokenizer"]  # fmt: skip
-    return tok, [f"tokenizer: {beside}"]

@@ -33,12 +33,12 @@ from tinylm.formats.common import (
     is_gpt2,
     is_llama,
     join_qkv,
-    load_given_tokenizer,
     numpy_state,
     require,
     require_tanh_gelu,
     split_qkv,
 )
+from tinylm.formats.tokenizer_files import load_given_tokenizer
 from tinylm.model import Model
 from tinylm.tokenizer import Tokenizer
 

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from tinylm.checkpoint import model_state_dict
 from tinylm.errors import TinyLMError
 from tinylm.fileio import atomic_dir, write_bytes, write_json, write_text
-from tinylm.formats.common import Exported, Imported, build, check_replaceable, load_given_tokenizer
+from tinylm.formats.common import Exported, Imported, build, check_replaceable
 from tinylm.formats.hf import (
     from_hf_config,
     from_hf_state_dict,
@@ -28,6 +28,7 @@ from tinylm.formats.hf import (
     to_hf_config,
     to_hf_state_dict,
 )
+from tinylm.formats.tokenizer_files import load_given_tokenizer
 from tinylm.model import Model
 from tinylm.tokenizer import Tokenizer
 

@@ -36,9 +36,9 @@ from tinylm.formats.common import (
     require,
     split_qkv,
     stream_to,
-    tokenizer_for_import,
     write_with_tokenizer,
 )
+from tinylm.formats.tokenizer_files import tokenizer_for_import
 from tinylm.model import Model, rope_tables
 from tinylm.tokenizer import Tokenizer, load_tokenizer
 

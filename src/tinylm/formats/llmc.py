@@ -6,15 +6,11 @@ rows past vocab_size zero), wpe, and per-kind stacks over layers: ln1 w/b, qkv w
 projection w/b, ln2 w/b, fc w (4C x C)/b, fc projection w/b; then the final LayerNorm w/b. Matrices are
 (out, in) like torch's Linear. The classifier is wte (tied).
 
-Tokenizer (`gpt2_tokenizer.bin`): 256 x int32 header (magic 20240328, version 2, vocab size, EOT id),
-then per token a uint8 length and that many bytes. llm.c only decodes with it; importing rebuilds a
-byte-level BPE from the token order (a token's rank is its id, as in tiktoken).
+Tokenizer (`gpt2_tokenizer.bin`): see tinylm.formats.tokenizer_files.
 """
 
 from __future__ import annotations
 
-import re
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -34,21 +30,23 @@ from tinylm.formats.common import (
     require,
     require_tanh_gelu,
     stream_to,
-    tokenizer_for_import,
     write_with_tokenizer,
+)
+from tinylm.formats.tokenizer_files import (
+    HEADER_BYTES,
+    HEADER_INTS,
+    read_tokenizer,
+    tokenizer_file,
+    tokenizer_for_import,
 )
 from tinylm.model import Model
 from tinylm.tokenizer import Tokenizer
 
 MAGIC = 20240326
-TOKENIZER_MAGIC = 20240328
-HEADER_INTS = 256
-HEADER_BYTES = 4 * HEADER_INTS
 DTYPES = {3: "float32", 5: "bfloat16"}
 VOCAB_MULTIPLE = 128
 TOKENIZER_FILE = "gpt2_tokenizer.bin"
 MAX_VOCAB = 1 << 16  # llm.c's token files hold uint16 ids
-SPECIAL = re.compile(rb"<\|[A-Za-z0-9_]+\|>")
 
 
 def check_model(cfg: ModelConfig) -> None:
@@ -150,56 +148,6 @@ def read_model(path: Path, dtype: torch.dtype | None = None) -> Model:
         offset += item * n
     tensors["tok_emb.weight"] = tensors.pop("wte")[:vocab].clone()
     return build(cfg, tensors, dtype)
-
-
-# ---- tokenizer file ----------------------------------------------------------------------------
-
-
-def tokenizer_file(tok: Tokenizer) -> bytes:
-    from tinylm.formats.vocab import token_bytes
-
-    tokens = token_bytes(tok)
-    too_long = next((i for i, t in enumerate(tokens) if len(t) > 255), None)
-    if too_long is not None:
-        raise TinyLMError(
-            f"token {too_long} is {len(tokens[too_long])} bytes; llm.c's tokenizer file holds at most 255"
-        )
-    head = np.zeros(HEADER_INTS, "<i4")
-    head[:4] = (TOKENIZER_MAGIC, 2, len(tokens), tok.eos_id if tok.eos_id is not None else -1)
-    return head.tobytes() + b"".join(struct.pack("<B", len(t)) + t for t in tokens)
-
-
-def read_tokenizer(path: Path) -> Tokenizer:
-    from tinylm.formats.vocab import byte_bpe_from_ranks, byte_bpe_tokenizer
-
-    f = BinFile(path)
-    magic, version, n, eot = (int(x) for x in f.array(0, "<i4", 4))
-    if magic != TOKENIZER_MAGIC or version not in (1, 2):
-        raise TinyLMError(f"{path}: not an llm.c tokenizer file (magic {magic}, version {version})")
-    if not 0 < n <= 1 << 24:
-        raise TinyLMError(f"{path}: header says {n} tokens; not a valid llm.c tokenizer file")
-    data = f.data
-    tokens, pos = [], HEADER_BYTES
-    for i in range(n):
-        if pos >= f.size or pos + 1 + int(data[pos]) > f.size:
-            raise TinyLMError(f"{path}: truncated in token {i} of {n}; re-export it")
-        length = int(data[pos])
-        tokens.append(bytes(data[pos + 1 : pos + 1 + length]))
-        pos += 1 + length
-    if pos != f.size:
-        raise TinyLMError(
-            f"{path}: {f.size - pos} bytes after the last of {n} tokens; not a valid llm.c tokenizer file"
-        )
-    eos = eot if version == 2 and 0 <= eot < n else None
-    # the file marks no special tokens but EOT; GPT-2-style tokenizers spell theirs <|name|>
-    specials = {i for i, t in enumerate(tokens) if SPECIAL.fullmatch(t)} | (
-        {eos} if eos is not None else set()
-    )
-    bos = next((i for i in specials if tokens[i] == b"<|startoftext|>"), None)
-    try:
-        return byte_bpe_tokenizer(byte_bpe_from_ranks(tokens, specials, bos, eos))
-    except TinyLMError as e:
-        raise TinyLMError(f"{path}: {e}") from None
 
 
 def export(

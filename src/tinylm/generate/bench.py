@@ -51,11 +51,11 @@ def weight_bytes_per_token(cfg: ModelConfig) -> int:
 
 def random_weights(cfg: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
     """Checkpoint-shaped fp32 weights: N(0, 0.02) matrices, unit norm weights, zero biases."""
-    from tinylm.runtime import tensor_shapes
+    from tinylm.layout import tensor_layout
 
     rng = np.random.default_rng(seed)
     out = {}
-    for name, shape in tensor_shapes(cfg).items():
+    for name, (shape, _) in tensor_layout(cfg).items():
         if len(shape) == 2:
             out[name] = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
         else:

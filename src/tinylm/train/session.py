@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from tinylm.checkpoint import load_checkpoint, load_config
+from tinylm.checkpoint import load_checkpoint
+from tinylm.config import load_config
 from tinylm.data.shards import TokenShards
 from tinylm.errors import TinyLMError
 from tinylm.runlock import run_lock

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from tinylm.checkpoint import load_config, load_weights, save_checkpoint
-from tinylm.config import ModelConfig
+from tinylm.checkpoint import load_into, load_weights, save_checkpoint
+from tinylm.config import ModelConfig, load_config, read_config
 from tinylm.errors import TinyLMError
 from tinylm.fileio import recover_dir
 from tinylm.model import Model
@@ -36,11 +36,12 @@ from tinylm.train.batches import Dataset, Sampler, eval_rows
 from tinylm.train.config import TrainConfig
 from tinylm.train.device import Precision, pick_device, pick_precision
 from tinylm.train.metrics import METRICS_FILE, MetricsLog, duration, human
-from tinylm.train.objectives import next_token
+from tinylm.train.objectives import Objective, next_token
 from tinylm.train.optim import make_optimizer
 from tinylm.train.plot import plot_loss
 from tinylm.train.schedule import decay_start, lr_at
 from tinylm.train.state import Progress, Saved, capture_rng, finite, writer
+from tinylm.transforms import applied
 
 LAST, BEST, PLOT_FILE = "last", "best", "loss.png"
 EvalHook = Callable[[Model], dict[str, Any]]
@@ -84,19 +85,28 @@ class _Run:
     eval_batches: list[torch.Tensor]
     tokens_per_step: int
     stop_requested: bool = False
+    objective: Objective = next_token  # the training loss
+    base: str | Path | None = None  # trainable-only checkpoints on top of this one
 
 
 def train(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None = None, *, model: Model | None = None,
           resume: bool = False, stop_at: int | None = None, on_eval: EvalHook | None = None,
-          quiet: bool = False, overwrite: bool = False) -> Result:  # fmt: skip
+          objective: Objective = next_token, base: str | Path | None = None, quiet: bool = False,
+          overwrite: bool = False) -> Result:  # fmt: skip
     """Train a model (a new `Model(model_config)`, or `model` as given) on `data`, writing checkpoints,
-    metrics and a loss plot under `cfg.out_dir`.
+    metrics and a loss plot under `cfg.out_dir`. Only the parameters that require grad are optimized.
 
-    resume:  continue the run saved in `<out_dir>/last` (weights, optimizer, RNG, data position).
+    resume:    continue the run saved in `<out_dir>/last` (weights, optimizer, RNG, data position);
+               a transformed or partly frozen `model` must be given again, built the same way.
     overwrite: start a new run over an existing one (without it or `resume`, an existing run is an error).
-    stop_at: stop after this step as an interruption would: save `last`, resumable later.
-    on_eval: called with the model at every evaluation; its numbers go into the metrics log, and
-             a true "done" among them ends the run early (e.g. a task solved).
+    stop_at:   stop after this step as an interruption would: save `last`, resumable later.
+    on_eval:   called with the model at every evaluation; its numbers go into the metrics log, and
+               a true "done" among them ends the run early (e.g. a task solved).
+    objective: `objective(model, x, y) -> loss`, what training minimises (tinylm.train.objectives).
+               Evaluation always reports plain next-token cross-entropy on the validation set, so
+               val_loss (and the choice of best/) compares across objectives and runs.
+    base:      the checkpoint `model` started from: checkpoints then hold only the trainable tensors
+               and a reference to it (`load_checkpoint` puts them back on top of it).
     """
     d = distributed.from_env()
     device = pick_device(cfg.device, d.local_rank)
@@ -106,6 +116,7 @@ def train(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None = 
             if d.main:
                 check_new_run(Path(cfg.out_dir), resume, overwrite)
             run = _setup(cfg, data, model_config, model, resume, d, device, quiet)
+            run.objective, run.base = objective, base
             return _loop(run, stop_at, on_eval, quiet)
     finally:
         distributed.stop(d)
@@ -122,51 +133,82 @@ def check_new_run(out: Path, resume: bool, overwrite: bool) -> None:
 
 def _setup(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None, model: Model | None, resume: bool,
            d: distributed.Dist, device: torch.device, quiet: bool) -> _Run:  # fmt: skip
+    """Everything the loop needs, in order: the model (new, given or resumed), batch arithmetic, the
+    optimizer and data order (restored on resume), the compiled/DDP forward and the metrics log."""
     out = Path(cfg.out_dir)
     if d.main:
         _check_writable(out)
     saved = Saved.load(out / LAST) if resume else None
+    model = _model(cfg, model_config, model, saved)
+    _check_data(data, model.config, cfg)
+    model.to(device).train()
+    precision = Precision(pick_precision(cfg.precision, device), device)
+    per_micro, accum = _accumulation(cfg, data, d, quiet)
+    optimizer = make_optimizer(model, cfg, device)
+    sampler = Sampler(len(data.train), cfg.batch_size, accum, d.rank, d.world, seed=cfg.seed)
+    progress = _progress(cfg, data, saved, optimizer, precision, sampler, d, device)
+    log = MetricsLog(out / METRICS_FILE, resume_step=progress.step if saved else None) if d.main else None
+    eval_batches = eval_rows(len(data.val), cfg.batch_size * d.world, cfg.eval_batches)
+    run = _Run(cfg, data, model, _forward(model, cfg, d, device), optimizer, precision, sampler, progress, d, device,
+               out, log, eval_batches, accum * per_micro)  # fmt: skip
+    if d.main and not quiet:
+        _announce(run, accum, resumed=saved is not None)
+    return run
+
+
+def _model(cfg: TrainConfig, model_config: ModelConfig | None, model: Model | None, saved: Saved | None) -> Model:
+    """The model to train: as given or new (the same initial weights in every process), with the saved
+    run's weights when resuming."""
     if model is None:
         if model_config is None:
             raise TinyLMError("train() needs a model_config or a model")
-        if saved is not None and load_config(out / LAST) != model_config:
+        if saved is not None and load_config(saved.path) != model_config:
             raise TinyLMError(
-                f"{out / LAST} holds a model of another shape than the one asked for; "
+                f"{saved.path} holds a model of another shape than the one asked for; "
                 "resume without shape options, or train into a new --out"
             )
-        torch.manual_seed(cfg.seed)  # the same initial weights in every process
+        torch.manual_seed(cfg.seed)
         model = Model(model_config)
-    cfg_m = model.config
-    _check_data(data, cfg_m, cfg)
     if saved is not None:
-        sd = load_weights(out / LAST, cfg_m)
-        if cfg_m.tie_embeddings:
-            sd["lm_head.weight"] = sd["tok_emb.weight"]
-        model.load_state_dict(sd)
-    model.to(device).train()
+        cfg_m, transforms = read_config(saved.path)
+        if transforms != applied(model):
+            raise TinyLMError(f"{saved.path} holds a model with transforms {transforms or 'none'}, the one given has "
+                              f"{applied(model) or 'none'}; resume with the model built as before")  # fmt: skip
+        load_into(model, load_weights(saved.path, cfg_m, transforms))
+    return model
 
-    precision = Precision(pick_precision(cfg.precision, device), device)
+
+def _accumulation(cfg: TrainConfig, data: TrainData, d: distributed.Dist, quiet: bool) -> tuple[int, int]:
+    """(tokens per micro-batch over all processes, micro-batches per optimizer step)."""
     per_micro = cfg.batch_size * _seq_len(data.train) * d.world
     accum = max(1, round((cfg.batch_tokens or per_micro) / per_micro))
     if cfg.batch_tokens and accum * per_micro != cfg.batch_tokens and d.main and not quiet:
         print(f"note: {cfg.batch_tokens:,} tokens per step is not a multiple of {per_micro:,} "
               f"(batch x context x processes); using {accum * per_micro:,}")  # fmt: skip
-    optimizer = make_optimizer(model, cfg, device)
-    sampler = Sampler(len(data.train), cfg.batch_size, accum, d.rank, d.world, seed=cfg.seed)
-    progress = Progress(max_steps=cfg.max_steps, data_size=len(data.train))
-    if saved is not None:
-        progress = saved.progress
-        if progress.data_size != len(data.train):
-            raise TinyLMError(
-                f"the training data has {len(data.train):,} examples but the saved run had {progress.data_size:,}; "
-                "resume with the same --data"
-            )
-        saved.restore(optimizer, precision.scaler, sampler.generator, d, device)
-        if not cfg.minutes:
-            progress.max_steps = cfg.max_steps  # a resumed run may be given more steps
-    elif d.enabled:
-        torch.manual_seed(cfg.seed + d.rank)  # dropout differs between processes
+    return per_micro, accum
 
+
+def _progress(cfg: TrainConfig, data: TrainData, saved: Saved | None, optimizer: torch.optim.Optimizer,
+              precision: Precision, sampler: Sampler, d: distributed.Dist, device: torch.device) -> Progress:  # fmt: skip
+    """A new run's counters, or the saved run's with its optimizer, scaler and random states restored."""
+    if saved is None:
+        if d.enabled:
+            torch.manual_seed(cfg.seed + d.rank)  # dropout differs between processes
+        return Progress(max_steps=cfg.max_steps, data_size=len(data.train))
+    progress = saved.progress
+    if progress.data_size != len(data.train):
+        raise TinyLMError(
+            f"the training data has {len(data.train):,} examples but the saved run had {progress.data_size:,}; "
+            "resume with the same --data"
+        )
+    saved.restore(optimizer, precision.scaler, sampler.generator, d, device)
+    if not cfg.minutes:
+        progress.max_steps = cfg.max_steps  # a resumed run may be given more steps
+    return progress
+
+
+def _forward(model: Model, cfg: TrainConfig, d: distributed.Dist, device: torch.device) -> torch.nn.Module:
+    """What training calls: the model, compiled and/or wrapped in DDP."""
     forward: torch.nn.Module = model
     if cfg.compile:
         forward = torch.compile(model)  # type: ignore[assignment]
@@ -174,20 +216,19 @@ def _setup(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None, 
         from torch.nn.parallel import DistributedDataParallel
 
         forward = DistributedDataParallel(forward, device_ids=[device] if device.type == "cuda" else None)
-    log = MetricsLog(out / METRICS_FILE, resume_step=progress.step if saved else None) if d.main else None
-    eval_batches = eval_rows(len(data.val), cfg.batch_size * d.world, cfg.eval_batches)
-    run = _Run(cfg, data, model, forward, optimizer, precision, sampler, progress, d, device, out, log,
-               eval_batches, accum * per_micro)  # fmt: skip
-    if d.main and not quiet:
-        c = cfg_m
-        print(f"training a {human(model.num_params())}-parameter {c.family} model ({c.n_layers} layers, dim {c.dim}, "
-              f"{c.n_heads} heads, context {c.context_length}) on {data.name or 'the data'}\n"
-              f"  {device} {precision.name}{' compiled' if cfg.compile else ''}, {d.world} process(es), "
-              f"{run.tokens_per_step:,} tokens per step ({cfg.batch_size} x {_seq_len(data.train)}"
-              f"{f' x {d.world}' if d.enabled else ''}{f' x {accum} accumulated' if accum > 1 else ''}), "
-              f"{'resuming at step ' + str(progress.step) + ', ' if saved else ''}"
-              f"{f'{cfg.minutes:g} minutes' if cfg.minutes else f'{progress.max_steps:,} steps'} -> {out}")  # fmt: skip
-    return run
+    return forward
+
+
+def _announce(run: _Run, accum: int, resumed: bool) -> None:
+    cfg, c, d, p = run.cfg, run.model.config, run.d, run.progress
+    T = _seq_len(run.data.train)
+    print(f"training a {human(run.model.num_params())}-parameter {c.family} model ({c.n_layers} layers, dim {c.dim}, "
+          f"{c.n_heads} heads, context {c.context_length}) on {run.data.name or 'the data'}\n"
+          f"  {run.device} {run.precision.name}{' compiled' if cfg.compile else ''}, {d.world} process(es), "
+          f"{run.tokens_per_step:,} tokens per step ({cfg.batch_size} x {T}"
+          f"{f' x {d.world}' if d.enabled else ''}{f' x {accum} accumulated' if accum > 1 else ''}), "
+          f"{'resuming at step ' + str(p.step) + ', ' if resumed else ''}"
+          f"{f'{cfg.minutes:g} minutes' if cfg.minutes else f'{p.max_steps:,} steps'} -> {run.out}")  # fmt: skip
 
 
 def _loop(run: _Run, stop_at: int | None, on_eval: EvalHook | None, quiet: bool) -> Result:
@@ -266,7 +307,7 @@ def _optimizer_step(run: _Run) -> tuple[float, float, float]:
             x, y = (t.to(run.device, non_blocking=True) for t in run.data.train.get(rows))
             sync = i == len(micro) - 1 or not run.d.enabled
             with contextlib.nullcontext() if sync else run.forward.no_sync(), run.precision.autocast():  # type: ignore[operator]
-                loss = next_token(run.forward, x, y)
+                loss = run.objective(run.forward, x, y)
             scaler.scale(loss / len(micro)).backward()
             total += loss.detach().float()
     except torch.OutOfMemoryError:
@@ -308,7 +349,8 @@ def _bad_step(run: _Run, loss: float, gnorm: float) -> None:
 
 @torch.no_grad()
 def evaluate(run: _Run) -> float:
-    """Mean loss over the fixed validation batches, each shared out between the processes as in training."""
+    """Mean next-token cross-entropy over the fixed validation batches, each shared out between the processes
+    as in training. Whatever the training objective: a validation loss that means the same in every run."""
     run.model.eval()
     sums = torch.zeros(2, device=run.device)
     B, r = run.cfg.batch_size, run.d.rank
@@ -343,9 +385,10 @@ def _checkpoint(run: _Run, val_loss: float, metrics: dict[str, Any]) -> None:
         plot = Path()
     files = (run.log.path, plot)
     tok = run.data.tokenizer
-    save_checkpoint(run.out / LAST, run.model, tok, extra=writer(cfg, p, run.optimizer, run.precision.scaler, rng, files))
+    save_checkpoint(run.out / LAST, run.model, tok, extra=writer(cfg, p, run.optimizer, run.precision.scaler, rng, files),
+                    base=run.base)  # fmt: skip
     if improved:
-        save_checkpoint(run.out / BEST, run.model, tok, extra=writer(cfg, p, None, None, None, files))
+        save_checkpoint(run.out / BEST, run.model, tok, extra=writer(cfg, p, None, None, None, files), base=run.base)
 
 
 def _summary(run: _Run, r: Result, stopped: bool) -> None:
