@@ -151,7 +151,8 @@ def check_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
                                                for g in groups):  # fmt: skip
         raise TinyLMError(f"{where}: optimizer state without valid param_groups; restore it or start a new run")
     for g, mine in zip(groups, opt.param_groups, strict=False):  # (torch checks the counts)
-        wrong = sorted(k for k, v in g.items() if k != "params" and k in mine and _kind(v) != _kind(mine[k]))
+        wrong = sorted(k for k, v in g.items() if k != "params" and k in mine and None not in (v, mine[k])
+                       and _kind(v) != _kind(mine[k]))  # (null: unset, as another trainer may write it)
         if wrong:
             raise TinyLMError(f"{where}: optimizer setting(s) {', '.join(wrong)} of the wrong type; "
                               "restore it or start a new run")  # fmt: skip
@@ -170,8 +171,8 @@ def check_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
 
 
 def _kind(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
-        return repr(type(v))
+    if isinstance(v, bool):
+        return "bool"
     if isinstance(v, int | float | torch.Tensor):
         return "number"
     return "sequence" if isinstance(v, list | tuple) else type(v).__name__
