@@ -162,7 +162,7 @@ def join_qkv(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def check_replaceable(out: Path, what: str, hf: bool) -> None:
+def check_replaceable(out: Path, what: str, hf: bool = False) -> None:
     """Writers replace `out` as a whole; refuse to do that to a file or a non-empty folder that is not `what`
     (an HF model folder if `hf`, else a tinylm checkpoint), and never to a training checkpoint (its
     optimizer and RNG state would be lost)."""
