@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> None:
     opt_keys = ("base", "data", "method", "rank", "alpha", "dropout", "targets", "on_error", "too_long", "val_frac",
                 "words_test", "words_n")  # fmt: skip
     opts = Options(**{k: given[k] for k in opt_keys})
-    train_args = {k: v for k, v in given.items() if k not in (*opt_keys, "resume", "quiet", "command", "_run")}
-    result = run_finetune(opts, train_args, resume=args.resume, quiet=args.quiet)
+    train_args = {k: v for k, v in given.items() if k not in (*opt_keys, "resume", "overwrite", "quiet", "command", "_run")}
+    result = run_finetune(opts, train_args, resume=args.resume, quiet=args.quiet, overwrite=args.overwrite)
     if result.metrics.get("words_rate") is not None and not args.quiet:
         print(f"story-words: {result.metrics['words_rate']:.1%} of {opts.words_n} held-out prompts use every word")

@@ -12,6 +12,7 @@ The loss is next-token cross-entropy on the assistant's replies only: the rows' 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,11 @@ from tinylm import transforms
 from tinylm.checkpoint import load_checkpoint, save_checkpoint
 from tinylm.errors import TinyLMError
 from tinylm.model import Model
+from tinylm.runlock import run_lock
 from tinylm.train import distributed, instruct
 from tinylm.train.config import TrainConfig
 from tinylm.train.state import Saved
-from tinylm.train.trainer import LAST, Result, TrainData, train
+from tinylm.train.trainer import LAST, Result, TrainData, check_new_run, train
 
 METHODS = ("lora", "qlora", "full")
 QLORA_BASE = "base-nf4"
@@ -50,11 +52,20 @@ class Options:
     words_n: int = 32
 
 
-def run_finetune(opts: Options, train_args: dict[str, Any], resume: bool = False, quiet: bool = False) -> Result:
+def run_finetune(opts: Options, train_args: dict[str, Any], resume: bool = False, quiet: bool = False,
+                 overwrite: bool = False) -> Result:  # fmt: skip
     if opts.method not in METHODS:
         raise TinyLMError(f"--method must be one of {', '.join(METHODS)}, got {opts.method!r}")
+    out = Path(train_args.get("out_dir", DEFAULTS["out_dir"]))
+    main = distributed.from_env().main
+    with run_lock(out) if main else contextlib.nullcontext():  # before QLoRA writes its base into the run folder
+        if main:
+            check_new_run(out, resume, overwrite)
+        return _run(opts, train_args, out, resume, quiet, overwrite)
+
+
+def _run(opts: Options, train_args: dict[str, Any], out: Path, resume: bool, quiet: bool, overwrite: bool) -> Result:
     if resume:  # the saved settings, except those given again
-        out = Path(train_args.get("out_dir", DEFAULTS["out_dir"]))
         cfg = Saved.load(out / LAST).cfg.replace(**train_args)
     else:
         cfg = TrainConfig(**{**DEFAULTS, **METHOD_DEFAULTS[opts.method], "data": opts.data, **train_args})
@@ -71,7 +82,8 @@ def run_finetune(opts: Options, train_args: dict[str, Any], resume: bool = False
         n = sum(p.numel() for p in model.parameters() if p.requires_grad)
         print(f"{opts.method}: training {n:,} adapter parameters ({n / model.config.num_params():.2%} of the base), "
               f"rank {opts.rank}, alpha {opts.alpha:g}, targets {','.join(transforms.applied(model)['adapters']['targets'])}")  # fmt: skip
-    return train(cfg, data, model=model.train(), resume=resume, on_eval=on_eval, base=base, quiet=quiet)
+    return train(cfg, data, model=model.train(), resume=resume, on_eval=on_eval, base=base, quiet=quiet,
+                 overwrite=overwrite)  # fmt: skip
 
 
 def _model(model: Model, opts: Options, out: Path, resume: bool) -> tuple[Model, str | None]:
