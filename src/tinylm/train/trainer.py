@@ -361,8 +361,7 @@ def _checkpoint(run: _Run, val_loss: float, metrics: dict[str, Any]) -> None:
     run.log.write({"step": p.step, "val_loss": val_loss, "tokens": p.tokens, "time": round(p.seconds, 2),
                    **{k: v for k, v in metrics.items() if k != "done"}})  # fmt: skip
     plot = run.out / PLOT_FILE
-    if not plot_loss(run.log.records(), plot, title=f"{run.data.name}  ({human(run.model.num_params())} params)"):
-        plot = Path()
+    plot_loss(run.log.records(), plot, title=f"{run.data.name}  ({human(run.model.num_params())} params)")
     files = (run.log.path, plot)
     tok = run.data.tokenizer
     save_checkpoint(run.out / LAST, run.model, tok, extra=writer(cfg, p, run.optimizer, run.precision.scaler, rng, files),
@@ -377,9 +376,8 @@ def _summary(run: _Run, r: Result, stopped: bool) -> None:
     print(f"{'stopped' if stopped else 'done'} at step {p.step:,} of {p.max_steps:,}: params {human(run.model.num_params())}, "
           f"tokens seen {human(p.tokens)}, best val loss {best}, time {duration(p.seconds)}, "
           f"{human(r.tokens_per_s)} tokens/s")  # fmt: skip
-    plot = run.out / PLOT_FILE
-    print(f"checkpoints: {run.out / LAST} (resumable), {run.out / BEST} (best val loss); log: {run.log.path if run.log else ''}"
-          + (f"; plot: {plot}" if plot.is_file() else "; no loss plot: pip install 'tinylm[plot]' for matplotlib"))  # fmt: skip
+    print(f"checkpoints: {run.out / LAST} (resumable), {run.out / BEST} (best val loss); "
+          f"log: {run.log.path if run.log else ''}; plot: {run.out / PLOT_FILE}")  # fmt: skip
     if stopped:
         print(f"continue with the same command plus --resume (out: {run.out})")
 
