@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from tinylm.threads import add_threads_argument
+
 NAME = "quickstart"
 ORDER = 5
 HELP = "Train a small model for a few minutes on a built-in corpus (offline) and print samples."
@@ -25,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads_argument(p)
 
 
 def default_dataset() -> str:
@@ -34,6 +37,9 @@ def default_dataset() -> str:
 
 
 def run(args: argparse.Namespace) -> None:
+    from tinylm.threads import use_threads
+
+    use_threads(args.threads)
     from tinylm.train.samples import print_samples
     from tinylm.train.session import run_training
 

@@ -34,10 +34,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from tinylm.commands.train import MODEL_KEYS
+    from tinylm.threads import use_threads
 
+    use_threads(args.threads)
     given = vars(args)
     model_args = {k: given[k] for k in MODEL_KEYS if k in given}
-    skip = {*MODEL_KEYS, "resume", "quiet", "command", "task", "_run", "digits", "data", "prompt"}
+    skip = {*MODEL_KEYS, "resume", "quiet", "threads", "command", "task", "_run", "digits", "data", "prompt"}
     train_args = {k: v for k, v in given.items() if k not in skip}
     if args.task == "addition":
         _addition(args, model_args, train_args)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tinylm.threads import add_threads_argument
+
 NAME = "train"
 ORDER = 40
 HELP = "Train a model (GPT-2 or Llama 2 shape) on a text file, prepared shards or a named dataset."
@@ -66,6 +68,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=S,
                    help="auto: bf16 where supported, fp16 on older GPUs, else fp32")  # fmt: skip
     g.add_argument("--compile", action="store_const", const=True, default=S, help="torch.compile the model")
+    add_threads_argument(g)
     g.add_argument("--seed", type=int, default=S)
     g.add_argument("--resume", action="store_true", help="continue the run in --out from last/")
     g.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -81,9 +84,12 @@ MODEL_KEYS = ("preset", "family", "n_layers", "dim", "n_heads", "n_kv_heads", "c
 
 
 def run(args: argparse.Namespace) -> None:
+    from tinylm.threads import use_threads
+
+    use_threads(args.threads)
     from tinylm.train.session import run_training
 
     given = vars(args)
     model_args = {k: given[k] for k in MODEL_KEYS if k in given}
-    train_args = {k: v for k, v in given.items() if k not in (*MODEL_KEYS, "init", "resume", "quiet", "command", "_run")}
+    train_args = {k: v for k, v in given.items() if k not in (*MODEL_KEYS, "init", "resume", "quiet", "threads", "command", "_run")}
     run_training(train_args, model_args, init=given.get("init"), resume=args.resume, quiet=args.quiet)

@@ -208,11 +208,16 @@ def _announce(run: _Run, accum: int, resumed: bool) -> None:
     T = _seq_len(run.data.train)
     print(f"training a {human(run.model.num_params())}-parameter {c.family} model ({c.n_layers} layers, dim {c.dim}, "
           f"{c.n_heads} heads, context {c.context_length}) on {run.data.name or 'the data'}\n"
-          f"  {run.device} {run.precision.name}{' compiled' if cfg.compile else ''}, {d.world} process(es), "
+          f"  {run.device}{_threads(run.device)} {run.precision.name}{' compiled' if cfg.compile else ''}, {d.world} process(es), "
           f"{run.tokens_per_step:,} tokens per step ({cfg.batch_size} x {T}"
           f"{f' x {d.world}' if d.enabled else ''}{f' x {accum} accumulated' if accum > 1 else ''}), "
           f"{'resuming at step ' + str(p.step) + ', ' if resumed else ''}"
           f"{f'{cfg.minutes:g} minutes' if cfg.minutes else f'{p.max_steps:,} steps'} -> {run.out}")  # fmt: skip
+
+
+def _threads(device: torch.device) -> str:
+    n = torch.get_num_threads()
+    return f" ({n} thread{'s' if n > 1 else ''})" if device.type == "cpu" else ""
 
 
 def _loop(run: _Run, stop_at: int | None, on_eval: EvalHook | None, quiet: bool) -> Result:
