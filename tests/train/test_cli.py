@@ -38,6 +38,16 @@ def test_train_from_a_text_file_then_resume_longer(tmp_path, text_file, capsys):
     # --resume takes the saved settings; --steps extends the run
     assert main(["train", "--out", str(out), "--resume", "--steps", "6", "--quiet"]) == 0
     assert Saved.load(out / "last").progress.step == 6
+    assert main(["train", "--out", str(out), "--resume", "--quiet"]) == 1  # nothing left: says how to extend
+    assert "larger --steps" in capsys.readouterr().err
+    # a --minutes run resumed with --steps goes on by steps
+    minutes = Saved.load(out / "last").progress.seconds / 60 + 0.01
+    assert main(["train", "--out", str(out), "--resume", "--minutes", f"{minutes:.4f}", "--quiet"]) == 0
+    timed = Saved.load(out / "last")
+    assert timed.cfg.minutes is not None and timed.progress.step > 6
+    assert main(["train", "--out", str(out), "--resume", "--steps", str(timed.progress.step + 2), "--quiet"]) == 0
+    assert Saved.load(out / "last").progress.step == timed.progress.step + 2
+    assert Saved.load(out / "last").cfg.minutes is None
     # another shape on --resume is refused
     assert main(["train", "--out", str(out), "--resume", "--dim", "64", "--quiet"]) == 1
     assert "another shape" in capsys.readouterr().err

@@ -47,30 +47,33 @@ def add_model_arguments(p: argparse.ArgumentParser, title: str = "llama, 4 layer
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("training (defaults from TrainConfig)")
+    g = p.add_argument_group("training")
     g.add_argument("--out", dest="out_dir", metavar="DIR", default=S, help="run directory: last/, best/, metrics.jsonl, loss.png")
-    g.add_argument("--steps", dest="max_steps", metavar="N", type=int, default=S, help="optimizer steps (default 1000)")
-    g.add_argument("--minutes", type=float, default=S, help="train for this long instead: steps are fitted to it")
+    g.add_argument("--steps", dest="max_steps", metavar="N", type=int, default=S, help="optimizer steps in all (default 1000); with --resume, more extends the run")
+    g.add_argument("--minutes", type=float, default=S, help="train for this long instead (in all; with --resume, more extends the run): the steps, warmup "
+                   "and evaluations are fitted to it")
     g.add_argument("--batch-size", metavar="B", type=int, default=S, help="sequences per forward pass and process (default 16)")
     g.add_argument("--batch-tokens", metavar="N", type=int, default=S, help="tokens per optimizer step, by gradient accumulation")
     g.add_argument("--lr", type=float, default=S, help="peak learning rate (default 1e-3)")
     g.add_argument("--min-lr", type=float, default=S, help="final learning rate (default lr/10)")
     g.add_argument("--schedule", choices=("cosine", "wsd", "constant"), default=S, help="after warmup (default cosine)")
-    g.add_argument("--warmup-steps", metavar="N", type=int, default=S, help="(default 100)")
+    g.add_argument("--warmup-steps", metavar="N", type=int, default=S,
+                   help="linear warmup (default: 5%% of the steps, at most 100)")
     g.add_argument("--decay-frac", type=float, default=S, help="wsd: share of steps spent decaying (default 0.2)")
     g.add_argument("--weight-decay", type=float, default=S, help="on matrices only (default 0.1)")
     g.add_argument("--beta2", type=float, default=S, help="AdamW beta2 (default 0.95)")
     g.add_argument("--grad-clip", type=float, default=S, help="max gradient norm, 0 for none (default 1.0)")
-    g.add_argument("--eval-interval", metavar="N", type=int, default=S, help="evaluate and checkpoint every N steps (default 200)")
+    g.add_argument("--eval-interval", metavar="N", type=int, default=S, help="evaluate and checkpoint every N steps "
+                   "(default: about 8 times per run, at least every 200 steps)")
     g.add_argument("--eval-batches", metavar="N", type=int, default=S, help="fixed validation batches (default 20)")
-    g.add_argument("--log-interval", metavar="N", type=int, default=S, help="(default 10)")
+    g.add_argument("--log-interval", metavar="N", type=int, default=S, help="log the training loss every N steps (default 10)")
     g.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:N, mps")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=S,
                    help="auto: bf16 where supported, fp16 on older GPUs, else fp32")  # fmt: skip
     g.add_argument("--compile", action="store_const", const=True, default=S, help="torch.compile the model")
     add_threads_argument(g)
-    g.add_argument("--seed", type=int, default=S)
-    g.add_argument("--resume", action="store_true", help="continue the run in --out from last/")
+    g.add_argument("--seed", type=int, default=S, help="of the initial weights and data order (default 1337)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from last/ (its settings, except those given)")
     g.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
 

@@ -37,7 +37,7 @@ from tinylm.train.metrics import METRICS_FILE, MetricsLog, duration, human
 from tinylm.train.objectives import Objective, next_token
 from tinylm.train.optim import make_optimizer
 from tinylm.train.plot import plot_loss
-from tinylm.train.schedule import decay_start, lr_at
+from tinylm.train.schedule import decay_start, eval_interval, lr_at
 from tinylm.train.state import Progress, Saved, capture_rng, writer
 from tinylm.transforms import applied
 
@@ -186,9 +186,26 @@ def _progress(cfg: TrainConfig, data: TrainData, saved: Saved | None, optimizer:
             "resume with the same --data"
         )
     saved.restore(optimizer, precision.scaler, sampler.generator, d, device)
-    if not cfg.minutes:
-        progress.max_steps = cfg.max_steps  # a resumed run may be given more steps
+    _resumed_length(cfg, progress, saved.path)
     return progress
+
+
+def _resumed_length(cfg: TrainConfig, p: Progress, where: Path) -> None:
+    """A resumed run goes on to the --steps or --minutes now asked for (totals since the run began), so
+    giving more extends it; a --minutes run's steps are first estimated from its pace so far."""
+    if cfg.minutes:
+        left = 60 * cfg.minutes - p.seconds
+        if left > 0 and p.step:
+            p.max_steps = p.step + max(1, int(left * p.step / p.seconds))
+        if left <= 0:
+            raise TinyLMError(f"{where.parent} has trained for {duration(p.seconds)} ({p.step:,} steps), all of "
+                              f"its {cfg.minutes:g} minutes; to extend it, resume with a larger --minutes "
+                              "(the total) or --steps")  # fmt: skip
+        return
+    p.max_steps = cfg.max_steps
+    if p.step >= p.max_steps:
+        raise TinyLMError(f"{where.parent} has trained {p.step:,} of {p.max_steps:,} steps; to extend it, resume "
+                          "with a larger --steps (the total) or --minutes")  # fmt: skip
 
 
 def _forward(model: Model, cfg: TrainConfig, d: distributed.Dist, device: torch.device) -> torch.nn.Module:
@@ -250,7 +267,7 @@ def _loop(run: _Run, stop_at: int | None, on_eval: EvalHook | None, quiet: bool)
                     agreed = distributed.all_reduce(d, torch.tensor([p.max_steps, stop], device=run.device), "max")
                     p.max_steps, stop = int(agreed[0]), bool(agreed[1])
                 bar.total = p.max_steps
-            if p.step % cfg.eval_interval == 0 or p.step >= p.max_steps or stop:
+            if p.step % eval_interval(cfg, p.max_steps) == 0 or p.step >= p.max_steps or stop:
                 val_loss = evaluate(run)
                 if on_eval is not None:
                     metrics = on_eval(run.model)
@@ -268,17 +285,22 @@ def _loop(run: _Run, stop_at: int | None, on_eval: EvalHook | None, quiet: bool)
 
 
 class _Clock:
-    """Fits max_steps of a run with a wall-clock budget to the measured time per step (from a few steps in,
-    after compilation), until the schedule starts to depend on max_steps; stops an overrunning run."""
+    """Fits max_steps of a run with a wall-clock budget (in total, resumed runs included) to the time per
+    step measured from a few steps after each start (after compilation), until the schedule starts to
+    depend on max_steps; a resumed run re-plans over its first steps even past that (it may have been
+    extended). Stops an overrunning run."""
+
+    REFIT_AFTER_RESUME = 10  # steps
 
     def __init__(self, cfg: TrainConfig, p: Progress):
         self.cfg, self.budget = cfg, 60 * (cfg.minutes or 0)
         self.from_step, self.from_time = p.step + 3, 0.0
+        self.refit_until = self.from_step + self.REFIT_AFTER_RESUME if p.step else 0
 
     def update(self, p: Progress) -> bool:
         if p.step == self.from_step:
             self.from_time = p.seconds
-        elif p.step > self.from_step and p.step <= decay_start(self.cfg, p.max_steps):
+        elif p.step > self.from_step and (p.step <= decay_start(self.cfg, p.max_steps) or p.step <= self.refit_until):
             per_step = (p.seconds - self.from_time) / (p.step - self.from_step)
             p.max_steps = p.step + max(1, int((0.97 * self.budget - p.seconds) / per_step))
         return p.seconds > 1.1 * self.budget
