@@ -4,7 +4,7 @@ import torch
 from tests.conftest import tiny_gpt2, tiny_llama
 from tinylm.config import PRESETS, ModelConfig, get_preset
 from tinylm.errors import TinyLMError
-from tinylm.model import Model
+from tinylm.model import KVCache, Model
 from tinylm.train.objectives import cross_entropy
 
 FAMILIES = {
@@ -131,3 +131,39 @@ def test_bad_config_is_one_clear_error() -> None:
         get_preset("gpt5")
     with pytest.raises(TinyLMError, match="unknown config field"):
         ModelConfig.from_dict({"dim": 32, "flux_capacitor": 1})
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_cached_prefill_and_decode_equal_the_plain_forward(name: str) -> None:
+    """Prefill a prompt into chosen cache rows, then decode one token at a time: every logit equals
+    the plain forward over the whole sequence, and rows other than the batch's are left untouched."""
+    cfg = FAMILIES[name]
+    model = Model(cfg).eval()
+    seq = torch.randint(0, cfg.vocab_size, (2, 14))
+    with torch.no_grad():
+        want = model(seq)  # (2, 14, vocab)
+        cache = KVCache(cfg, rows=4)
+        cache.rows, cache.keys = torch.tensor([3, 1]), None
+        pos = torch.arange(10).expand(2, 10)
+        got = model(seq[:, :10], pos=pos, cache=cache, logits_at=torch.tensor([9, 9]))
+        torch.testing.assert_close(got, want[:, 9], atol=1e-5, rtol=1e-5)
+        assert all(k[[0, 2]].abs().sum() == 0 for k in cache.k)
+        for t in range(10, 14):
+            cache.rows, cache.keys = torch.tensor([3, 1]), torch.arange(t + 1)
+            step = model(seq[:, t : t + 1], pos=torch.full((2, 1), t), cache=cache)  # (2, 1, vocab)
+            torch.testing.assert_close(step[:, 0], want[:, t], atol=1e-5, rtol=1e-5)
+
+
+def test_positions_without_a_cache_shift_the_sequence() -> None:
+    """Per-row positions: a row placed at positions 5.. equals the same tokens after 5 others, with
+    RoPE (relative) exactly the attention pattern and with learned positions their embeddings."""
+    for cfg in (tiny_llama(), tiny_gpt2()):
+        model = Model(cfg).eval()
+        idx = torch.randint(0, cfg.vocab_size, (1, 8))
+        with torch.no_grad():
+            plain, shifted = model(idx), model(idx, pos=torch.arange(5, 13)[None])
+        assert plain.shape == shifted.shape
+        if cfg.positions == "rope":  # relative positions only: a uniform shift changes nothing
+            torch.testing.assert_close(plain, shifted, atol=1e-4, rtol=1e-4)
+        else:
+            assert not torch.allclose(plain, shifted)

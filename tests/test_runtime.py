@@ -49,7 +49,7 @@ def test_half_precision_checkpoints_load_as_float32(tmp_path: Path, dtype: torch
     idx = [1, 2, 3, 4]
     with torch.no_grad():
         want = model.float()(torch.tensor([idx]))[0, -1].numpy()
-    np.testing.assert_allclose(rt.prefill([idx], 8)[0], want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(rt.prefill([0], [idx])[0], want, rtol=1e-4, atol=1e-4)
 
 
 def test_bad_checkpoints_are_one_line_errors(tmp_path: Path) -> None:
@@ -128,6 +128,6 @@ def test_exact_gelu_model_decodes_like_torch() -> None:
     assert len(set(out)) > 5, "degenerate model: greedy output barely varies"
     assert out == want.argmax(-1).tolist()
     # the logits follow the exact form, far closer than the tanh form's are
-    got = runtime.prefill([prompt], len(prompt))[0]
+    got = runtime.prefill([0], [prompt])[0]
     err, tanh_err = np.abs(got - want[0].numpy()).max(), np.abs(got - tanh).max()
     assert err < 1e-4 and tanh_err > 20 * err

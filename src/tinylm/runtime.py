@@ -4,9 +4,9 @@ Reads a checkpoint directory (config.json, model.safetensors, tokenizer/) and ge
 either model family:
   GPT-2:   learned positions, LayerNorm, GELU (tanh approximation), biases;
   Llama 2: RoPE on interleaved pairs (x[2i], x[2i+1]), RMSNorm, SwiGLU, grouped-query attention.
-Everything is float32. The KV cache is preallocated per generation; every row of a batch has its
-own position, so prompts of different lengths are right-padded and a mask hides the cache positions
-a row has not written yet. Decoding one token is a few matrix products per layer, vectorised over
+Everything is float32. The KV cache holds rows that generations own (the engine protocol of
+`tinylm.generate.loop`); every row has its own position, so prompts of different lengths are
+right-padded and a mask hides the cache positions a row has not written yet. Decoding one token is a few matrix products per layer, vectorised over
 heads. Sampling, stop handling and streaming are the torch-free pieces in `tinylm.generate`.
 
     from tinylm.generate import Generator            # the sampling loop runs on this engine
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,9 +160,9 @@ class NumpyModel:
             freqs = cfg.rope_theta ** (-np.arange(0, cfg.head_dim, 2, dtype=np.float64) / cfg.head_dim)
             angles = np.outer(np.arange(cfg.context_length, dtype=np.float64), freqs)
             self.rotation = np.exp(1j * angles).astype(np.complex64)  # (context, head_dim / 2)
-        self.k_cache = self.v_cache = np.zeros(0, dtype=np.float32)
-        self.pos = np.zeros(0, dtype=np.int64)  # each row's next position
-        self.limit = 0  # positions this generation may use
+        shape = (cfg.n_layers, 0, cfg.kv_heads, cfg.context_length, cfg.head_dim)  # rows come with reserve
+        self.k_cache = self.v_cache = np.zeros(shape, dtype=np.float32)
+        self.pos = np.zeros(0, dtype=np.int64)  # each cache row's next position
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> NumpyModel:
@@ -181,49 +182,69 @@ class NumpyModel:
                                   f"{cfg.vocab_size}; they do not belong together")  # fmt: skip
         return cls(cfg, weights, tokenizer)
 
-    # ---- the engine interface used by tinylm.generate.loop
+    # ---- the engine interface used by tinylm.generate (loop and scheduler)
 
-    def prefill(self, prompts: list[list[int]], length: int) -> np.ndarray:
-        """Start a generation whose rows need at most `length` positions; logits (B, vocab) after each prompt."""
+    def reserve(self, rows: int) -> None:
+        """Make room for at least `rows` cache rows, keeping what the existing rows hold. The caches span
+        the context (attention reads only the filled prefix) and grow only when more rows are asked for."""
+        cfg, have = self.config, self.k_cache.shape[1]
+        if rows <= have:
+            return
+        shape = (cfg.n_layers, rows, cfg.kv_heads, cfg.context_length, cfg.head_dim)
+        k, v = np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.float32)
+        k[:, :have], v[:, :have] = self.k_cache, self.v_cache
+        self.k_cache, self.v_cache = k, v
+        self.pos = np.concatenate([self.pos, np.zeros(rows - have, dtype=np.int64)])
+
+    def prefill(self, rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> np.ndarray:
+        """Run each prompt from position 0 into its cache row (right-padded to the longest); logits
+        (len(rows), vocab) after each prompt's last token."""
         cfg = self.config
         if not prompts or min(map(len, prompts)) == 0:
             raise TinyLMError("every prompt needs at least one token")
         longest = max(map(len, prompts))
-        if longest > length or length > cfg.context_length:
-            raise TinyLMError(
-                f"cannot hold {length} positions (longest prompt {longest}) in a context of {cfg.context_length}"
-            )
-        B = len(prompts)
-        # caches span the context and are made once per batch size (attention reads the filled prefix)
-        shape = (cfg.n_layers, B, cfg.kv_heads, cfg.context_length, cfg.head_dim)
-        if self.k_cache.shape != shape:
-            self.k_cache = np.zeros(shape, dtype=np.float32)
-            self.v_cache = np.zeros(shape, dtype=np.float32)
+        if longest > cfg.context_length:
+            raise TinyLMError(f"a prompt of {longest} tokens does not fit the context of {cfg.context_length}")
+        self.reserve(max(rows) + 1)
+        rows = np.asarray(rows, dtype=np.int64)
         idx = np.array([list(p) + [0] * (longest - len(p)) for p in prompts], dtype=np.int64)
-        pos = np.broadcast_to(np.arange(longest), (B, longest))
+        pos = np.broadcast_to(np.arange(longest), idx.shape)
         lens = np.array([len(p) for p in prompts])
-        logits = self.forward(idx, pos, lens - 1)
-        self.pos, self.limit = lens.copy(), length
+        logits = self.forward(idx, pos, lens - 1, rows)
+        self.pos[rows] = lens
         return logits
 
-    def decode(self, tokens: np.ndarray) -> np.ndarray:
-        """Append one token per row at the row's next position; logits (B, vocab)."""
-        if self.pos.max() >= self.limit:
-            raise TinyLMError(f"this generation was started for {self.limit} positions and they are all used")
-        logits = self.forward(np.asarray(tokens, dtype=np.int64).reshape(-1, 1), self.pos[:, None], None)
-        self.pos += 1
+    def decode(self, rows: Sequence[int], tokens: np.ndarray) -> np.ndarray:
+        """Append one token per row at the row's next position; logits (len(rows), vocab)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if (self.pos[rows] >= self.config.context_length).any():
+            raise TinyLMError(f"a row has used all {self.config.context_length} positions of the context")
+        tokens = np.asarray(tokens, dtype=np.int64).reshape(-1, 1)
+        logits = self.forward(tokens, self.pos[rows][:, None], None, rows)
+        self.pos[rows] += 1
         return logits
+
+    def logits(self, idx: np.ndarray) -> np.ndarray:
+        """Logits at every position (B, T, vocab) of sequences idx (B, T) that start at position 0:
+        scoring, not generation (it overwrites cache rows 0..B-1)."""
+        B, T = idx.shape
+        self.reserve(B)
+        pos = np.broadcast_to(np.arange(T), (B, T))
+        return self.forward(np.ascontiguousarray(idx, dtype=np.int64), pos, None, np.arange(B)).reshape(B, T, -1)
 
     # ---- the forward pass
 
-    def forward(self, idx: np.ndarray, pos: np.ndarray, last: np.ndarray | None) -> np.ndarray:
-        """Tokens idx at positions pos (both (B, T)): write their keys and values into the cache and
-        return the logits at column `last` of each row, or of the only column when T == 1."""
+    def forward(self, idx: np.ndarray, pos: np.ndarray, last: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+        """Tokens idx at positions pos (both (B, T)) of cache rows `rows` (B,): write their keys and
+        values into the cache and return the logits at column `last` of each row, or of the only
+        column when T == 1."""
         cfg = self.config
         B, T = idx.shape
         H, KV, hs, eps = cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.norm_eps
         G = H // KV  # query heads per kv head
         n = int(pos.max()) + 1  # attend over the cache prefix that any row has filled
+        # rows 0..B-1 are a slice of the cache (a view); other rows are gathered (a copy of their prefix)
+        read = slice(0, B) if np.array_equal(rows, np.arange(B)) else rows
         x = self.tok_emb[idx.ravel()]  # the residual stream, (B*T, dim)
         if self.pos_emb is not None:
             x = x + self.pos_emb[pos.ravel()]
@@ -232,7 +253,6 @@ class NumpyModel:
         # keys a query may not see yet (positions after its own), as -inf added to the scores
         hidden = np.arange(n) > pos[:, None, None, :, None]  # (B, 1, 1, T, n)
         bias = np.where(hidden, np.float32(-np.inf), np.float32(0)) if hidden.any() else None
-        rows = np.arange(B)[:, None]
         for i, layer in enumerate(self.layers):
             # attention: project, rotate, store in the cache, attend over the filled prefix
             qkv = linear(self.norm(x, *layer.attn_norm, eps), layer.wqkv, layer.bqkv)
@@ -241,11 +261,11 @@ class NumpyModel:
             if cfg.positions == "rope":
                 qk = qkv[:, :, : H + KV].view(np.complex64) * rotation  # q and k in one product
                 q, k = qk[:, :, :H].view(np.float32), qk[:, :, H:].view(np.float32)
-            k_cache, v_cache = self.k_cache[i], self.v_cache[i]  # (B, KV, context, hs)
-            k_cache[rows, :, pos] = k  # element (b, t) lands at [b, :, pos[b, t]]
-            v_cache[rows, :, pos] = v
+            k_cache, v_cache = self.k_cache[i], self.v_cache[i]  # (rows, KV, context, hs)
+            k_cache[rows[:, None], :, pos] = k  # element (b, t) lands at [rows[b], :, pos[b, t]]
+            v_cache[rows[:, None], :, pos] = v
             q = q.reshape(B, T, KV, G, hs).transpose(0, 2, 3, 1, 4).reshape(B, KV, G * T, hs)
-            att = q @ k_cache[:, :, :n].transpose(0, 1, 3, 2)  # (B, KV, G*T, n)
+            att = q @ k_cache[read, :, :n].transpose(0, 1, 3, 2)  # (B, KV, G*T, n)
             att = att.reshape(B, KV, G, T, n)
             att *= np.float32(1.0 / math.sqrt(hs))
             if bias is not None:
@@ -253,7 +273,7 @@ class NumpyModel:
             att -= att.max(-1, keepdims=True)
             np.exp(att, out=att)
             att /= att.sum(-1, keepdims=True)
-            y = att.reshape(B, KV, G * T, n) @ v_cache[:, :, :n]  # (B, KV, G*T, hs)
+            y = att.reshape(B, KV, G * T, n) @ v_cache[read, :, :n]  # (B, KV, G*T, hs)
             y = y.reshape(B, KV, G, T, hs).transpose(0, 3, 1, 2, 4).reshape(B * T, H * hs)
             x = x + linear(y, layer.wo, layer.bo)
             # MLP

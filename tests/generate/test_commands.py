@@ -54,7 +54,7 @@ def test_sample_ids_without_a_tokenizer(save_random, capsys) -> None:
     ("args", "message"),
     [
         (["--engine", "tpu"], "unknown engine 'tpu'"),
-        (["-n", "100"], "between 1 and 47"),
+        (["-n", "0"], "at least 1"),
         (["x" * 60], "--truncate"),
         (["--ids", "1 two"], "expected token ids"),
         (["--top-p", "0"], "top-p"),
@@ -69,8 +69,9 @@ def test_sample_bad_input_is_one_line(ckpt: Path, capsys, args: list[str], messa
 def test_sample_truncate_keeps_going(ckpt: Path, capsys) -> None:
     assert main(["sample", str(ckpt), "ab" * 40, "--truncate", "-n", "5", "--temperature", "0"]) == 0
     out, err = capsys.readouterr()
-    assert out.startswith("ba" * 21 + "b")  # the last 43 of the 81 prompt tokens, then 5 new ones
-    assert "prompt: 43 tokens" in err
+    # the last 44 of the 81 prompt tokens (48 - 5 + 1: room for 5 new ones without sliding), then those
+    assert out.startswith("ab" * 22) and len(out.strip()) == 44 + 5
+    assert "prompt: 44 tokens" in err
 
 
 @pytest.mark.slow

@@ -66,8 +66,8 @@ def test_prefill_logits_match_model_forward(name: str) -> None:
     prompt = list(range(1, 40))
     with torch.no_grad():
         want = model(torch.tensor([prompt]))[0, -1].numpy()
-    np.testing.assert_allclose(TorchEngine(model).prefill([prompt], 50)[0], want, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(numpy_model(model).prefill([prompt], 50)[0], want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(TorchEngine(model).prefill([0], [prompt])[0], want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(numpy_model(model).prefill([0], [prompt])[0], want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.slow

@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--ids", action="append", metavar="IDS", help="a prompt as token ids, e.g. '1 403 411' (repeatable)"
     )
     p.add_argument("-n", "--max-new-tokens", type=int, default=None,
-                   help="tokens to generate per prompt (default: until the context is full)")  # fmt: skip
+                   help="tokens to generate per prompt (default: up to the context's last position; "
+                        "more slide the window: the last context/2 tokens are run again)")  # fmt: skip
     p.add_argument("--temperature", type=float, default=1.0, help="0 is greedy (default 1.0)")
     p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens")
     p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (default 0.9; 1 is off)")

@@ -11,7 +11,7 @@ the statistics in `evaluate.py`.
 
 from tinylm.eval.data import Documents, load_documents
 from tinylm.eval.evaluate import EvalResult, evaluate_models, summarize
-from tinylm.eval.models import Scored, load_model, numpy_logits
+from tinylm.eval.models import Scored, load_model
 from tinylm.eval.protocols import PROTOCOLS, Protocol, Window, cut
 from tinylm.eval.scoring import Scores, score
 
@@ -27,7 +27,6 @@ __all__ = [
     "evaluate_models",
     "load_documents",
     "load_model",
-    "numpy_logits",
     "score",
     "summarize",
 ]

@@ -45,17 +45,7 @@ class Scored:
         if isinstance(self.model, torch.nn.Module):
             with torch.inference_mode():
                 return self.model(torch.from_numpy(idx).to(self.device)).float()
-        return torch.from_numpy(numpy_logits(self.model, idx)).to(self.device)
-
-
-def numpy_logits(model: Any, idx: np.ndarray) -> np.ndarray:
-    """Logits at every position (B, T, vocab) from the NumPy runtime, which only exposes the last
-    position through `prefill`: size its KV cache for B rows with a one-token prefill, then run its
-    forward pass over the whole windows, asking for no single column (`last=None`)."""
-    B, T = idx.shape
-    model.prefill([[0]] * B, 1)
-    pos = np.broadcast_to(np.arange(T), (B, T))
-    return model.forward(np.ascontiguousarray(idx, dtype=np.int64), pos, None).reshape(B, T, -1)
+        return torch.from_numpy(self.model.logits(idx)).to(self.device)
 
 
 def load_model(spec: ModelSpec, engine: str = "torch", device: str = "cpu", name: str = "model") -> Scored:

@@ -1,4 +1,5 @@
-"""Text generation: a torch engine with a static KV cache, shared NumPy sampling, streaming.
+"""Text generation: a torch engine with a static KV cache, shared NumPy sampling, streaming, and a
+scheduler that batches many generations continuously (each owns a row of the cache).
 
     from tinylm.generate import Generator, generate
     gen = Generator.load("runs/stories15M")                 # or engine="numpy"
@@ -17,6 +18,7 @@ from typing import Any
 from tinylm.generate.generator import ENGINES, Completion, Generation, Generator, Prompt
 from tinylm.generate.loop import Engine, Timing, generate_ids
 from tinylm.generate.sampling import Sampler, SamplingParams
+from tinylm.generate.scheduler import Event, QueueFull, Request, Scheduler
 from tinylm.generate.stream import TextStream
 
 
@@ -37,10 +39,14 @@ __all__ = [
     "ENGINES",
     "Completion",
     "Engine",
+    "Event",
     "Generation",
     "Generator",
+    "QueueFull",
+    "Request",
     "Sampler",
     "SamplingParams",
+    "Scheduler",
     "TextStream",
     "Timing",
     "generate",

@@ -124,15 +124,18 @@ def measure(
             pass
         decode = max(decode, t.decode_tokens_per_s)
         start = time.perf_counter()
-        eng.prefill([prompt], prompt_tokens)
+        eng.prefill([0], [prompt])
         prefill = max(prefill, prompt_tokens / (time.perf_counter() - start))
     return Result(shape, engine, threads, decode, prefill, new_tokens, prompt_tokens, warmup)
 
 
 def measure_isolated(shape: str, engine: str, threads: int, new_tokens: int, prompt_tokens: int,
-                     repeats: int) -> Result:  # fmt: skip
-    """`measure` in a fresh Python whose BLAS/OpenMP thread pools are limited to `threads`."""
+                     repeats: int, src: str | None = None) -> Result:  # fmt: skip
+    """`measure` in a fresh Python whose BLAS/OpenMP thread pools are limited to `threads`; `src`
+    imports tinylm from another checkout's src/ folder instead (a baseline to compare against)."""
     env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = src
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
     job = json.dumps([shape, engine, threads, new_tokens, prompt_tokens, repeats])

@@ -7,7 +7,7 @@ the CLI, the quickstart and a server call. Nothing here imports torch.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,9 @@ import numpy as np
 
 from tinylm.config import ModelConfig
 from tinylm.errors import TinyLMError
-from tinylm.generate.loop import Engine, Timing, generate_ids
-from tinylm.generate.sampling import Sampler, SamplingParams
-from tinylm.generate.stream import TextStream
+from tinylm.generate.loop import Engine, Timing
+from tinylm.generate.sampling import SamplingParams
+from tinylm.generate.scheduler import Scheduler
 from tinylm.tokenizer.base import Tokenizer
 
 ENGINES = ("torch", "numpy")
@@ -29,67 +29,58 @@ class Completion:
     prompt_ids: list[int]
     ids: list[int] = field(default_factory=list)  # generated ids; a stop token that ended it is left out
     text: str | None = None  # None without a tokenizer; cut before a stop string
-    finish_reason: str = "length"  # "stop": a stop token or string; "length": max_new_tokens reached
+    finish_reason: str = "length"  # "stop": a stop token or string; "length": max_new_tokens reached;
+    # "cancelled": the generation was abandoned before it ended
 
 
 class Generation:
-    """One batched generation; iterate it for (row, token or None, new text) events, then read
-    `completions` and `timing`. A token of None is the final text of a row, given when it ends."""
+    """A batch of prompts run on the generator's scheduler; iterate it for (row, token or None, new
+    text) events, then read `completions` and `timing`. A token of None is the final text of a row,
+    given when it ends. Its requests are submitted when iteration starts, so generations started at
+    different times interleave on one scheduler (each steps it; every request advances)."""
 
     def __init__(self, gen: Generator, prompts: list[list[int]], max_new_tokens: int, params: SamplingParams,
-                 stop: Sequence[str], stop_ids: Sequence[int]):  # fmt: skip
+                 stop: Sequence[str], stop_ids: Sequence[int] | None):  # fmt: skip
         self.gen, self.prompts, self.max_new_tokens = gen, prompts, max_new_tokens
-        self.sampler = Sampler(params, rows=len(prompts))
-        self.stop_ids = set(stop_ids)
+        self.params, self.stop, self.stop_ids = params, stop, stop_ids
         self.completions = [Completion(prompt_ids=p) for p in prompts]
-        tok = gen.tokenizer
-        self.streams = [TextStream(tok, p, stop) for p in prompts] if tok is not None else None
         self.timing = Timing()
 
     def __iter__(self) -> Iterator[tuple[int, int | None, str]]:
-        done = np.zeros(len(self.prompts), dtype=bool)
-        steps = generate_ids(self.gen.engine, self.prompts, self.max_new_tokens, self.sampler, self.stop_ids,
-                             done=done, timing=self.timing)  # fmt: skip
-        for tokens in steps:
-            for row, token in enumerate(tokens.tolist()):
-                if token < 0:
-                    continue
-                c = self.completions[row]
-                if token in self.stop_ids:
-                    c.finish_reason = "stop"
-                    yield from self._finish(row)
-                    continue
-                c.ids.append(token)
-                piece = ""
-                if self.streams is not None:
-                    s = self.streams[row]
-                    piece = s.push(token)
-                    if s.stopped:
-                        done[row], c.finish_reason = True, "stop"
-                yield row, token, piece
-                if done[row]:
-                    yield from self._finish(row)
-        for row, c in enumerate(self.completions):
-            if c.text is None and self.streams is not None:
-                yield from self._finish(row)
-
-    def _finish(self, row: int) -> Iterator[tuple[int, int | None, str]]:
-        if self.streams is None:
-            return
-        s = self.streams[row]
-        self.completions[row].text = s.text
-        rest = s.finish()
-        if rest:
-            yield row, None, rest
+        sched = self.gen.scheduler
+        reqs = [sched.submit(p, self.max_new_tokens, self.params, stop=self.stop, stop_ids=self.stop_ids,
+                             stream_row=i) for i, p in enumerate(self.prompts)]  # fmt: skip
+        for c, r in zip(self.completions, reqs, strict=True):
+            c.ids = r.ids  # the same list: it grows as the request generates
+        before = replace(sched.timing)
+        running = set(range(len(reqs)))
+        try:
+            while running:
+                sched.step()
+                for i in sorted(running):
+                    for event in reqs[i].events():
+                        if event.finish_reason is not None:
+                            c, r = self.completions[i], reqs[i]
+                            c.text, c.finish_reason = r.text, r.finish_reason
+                            running.discard(i)
+                        if event.token is not None or event.text:
+                            yield i, event.token, event.text
+        finally:  # also when the consumer stops early: give the rows back
+            for r in reqs:
+                r.cancel()
+            self.timing = sched.timing.since(before)
 
 
 class Generator:
-    """A loaded model ready to generate text: an engine plus its tokenizer (optional)."""
+    """A loaded model ready to generate text: an engine plus its tokenizer (optional), and the scheduler
+    that runs every generation on them (at most `max_batch` rows at once; more prompts wait their turn)."""
 
-    def __init__(self, engine: Engine, tokenizer: Tokenizer | None = None):
+    def __init__(self, engine: Engine, tokenizer: Tokenizer | None = None, max_batch: int = 16):
         self.engine = engine
         self.tokenizer = tokenizer
         self.config: ModelConfig = engine.config
+        # no queue limit: a batch of prompts is submitted whole and waits for free rows
+        self.scheduler = Scheduler(engine, tokenizer, max_batch=max_batch, max_queue=2**62)
 
     @classmethod
     def load(cls, checkpoint: str | Path, engine: str = "torch", device: str = "cpu",
@@ -139,30 +130,27 @@ class Generator:
 
     def _prompts(self, prompts: Sequence[Prompt], max_new_tokens: int | None,
                  truncate: bool) -> tuple[list[list[int]], int]:  # fmt: skip
-        """Encoded prompts that fit the context with room for the new tokens, and how many those are."""
+        """Encoded prompts that fit the context, and how many new tokens to generate. A generation
+        longer than the context slides its window (see tinylm.generate.scheduler), so only the prompt
+        itself must fit; by default the completion fills the context up to its last position (the
+        last new token is never fed back, so it needs no position)."""
         ctx, n = self.config.context_length, max_new_tokens
-        if n is not None and not 1 <= n < ctx:
-            raise TinyLMError(
-                f"max new tokens must be between 1 and {ctx - 1} (the context is {ctx}), got {n}"
-            )
+        if n is not None and n < 1:
+            raise TinyLMError(f"max new tokens must be at least 1, got {n}")
         ids = [self.encode(p) for p in prompts]
         if not all(ids):
             raise TinyLMError("the prompt is empty and there is no BOS or EOS token to start from; "
                               "give some prompt text or token ids")  # fmt: skip
-        budget = ctx - (n or 1)  # the longest prompt that leaves room for the new tokens
         for i, p in enumerate(ids):
-            if len(p) <= budget:
+            if len(p) <= ctx:
                 continue
-            if truncate:  # keep the end of the prompt: it is what the continuation follows
-                ids[i] = p[-(ctx - n if n else ctx // 2) :]
-            elif n is None or len(p) >= ctx:
+            if not truncate:
                 raise TinyLMError(f"the prompt is {len(p)} tokens but the context holds {ctx}; "
                                   "shorten it or pass --truncate to keep its end")  # fmt: skip
-            else:
-                raise TinyLMError(f"the prompt ({len(p)} tokens) + {n} new tokens exceed the context of {ctx}; "
-                                  f"ask for at most {ctx - len(p)} new tokens, shorten the prompt "
-                                  "or pass --truncate")  # fmt: skip
-        return ids, n or ctx - max(map(len, ids))
+            # keep the end of the prompt, which the continuation follows: all of it that leaves room
+            # for the new tokens without sliding, but at least half the context
+            ids[i] = p[-max(ctx - n + 1 if n else 0, ctx // 2) :]
+        return ids, n or ctx - max(map(len, ids)) + 1
 
     # ---- generation
 
@@ -183,18 +171,13 @@ class Generator:
     ) -> Generation:
         """A batched generation, ready to iterate (see `Generation`). `prompts` is one prompt or a list
         of them; a prompt is text or a list of token ids. `max_new_tokens` None fills the context.
-        `stop_ids` defaults to the tokenizer's EOS."""
+        `stop_ids` defaults to the tokenizer's EOS and BOS (see scheduler.default_stop_ids)."""
         single = isinstance(prompts, str) or (len(prompts) > 0 and isinstance(prompts[0], int | np.integer))
         batch: Sequence[Prompt] = [prompts] if single else prompts  # type: ignore[list-item]
         if len(batch) == 0:
             raise TinyLMError("no prompts given")
         params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty, seed)
         ids, n = self._prompts(batch, max_new_tokens, truncate)
-        if stop_ids is None:
-            eos = self.tokenizer.eos_id if self.tokenizer is not None else None
-            stop_ids = [eos] if eos is not None else []
-        if stop and self.tokenizer is None:
-            raise TinyLMError("stop strings need a tokenizer to decode the text; use stop token ids instead")
         return Generation(self, ids, n, params, stop, stop_ids)
 
     def generate(self, prompts: Prompt | Sequence[Prompt], max_new_tokens: int | None = None,

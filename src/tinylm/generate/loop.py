@@ -1,9 +1,11 @@
-"""The decode loop both engines share: prefill, then pick a token per row and feed it back.
+"""The engine protocol, and the simplest loop over it: one fixed batch, prefill then decode.
 
-An engine is anything with `prefill(prompts, length) -> logits (B, vocab)` (start a generation whose
-rows need at most `length` cache positions) and `decode(tokens (B,)) -> logits (B, vocab)`, both
-returning float32 NumPy arrays. The torch engine (`tinylm.generate.engine`) and the NumPy runtime
-(`tinylm.runtime`) are the two; this module imports neither, so it runs without torch.
+An engine keeps a KV cache of rows; a generation owns some of them. `prefill(rows, prompts)` runs each
+prompt from position 0 into its row and `decode(rows, tokens)` appends one token to each row, both
+returning float32 NumPy logits (len(rows), vocab) for the next token. The torch engine
+(`tinylm.generate.engine`) and the NumPy runtime (`tinylm.runtime`) are the two; this module imports
+neither, so it runs without torch. The scheduler (`tinylm.generate.scheduler`) drives the same
+protocol with requests that come and go.
 """
 
 from __future__ import annotations
@@ -22,16 +24,21 @@ from tinylm.generate.sampling import Sampler
 class Engine(Protocol):
     config: ModelConfig
 
-    def prefill(self, prompts: list[list[int]], length: int) -> np.ndarray: ...
-    def decode(self, tokens: np.ndarray) -> np.ndarray: ...
+    def prefill(self, rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> np.ndarray: ...
+    def decode(self, rows: Sequence[int], tokens: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass
 class Timing:
     prompt_tokens: int = 0
     prefill_s: float = 0.0
-    new_tokens: int = 0  # tokens computed by decode steps (finished rows included: they cost the same)
+    new_tokens: int = 0  # tokens computed by decode steps (rows riding along after they finished included)
     decode_s: float = 0.0
+
+    def since(self, before: Timing) -> Timing:
+        """What was added to these totals after `before` (a copy taken earlier)."""
+        return Timing(self.prompt_tokens - before.prompt_tokens, self.prefill_s - before.prefill_s,
+                      self.new_tokens - before.new_tokens, self.decode_s - before.decode_s)  # fmt: skip
 
     @property
     def prefill_tokens_per_s(self) -> float:
@@ -66,13 +73,14 @@ def generate_ids(
     )
 
     start = time.perf_counter()
-    logits = engine.prefill(prompts, max(map(len, prompts)) + max_new_tokens - 1)
+    rows = range(len(prompts))
+    logits = engine.prefill(rows, prompts)
     timing.prompt_tokens += sum(map(len, prompts))
     tokens = np.zeros(0, dtype=np.int64)
     for step in range(max_new_tokens):
         if step:
             start = time.perf_counter()
-            logits = engine.decode(tokens)
+            logits = engine.decode(rows, tokens)
         if sampler.params.greedy and history is None:
             tokens = logits.argmax(-1).astype(np.int64)
         else:

@@ -62,6 +62,12 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return z / z.sum()
 
 
+def log_softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits.astype(np.float64) / temperature
+    z -= z.max()
+    return z - np.log(np.exp(z).sum())
+
+
 def top_ids(probs: np.ndarray, m: int) -> np.ndarray:
     """Ids of the m most likely tokens, most likely first; equal probabilities in order of id.
     A partition finds the m-th largest value first, so only the candidates are sorted."""
@@ -128,6 +134,15 @@ class Sampler:
         if p.min_p:
             probs = min_p_filter(probs, p.min_p)
         return probs / probs.sum()
+
+    def logprobs(self, logits: np.ndarray, history: Sequence[int] | np.ndarray = ()) -> np.ndarray:
+        """Log-probabilities (vocab,) after the repetition penalty and temperature (1 when greedy) but
+        before top-k/top-p/min-p: OpenAI's convention, so a filtered-out token still gets its
+        model log-probability rather than -inf, and greedy reports the model's own distribution."""
+        p = self.params
+        if p.repetition_penalty != 1.0:
+            logits = apply_repetition_penalty(logits, history, p.repetition_penalty)
+        return log_softmax(logits, p.temperature or 1.0)
 
     def sample(self, logits: np.ndarray, row: int = 0, history: Sequence[int] | np.ndarray = ()) -> int:
         """The next token for `row` given its logits (vocab,) and the ids it has seen so far."""

@@ -17,8 +17,12 @@ a finished one (or a cosine one) rises back to where the longer schedule is at t
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
+from tinylm.errors import TinyLMError
 from tinylm.train.config import TrainConfig
+from tinylm.train.metrics import duration
 
 AUTO_WARMUP_FRAC, AUTO_WARMUP_MAX = 0.05, 100
 AUTO_EVALS, AUTO_EVAL_MAX = 8, 200
@@ -63,3 +67,22 @@ def decay_start(cfg: TrainConfig, max_steps: int) -> int:
     if cfg.schedule == "wsd":
         return max(warmup, max_steps - round(cfg.decay_frac * max_steps))
     return max_steps
+
+
+def resumed_length(cfg: TrainConfig, p: Any, where: Path) -> None:
+    """A resumed run goes on to the --steps or --minutes now asked for (totals since the run began), so
+    giving more extends it; a --minutes run's steps are first estimated from its pace so far.
+    `p`: the saved Progress (either trainer's), changed in place."""
+    if cfg.minutes:
+        left = 60 * cfg.minutes - p.seconds
+        if left > 0 and p.step:
+            p.max_steps = p.step + max(1, int(left * p.step / p.seconds))
+        if left <= 0:
+            raise TinyLMError(f"{where.parent} has trained for {duration(p.seconds)} ({p.step:,} steps), all of "
+                              f"its {cfg.minutes:g} minutes; to extend it, resume with a larger --minutes "
+                              "(the total) or --steps")  # fmt: skip
+        return
+    p.max_steps = cfg.max_steps
+    if p.step >= p.max_steps:
+        raise TinyLMError(f"{where.parent} has trained {p.step:,} of {p.max_steps:,} steps; to extend it, resume "
+                          "with a larger --steps (the total) or --minutes")  # fmt: skip

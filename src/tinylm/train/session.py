@@ -18,13 +18,14 @@ from tinylm.train.data import prepare_data, prepared_dir, shard_data
 from tinylm.train.device import pick_device
 from tinylm.train.shapes import build_config
 from tinylm.train.state import Saved
-from tinylm.train.trainer import LAST, Result, train
+from tinylm.train.trainer import LAST, train
 
 
 def run_training(train_args: dict[str, Any], model_args: dict[str, Any], *, init: str | None = None,
-                 resume: bool = False, quiet: bool = False) -> Result:  # fmt: skip
+                 resume: bool = False, quiet: bool = False, engine: str = "torch") -> Any:  # fmt: skip
     """`train_args`: TrainConfig fields that were given; `model_args`: preset/family and sizes that were
-    given (build_config's names). On resume, the saved settings apply except those given here."""
+    given (build_config's names). On resume, the saved settings apply except those given here.
+    engine "numpy": train with tinylm.nptrain (same data, checkpoints and resume) instead of torch."""
     out = Path(train_args.get("out_dir", TrainConfig.out_dir))
     saved_model = None
     if resume:
@@ -37,7 +38,10 @@ def run_training(train_args: dict[str, Any], model_args: dict[str, Any], *, init
     if cfg.data is None:
         raise TinyLMError("--data is required: a text file, a `tinylm prepare` directory or a dataset name")
     d = distributed.from_env()
-    distributed.start(d, pick_device(cfg.device, d.local_rank))
+    if engine == "numpy" and d.enabled:
+        raise TinyLMError("the NumPy trainer runs in one process; start it without torchrun, or use --engine torch")
+    if engine == "torch":
+        distributed.start(d, pick_device(cfg.device, d.local_rank))
     try:
         where, todo = prepared_dir(cfg.data, cfg.out_dir, cfg.tokenizer, cfg.vocab_size)
         if todo and d.main:
@@ -45,15 +49,20 @@ def run_training(train_args: dict[str, Any], model_args: dict[str, Any], *, init
         distributed.barrier(d)
         tok = TokenShards(where, "val").tokenizer if (where / "manifest.json").is_file() else None
         vocab = tok.vocab_size if tok is not None else _max_id(where) + 1
-        model = load_checkpoint(init).model.train() if init and not resume else None
-        if model is not None:
+        init = init if init and not resume else None
+        if init is not None:
             if model_args:
                 raise TinyLMError("--init takes the model shape from the checkpoint; drop the shape options")
-            model_config = model.config
+            model_config = load_config(init)
         elif saved_model is not None and not model_args:
             model_config = saved_model
         else:
             model_config = build_config(vocab, **model_args)
+        if engine == "numpy":
+            from tinylm.nptrain.session import train_on_shards
+
+            return train_on_shards(cfg, where, model_config, init=init, resume=resume, quiet=quiet)
+        model = load_checkpoint(init).model.train() if init is not None else None
         data = shard_data(where, model_config.context_length, name=Path(cfg.data).name)
         if data.tokenizer is None and model is not None:
             data.tokenizer = load_checkpoint(init).tokenizer

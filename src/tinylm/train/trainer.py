@@ -37,7 +37,7 @@ from tinylm.train.metrics import METRICS_FILE, MetricsLog, duration, human
 from tinylm.train.objectives import Objective, next_token
 from tinylm.train.optim import make_optimizer
 from tinylm.train.plot import plot_loss
-from tinylm.train.schedule import decay_start, eval_interval, lr_at
+from tinylm.train.schedule import decay_start, eval_interval, lr_at, resumed_length
 from tinylm.train.state import Progress, Saved, capture_rng, writer
 from tinylm.transforms import applied
 
@@ -186,26 +186,8 @@ def _progress(cfg: TrainConfig, data: TrainData, saved: Saved | None, optimizer:
             "resume with the same --data"
         )
     saved.restore(optimizer, precision.scaler, sampler.generator, d, device)
-    _resumed_length(cfg, progress, saved.path)
+    resumed_length(cfg, progress, saved.path)
     return progress
-
-
-def _resumed_length(cfg: TrainConfig, p: Progress, where: Path) -> None:
-    """A resumed run goes on to the --steps or --minutes now asked for (totals since the run began), so
-    giving more extends it; a --minutes run's steps are first estimated from its pace so far."""
-    if cfg.minutes:
-        left = 60 * cfg.minutes - p.seconds
-        if left > 0 and p.step:
-            p.max_steps = p.step + max(1, int(left * p.step / p.seconds))
-        if left <= 0:
-            raise TinyLMError(f"{where.parent} has trained for {duration(p.seconds)} ({p.step:,} steps), all of "
-                              f"its {cfg.minutes:g} minutes; to extend it, resume with a larger --minutes "
-                              "(the total) or --steps")  # fmt: skip
-        return
-    p.max_steps = cfg.max_steps
-    if p.step >= p.max_steps:
-        raise TinyLMError(f"{where.parent} has trained {p.step:,} of {p.max_steps:,} steps; to extend it, resume "
-                          "with a larger --steps (the total) or --minutes")  # fmt: skip
 
 
 def _forward(model: Model, cfg: TrainConfig, d: distributed.Dist, device: torch.device) -> torch.nn.Module:
