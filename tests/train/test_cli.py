@@ -111,3 +111,15 @@ def test_task_addition_cli_runs_and_reports(tmp_path, capsys):
     assert "exact match:" in capsys.readouterr().out
     assert load_checkpoint(out / "last").tokenizer.decode([1, 2]) == "12"
     assert main(["task", "addition", "--digits", "9", "--quiet"]) == 1
+
+
+@pytest.mark.parametrize(("task", "shown"), [
+    ("addition", ["gpt2, 2 layers, dim 64", "(default 3000)", "(default 256)", "(default 0.003)", "(default 250)"]),
+    ("charlm", ["context 64", "(default 2000)", "(default 12)", "(default 0.0001)", "(default runs/charlm)"]),
+])  # fmt: skip
+def test_task_help_shows_the_tasks_own_defaults(task, shown, capsys):
+    with pytest.raises(SystemExit):
+        main(["task", task, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert all(s in text for s in shown), [s for s in shown if s not in text]
+    assert "TrainConfig" not in text and "(default 1000)" not in text

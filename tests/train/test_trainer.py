@@ -146,3 +146,11 @@ def test_clock_fits_steps_warmup_and_evaluations_to_the_budget(cfg):
     assert warmup_steps(c, p.max_steps) == 6 and eval_interval(c, p.max_steps) == 15
     p.step, p.seconds = 117, 66.1
     assert clock.update(p)  # past 110% of the budget: stop
+
+
+def test_progress_bar_text_shows_validation_and_task_metrics():
+    from tinylm.train.trainer import _postfix
+
+    assert _postfix(2.5, 1500.0, None, {}) == "loss 2.500 | 1.5K tok/s"
+    text = _postfix(2.5, 1500.0, 2.25, {"exact_match": 0.973, "done": False, "note": "x"})
+    assert text == "loss 2.500 | 1.5K tok/s | val 2.250 | exact_match 97.3%"

@@ -225,7 +225,7 @@ def _loop(run: _Run, stop_at: int | None, on_eval: EvalHook | None, quiet: bool)
                smoothing=0.05)  # fmt: skip
     start, seconds_before, session_tokens = time.perf_counter(), p.seconds, 0
     clock = _Clock(cfg, p) if cfg.minutes else None
-    window, val_loss, metrics, done = _Window(), None, {}, False
+    window, val_loss, metrics, done, shown = _Window(), None, {}, False, (math.nan, 0.0)
     with _on_interrupt(run) as interrupted:
         while p.step < p.max_steps and not done:
             loss, gnorm, lr = _optimizer_step(run)
@@ -239,8 +239,8 @@ def _loop(run: _Run, stop_at: int | None, on_eval: EvalHook | None, quiet: bool)
                 rec = {"step": p.step, "loss": window.loss(), "lr": lr, "grad_norm": gnorm, "tokens": p.tokens,
                        "tok_s": window.rate(), "time": round(p.seconds, 2)}  # fmt: skip
                 run.log.write(rec)  # type: ignore[union-attr]
-                bar.set_postfix_str(f"loss {rec['loss']:.3f} | {human(rec['tok_s'])} tok/s"
-                                    + (f" | val {val_loss:.3f}" if val_loss is not None else ""))  # fmt: skip
+                shown = (rec["loss"], rec["tok_s"])
+                bar.set_postfix_str(_postfix(*shown, val_loss, metrics))
                 window = _Window()
             stop = interrupted() or (stop_at is not None and p.step >= stop_at)
             if clock is not None:
@@ -255,6 +255,7 @@ def _loop(run: _Run, stop_at: int | None, on_eval: EvalHook | None, quiet: bool)
                     metrics = on_eval(run.model)
                     done = bool(metrics.get("done"))
                 _checkpoint(run, val_loss, metrics)
+                bar.set_postfix_str(_postfix(*shown, val_loss, metrics))  # the final evaluation shows too
             if stop:
                 break
     bar.close()
@@ -263,7 +264,21 @@ def _loop(run: _Run, stop_at: int | None, on_eval: EvalHook | None, quiet: bool)
                     metrics)  # fmt: skip
     if d.main and not quiet:
         _summary(run, result, stopped=p.step < p.max_steps and not done)
+        if done:
+            print(f"stopped early at step {p.step:,}: the task is solved ({_metrics_text(metrics)})")
     return result
+
+
+def _postfix(loss: float, tok_s: float, val_loss: float | None, metrics: dict[str, Any]) -> str:
+    val = f" | val {val_loss:.3f}" if val_loss is not None else ""
+    extra = f" | {_metrics_text(metrics)}" if _metrics_text(metrics) else ""
+    return f"loss {loss:.3f} | {human(tok_s)} tok/s{val}{extra}"
+
+
+def _metrics_text(metrics: dict[str, Any]) -> str:
+    """A task's numbers from on_eval, e.g. "exact_match 97.3%" (fractions as percentages)."""
+    return ", ".join(f"{k} {v:.1%}" if 0 <= v <= 1 else f"{k} {v:.4g}" for k, v in metrics.items()
+                     if k != "done" and isinstance(v, float))  # fmt: skip
 
 
 class _Clock:
