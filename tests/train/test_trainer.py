@@ -154,3 +154,18 @@ def test_progress_bar_text_shows_validation_and_task_metrics():
     assert _postfix(2.5, 1500.0, None, {}) == "loss 2.500 | 1.5K tok/s"
     text = _postfix(2.5, 1500.0, 2.25, {"exact_match": 0.973, "done": False, "note": "x"})
     assert text == "loss 2.500 | 1.5K tok/s | val 2.250 | exact_match 97.3%"
+
+
+def test_evaluations_take_at_most_a_tenth_of_a_run_unless_set(cfg):
+    from types import SimpleNamespace
+
+    from tinylm.train.state import Progress
+    from tinylm.train.trainer import _eval_every
+
+    run = SimpleNamespace(cfg=cfg.replace(eval_interval=None), progress=Progress(max_steps=800, data_size=1),
+                          eval_cost=0.0)  # fmt: skip
+    assert _eval_every(run) == 100  # 8 per run
+    run.eval_cost = 25.0  # an evaluation as long as 25 steps: every 250 steps at most 10% of the time
+    assert _eval_every(run) == 250
+    run.cfg = cfg.replace(eval_interval=7)
+    assert _eval_every(run) == 7  # as set

@@ -85,6 +85,8 @@ class _Run:
     stop_requested: bool = False
     objective: Objective = next_token  # the training loss
     base: str | Path | None = None  # trainable-only checkpoints on top of this one
+    eval_seconds: float = 0.0  # spent evaluating and saving in this session
+    eval_cost: float = 0.0  # the last evaluation and save, in training steps' time
 
 
 def train(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None = None, *, model: Model | None = None,
@@ -223,7 +225,7 @@ def _loop(run: _Run, stop_at: int | None, on_eval: EvalHook | None, quiet: bool)
     cfg, p, d = run.cfg, run.progress, run.d
     bar = tqdm(total=p.max_steps, initial=p.step, unit="step", dynamic_ncols=True, disable=quiet or not d.main,
                smoothing=0.05)  # fmt: skip
-    start, seconds_before, session_tokens = time.perf_counter(), p.seconds, 0
+    start, seconds_before, session_tokens, first = time.perf_counter(), p.seconds, 0, p.step
     clock = _Clock(cfg, p) if cfg.minutes else None
     window, val_loss, metrics, done, shown = _Window(), None, {}, False, (math.nan, 0.0)
     with _on_interrupt(run) as interrupted:
@@ -249,12 +251,10 @@ def _loop(run: _Run, stop_at: int | None, on_eval: EvalHook | None, quiet: bool)
                     agreed = distributed.all_reduce(d, torch.tensor([p.max_steps, stop], device=run.device), "max")
                     p.max_steps, stop = int(agreed[0]), bool(agreed[1])
                 bar.total = p.max_steps
-            if p.step % eval_interval(cfg, p.max_steps) == 0 or p.step >= p.max_steps or stop:
-                val_loss = evaluate(run)
-                if on_eval is not None:
-                    metrics = on_eval(run.model)
-                    done = bool(metrics.get("done"))
-                _checkpoint(run, val_loss, metrics)
+            if p.step % _eval_every(run) == 0 or p.step >= p.max_steps or stop:
+                per_step = (time.perf_counter() - start - run.eval_seconds) / (p.step - first)
+                val_loss, metrics = _evaluate_and_save(run, on_eval, per_step, metrics)
+                done = bool(metrics.get("done"))
                 bar.set_postfix_str(_postfix(*shown, val_loss, metrics))  # the final evaluation shows too
             if stop:
                 break
@@ -267,6 +267,29 @@ def _loop(run: _Run, stop_at: int | None, on_eval: EvalHook | None, quiet: bool)
         if done:
             print(f"stopped early at step {p.step:,}: the task is solved ({_metrics_text(metrics)})")
     return result
+
+
+def _eval_every(run: _Run) -> int:
+    """Steps between evaluations: as set, or fitted to the run's length and spaced so that evaluating
+    and saving take at most a tenth of the time (a short run on a slow machine would do little else)."""
+    every = eval_interval(run.cfg, run.progress.max_steps)
+    return every if run.cfg.eval_interval is not None else max(every, math.ceil(10 * run.eval_cost))
+
+
+def _evaluate_and_save(run: _Run, on_eval: EvalHook | None, per_step: float,
+                       metrics: dict[str, Any]) -> tuple[float, dict[str, Any]]:  # fmt: skip
+    """Validation loss, the task's metrics (the previous ones without a hook) and a checkpoint; notes
+    what that cost in training steps (the same figure in every process, which must agree on when)."""
+    t0 = time.perf_counter()
+    val_loss = evaluate(run)
+    if on_eval is not None:
+        metrics = on_eval(run.model)
+    _checkpoint(run, val_loss, metrics)
+    spent = time.perf_counter() - t0
+    run.eval_seconds += spent
+    cost = torch.tensor([spent / max(per_step, 1e-9)], device=run.device)
+    run.eval_cost = float(distributed.all_reduce(run.d, cost, "max").item()) if run.d.enabled else float(cost)
+    return val_loss, metrics
 
 
 def _postfix(loss: float, tok_s: float, val_loss: float | None, metrics: dict[str, Any]) -> str:
