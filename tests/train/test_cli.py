@@ -123,3 +123,18 @@ def test_task_help_shows_the_tasks_own_defaults(task, shown, capsys):
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert all(s in text for s in shown), [s for s in shown if s not in text]
     assert "TrainConfig" not in text and "(default 1000)" not in text
+
+
+def test_plan_budget_measures_both_sides_of_its_choice(monkeypatch):
+    import tinylm.plan as plan
+
+    cands = candidates(4096, 256)
+    speed = {c.config: 1e9 / c.params for c in cands}  # tokens/s falling with size
+    monkeypatch.setattr(plan, "measure", lambda cfg, *a, **k: speed[cfg])
+    # 20 tokens/param in `seconds` at speed 1e9/N needs N^2 <= 5e7 * seconds
+    seconds = 1.01 * cands[1].params**2 / 5e7
+    assert plan.fit_budget(cands, seconds, 16, "cpu", "fp32", progress=False) is cands[1]
+    assert cands[2].tokens_per_s is not None and cands[3].tokens_per_s is None  # the first short one, no more
+    fresh = candidates(4096, 256)
+    assert plan.fit_budget(fresh, 1e-3, 16, "cpu", "fp32", progress=False) is fresh[0]  # none reach 20x
+    assert fresh[1].tokens_per_s is not None and fresh[2].tokens_per_s is None

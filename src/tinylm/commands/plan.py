@@ -59,7 +59,10 @@ def run(args: argparse.Namespace) -> None:
         print(f"measuring training speed on this machine (batch {args.batch_size} x {args.context}, "
               f"{threads} thread{'s' if threads > 1 else ''}) ...")
         chosen = fit_budget(cands, args.minutes * 60, args.batch_size, args.device, args.precision)
-        why = f"the largest that sees {TOKENS_PER_PARAM:g} tokens/parameter in {args.minutes:g} minutes"
+        reach = chosen.tokens_per_s * args.minutes * 60 / chosen.params  # type: ignore[operator]
+        why = (f"the largest that sees {TOKENS_PER_PARAM:g} tokens/parameter in {args.minutes:g} minutes"
+               if reach >= TOKENS_PER_PARAM else f"the smallest shape, and even it sees only {reach:.0f} "
+               f"tokens/parameter in {args.minutes:g} minutes: under-trained, give more minutes")  # fmt: skip
         if tokens and chosen.optimal_tokens > tokens:
             chosen = closest(cands, tokens / TOKENS_PER_PARAM)
             why = f"data-limited: {human(tokens)} tokens / {TOKENS_PER_PARAM:g}"
