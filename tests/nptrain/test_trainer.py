@@ -189,7 +189,7 @@ def test_cli_engine_numpy_writes_a_checkpoint_both_engines_load(tmp_path, capsys
     ids = torch_model.tokenizer.encode("Once upon a time")
     with torch.no_grad():
         want = torch_model.model(torch.tensor([ids]))[0, -1].numpy()
-    np.testing.assert_allclose(np_model.prefill([ids], len(ids) + 1)[0], want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np_model.prefill([0], [ids])[0], want, rtol=1e-4, atol=1e-5)
     # --resume with the torch engine continues the NumPy run
     assert main(["train", "--out", str(out), "--resume", "--steps", "8", "--quiet", "--precision", "fp32"]) == 0
     assert state.Saved.load(out / "last").progress.step == 8
