@@ -52,6 +52,7 @@ def test_busy_cores_sees_a_spinning_process():
 
 
 @pytest.mark.parametrize("argv", [["train"], ["task", "addition"], ["task", "charlm", "--data", "x"], ["plan"],
-                                  ["sample", "ck"], ["eval", "ck", "--data", "x"], ["quickstart"]])  # fmt: skip
+                                  ["sample", "ck"], ["eval", "ck", "--data", "x"], ["quickstart"],
+                                  ["quantize", "ck", "--scheme", "int8", "--out", "o"], ["distill"]])  # fmt: skip
 def test_every_computing_command_takes_threads(argv):
     assert build_parser().parse_args([*argv, "--threads", "3"]).threads == 3
