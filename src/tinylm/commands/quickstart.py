@@ -31,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_threads_argument(p)
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
 
 
 def default_dataset() -> str:
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> None:
                 "compile": args.compile, "batch_size": 16, "lr": 2e-3, "schedule": "wsd", "decay_frac": 0.3,
                 "eval_batches": 8, "vocab_size": VOCAB}  # fmt: skip
     model = {"family": "llama", "n_layers": 4, "dim": 128, "n_heads": 4, "context_length": 128}
-    result = run_training(settings, model, quiet=args.quiet)
+    result = run_training(settings, model, quiet=args.quiet, overwrite=args.overwrite)
     print_samples(result.model.cpu(), result.tokenizer, PROMPTS[dataset], max_new_tokens=80)
     print(f"\nheld-out bits per byte: {_bits_per_byte(result, dataset, args):.3f} (lower is better; 8 = no model)")
     print(f"\nnext: tinylm sample {args.out}/best \"{PROMPTS[dataset][0]}\"  |  plot: {args.out}/loss.png  |  "

@@ -92,6 +92,7 @@ def add_train_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] | N
     g.add_argument("--seed", type=int, default=S, help=f"of the initial weights and data order (default {d['seed']})")
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --out from last/ (its settings, except those given)")
+    g.add_argument("--overwrite", action="store_true", help="start a new run over the one already in --out")
     g.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
 
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> None:
 
     given = vars(args)
     model_args = {k: given[k] for k in MODEL_KEYS if k in given}
-    train_args = {k: v for k, v in given.items()
-                  if k not in (*MODEL_KEYS, "init", "resume", "quiet", "engine", "threads", "command", "_run")}
+    skip = (*MODEL_KEYS, "init", "resume", "overwrite", "quiet", "engine", "threads", "command", "_run")
+    train_args = {k: v for k, v in given.items() if k not in skip}
     run_training(train_args, model_args, init=given.get("init"), resume=args.resume, quiet=args.quiet,
-                 engine=args.engine)  # fmt: skip
+                 engine=args.engine, overwrite=args.overwrite)  # fmt: skip
