@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tinylm.threads import add_threads_argument
+
 NAME = "quantize"
 ORDER = 65
 HELP = "Quantize a checkpoint's weights (int8, q8_0, q4_0, int4, nf4): 4-7x smaller, run packed."
@@ -36,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-data", default=None,
                    help="text (file, folder, dataset) to compare perplexity/KL/top-1 with the original")  # fmt: skip
     p.add_argument("--eval-tokens", type=int, default=20000, help="tokens scored by --eval-data (default 20000)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    add_threads_argument(p)
 
 
 def _keep(args: argparse.Namespace) -> list[str]:
@@ -50,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     import copy
     from pathlib import Path
 
-    import torch
+    from tinylm.threads import use_threads
+
+    use_threads(args.threads)  # before torch starts its thread pool
 
     from tinylm import transforms
     from tinylm.checkpoint import load_checkpoint, save_checkpoint
@@ -60,8 +64,6 @@ def run(args: argparse.Namespace) -> int:
     from tinylm.quantize.linear import tensor_reports
     from tinylm.quantize.transform import make_spec
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     spec = make_spec(args.scheme, args.group_size, _keep(args))
     check_replaceable(Path(args.out), "a tinylm checkpoint")  # --out is replaced as a whole
     ckpt = load_checkpoint(args.checkpoint)
