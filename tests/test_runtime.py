@@ -90,12 +90,12 @@ def test_the_shared_layout_matches_the_torch_model(cfg) -> None:
 def test_runtime_checks_weights_against_the_shared_layout(tmp_path: Path, monkeypatch) -> None:
     from safetensors.torch import load_file, save_file
 
-    import tinylm.runtime
+    import tinylm.transforms
 
     path = save_checkpoint(tmp_path / "c", Model(tiny_gpt2()))
     calls = []
-    real = tinylm.runtime.tensor_layout
-    monkeypatch.setattr(tinylm.runtime, "tensor_layout", lambda cfg: calls.append(cfg) or real(cfg))
+    real = tinylm.transforms.tensor_layout
+    monkeypatch.setattr(tinylm.transforms, "tensor_layout", lambda cfg: calls.append(cfg) or real(cfg))
     NumpyModel.from_checkpoint(path)
     assert calls == [tiny_gpt2()]
     # an integer tensor where the layout wants a float weight is named, not silently widened
@@ -105,8 +105,12 @@ def test_runtime_checks_weights_against_the_shared_layout(tmp_path: Path, monkey
     with pytest.raises(TinyLMError, match=r"tensor norm\.weight has dtype int8"):
         NumpyModel.from_checkpoint(path)
     cfg = json.loads((path / "config.json").read_text())
-    (path / "config.json").write_text(json.dumps({**cfg, "quantization": {"kind": "int8"}}))
-    with pytest.raises(TinyLMError, match="runs plain checkpoints"):
+    spec = {"kind": "int8", "group_size": 0, "keep": []}  # declared, but the weights are float
+    (path / "config.json").write_text(json.dumps({**cfg, "quantization": spec}))
+    with pytest.raises(TinyLMError, match=r"missing tensor\(s\) layers\.0\.attn\.wo\.qweight"):
+        NumpyModel.from_checkpoint(path)
+    (path / "config.json").write_text(json.dumps({**cfg, "adapters": {"kind": "lora"}}))
+    with pytest.raises(TinyLMError, match="runs plain and quantized checkpoints"):
         NumpyModel.from_checkpoint(path)
 
 

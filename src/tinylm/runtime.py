@@ -26,14 +26,17 @@ import numpy as np
 
 from tinylm.config import CONFIG_FILE, ModelConfig, read_config
 from tinylm.errors import TinyLMError
-from tinylm.layout import check_tensors, tensor_layout
+from tinylm.layout import check_tensors
+from tinylm.quantize.blocks import Form
+from tinylm.quantize.kernels import matmul
+from tinylm.quantize.transform import numpy_forms
 
 # ----------------------------------------------------------------------------------------------
 # reading a checkpoint
 
 
 def load_weights(path: Path) -> dict[str, np.ndarray]:
-    """All tensors of model.safetensors, float ones as float32 arrays."""
+    """All tensors of model.safetensors as stored (bfloat16, which NumPy lacks, widened to float32)."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -48,7 +51,7 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
         raise TinyLMError(
             f"{wpath}: truncated or corrupt safetensors file ({e}); restore it or re-save"
         ) from None
-    return {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in tensors.items()}
+    return tensors
 
 
 def _load_bfloat16(wpath: Path) -> dict[str, np.ndarray]:
@@ -57,7 +60,8 @@ def _load_bfloat16(wpath: Path) -> dict[str, np.ndarray]:
     n = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + n])
     header.pop("__metadata__", None)
-    dtypes = {"F32": np.dtype(np.float32), "F16": np.dtype(np.float16), "BF16": np.dtype(np.uint16)}
+    dtypes = {"F32": np.dtype(np.float32), "F16": np.dtype(np.float16), "BF16": np.dtype(np.uint16),
+              "I8": np.dtype(np.int8), "U8": np.dtype(np.uint8)}  # fmt: skip
     out = {}
     for name, info in header.items():
         dtype = dtypes[info["dtype"]]
@@ -112,13 +116,17 @@ def swiglu(h: np.ndarray) -> np.ndarray:
 class Layer:
     """One block's weights. Each matrix is stored transposed, (in, out), because `x @ w` streams
     through a row-major (in, out) matrix faster than through its transpose; SwiGLU's gate and up
-    projections are stacked into one matrix so they cost one product."""
+    projections are stacked into one matrix so they cost one product. A quantized matrix stays
+    packed (a tinylm.quantize Form, (out, in)), its gate and up rows stacked the same way."""
 
-    def __init__(self, w: dict[str, np.ndarray], i: int, cfg: ModelConfig):
+    def __init__(self, w: dict[str, np.ndarray], i: int, cfg: ModelConfig, forms: dict[str, Form]):
         def get(name: str) -> np.ndarray | None:
             return w.get(f"layers.{i}.{name}")
 
-        def matrix(*names: str) -> np.ndarray:
+        def matrix(*names: str) -> np.ndarray | Form:
+            packed = [forms.get(f"layers.{i}.{n}") for n in names]
+            if packed[0] is not None:
+                return packed[0].rows(*packed[1:])  # type: ignore[arg-type]
             return np.ascontiguousarray(np.concatenate([get(n) for n in names]).T)
 
         def bias(*names: str) -> np.ndarray | None:
@@ -133,8 +141,8 @@ class Layer:
         self.w2, self.b2 = matrix("mlp.w2.weight"), bias("mlp.w2.bias")
 
 
-def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
-    y = x @ w
+def linear(x: np.ndarray, w: np.ndarray | Form, b: np.ndarray | None) -> np.ndarray:
+    y = matmul(x, w) if isinstance(w, Form) else x @ w
     if b is not None:
         y += b
     return y
@@ -143,18 +151,23 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
 class NumpyModel:
     """A tinylm model in NumPy with a KV cache: `prefill` a batch of prompts, then `decode` a token per row."""
 
-    def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray], tokenizer: Any = None):
+    def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray], tokenizer: Any = None,
+                 quantization: dict[str, Any] | None = None):  # fmt: skip
+        """`quantization`: the checkpoint's spec (tinylm.quantize.transform) when its weights are quantized."""
         self.config = cfg
         self.tokenizer = tokenizer
+        forms: dict[str, Form] = {}
+        if quantization is not None:
+            forms, weights = numpy_forms(quantization, weights)
         w = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
         # the output head as (dim, vocab); a tied embedding is read through it (a column per token)
-        self.head = np.ascontiguousarray(
+        self.head: np.ndarray | Form = forms.get("lm_head.weight") or np.ascontiguousarray(
             (w["tok_emb.weight"] if cfg.tie_embeddings else w["lm_head.weight"]).T
         )
-        self.tok_emb = self.head.T if cfg.tie_embeddings else w["tok_emb.weight"]
+        self.tok_emb = self.head.T if cfg.tie_embeddings else w["tok_emb.weight"]  # type: ignore[union-attr]
         self.pos_emb = w.get("pos_emb.weight")
         self.norm_w = (w["norm.weight"], w.get("norm.bias"))
-        self.layers = [Layer(w, i, cfg) for i in range(cfg.n_layers)]
+        self.layers = [Layer(w, i, cfg, forms) for i in range(cfg.n_layers)]
         self.norm = rms_norm if cfg.norm == "rmsnorm" else layer_norm
         if cfg.positions == "rope":  # angle of frequency i at position p: p * theta^(-2i / head_dim)
             freqs = cfg.rope_theta ** (-np.arange(0, cfg.head_dim, 2, dtype=np.float64) / cfg.head_dim)
@@ -180,7 +193,7 @@ class NumpyModel:
             if tokenizer.vocab_size > cfg.vocab_size:
                 raise TinyLMError(f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model only "
                                   f"{cfg.vocab_size}; they do not belong together")  # fmt: skip
-        return cls(cfg, weights, tokenizer)
+        return cls(cfg, weights, tokenizer, transforms.get("quantization"))
 
     # ---- the engine interface used by tinylm.generate (loop and scheduler)
 
@@ -282,14 +295,18 @@ class NumpyModel:
             x = x + linear(h, layer.w2, layer.b2)
         if last is not None:  # prefill: each row's last prompt token
             x = x[np.arange(B) * T + last]
-        return self.norm(x, *self.norm_w, eps) @ self.head
+        return linear(self.norm(x, *self.norm_w, eps), self.head, None)
 
 
 def _check_layout(path: Path, cfg: ModelConfig, transforms: dict[str, Any], w: dict[str, np.ndarray]) -> None:
-    """The weights against the layout config.json implies (tinylm.layout, shared with the torch loader)."""
-    if transforms:
-        raise TinyLMError(f"{path}: declares {', '.join(transforms)}; the NumPy runtime runs plain checkpoints "
-                          "(use the torch engine)")  # fmt: skip
-    # every float dtype was widened to float32 on reading; anything else keeps its name and is refused
-    found = {k: (v.shape, "float32" if v.dtype.kind == "f" else v.dtype.name) for k, v in w.items()}
-    check_tensors(tensor_layout(cfg), found, str(path / "model.safetensors"), CONFIG_FILE)
+    """The weights against the layout config.json implies (tinylm.layout and the declared transforms,
+    shared with the torch loader). Quantized weights run here; adapters do not."""
+    from tinylm.transforms import transformed_layout
+
+    if set(transforms) - {"quantization"}:
+        other = sorted(set(transforms) - {"quantization"})
+        raise TinyLMError(f"{path}: declares {', '.join(other)}; the NumPy runtime runs plain and quantized "
+                          "checkpoints (use the torch engine)")  # fmt: skip
+    found = {k: (v.shape, v.dtype.name) for k, v in w.items()}
+    layout = transformed_layout(cfg, transforms, str(path / CONFIG_FILE))
+    check_tensors(layout, found, str(path / "model.safetensors"), CONFIG_FILE)

@@ -14,7 +14,9 @@ from tests.formats.conftest import logits, make_model, save
 from tinylm.checkpoint import build_model, load_checkpoint, save_checkpoint
 from tinylm.errors import TinyLMError
 from tinylm.formats import detect, export_model, import_model
-from tinylm.formats.llama2c import MAGIC, dequantize_q80, quantize_q80, read_model
+from tinylm.formats.llama2c import MAGIC, read_model
+from tinylm.quantize import q8_0
+from tinylm.quantize.blocks import Form
 from tinylm.tokenizer.llama2c import Llama2cTokenizer
 from tinylm.tokenizer.sentencepiece import SentencePieceTokenizer
 
@@ -57,10 +59,10 @@ def test_headers(tmp_path):
 def test_q80_round_trip_is_stable():
     w = np.random.default_rng(0).normal(0, 0.02, (64, 128)).astype(np.float32)
     w[3, :64] = 0.0  # an all-zero group gets scale 0, not NaN
-    q, s = quantize_q80(w, 64)
-    back = dequantize_q80(q, s, 64)
-    assert np.abs(back - w).max() <= s.max() / 2 + 1e-9 and s[6] == 0 and not np.isnan(back).any()
-    q2, s2 = quantize_q80(back, 64)
+    q, s = q8_0.symmetric_groups(w, 64)
+    back = Form(8, 64, q, s).dequantize()
+    assert np.abs(back - w).max() <= s.max() / 2 + 1e-9 and s[3, 0] == 0 and not np.isnan(back).any()
+    q2, s2 = q8_0.symmetric_groups(back, 64)
     assert np.array_equal(q, q2) and np.array_equal(s, s2)
 
 

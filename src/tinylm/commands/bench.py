@@ -13,6 +13,7 @@ EXAMPLES = """
   tinylm bench
   tinylm bench --shapes stories15M --engines torch-compile,numpy --threads 2
   tinylm bench --tokens 64 --repeats 1 --json bench.json
+  tinylm bench --shapes stories110M --engines numpy,torch --schemes fp32,q8_0,q4_0 --threads 2
 """
 
 
@@ -28,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads", type=_csv(int), default=[1, 2], help="thread counts, comma-separated (default: 1,2)"
     )
+    p.add_argument("--schemes", type=_csv(str), default=None,
+                   help="weights: fp32 and/or quantization schemes (int8, q8_0, q4_0, int4, nf4), comma-separated "
+                        "(default fp32)")  # fmt: skip
     p.add_argument("--tokens", type=int, default=256, help="new tokens per decode run (default 256)")
     p.add_argument("--prompt-tokens", type=int, default=128, help="prompt length for prefill (default 128)")
     p.add_argument("--repeats", type=int, default=3, help="runs per measurement; the best counts (default 3)")
@@ -49,10 +53,16 @@ def run(args: argparse.Namespace) -> None:
     unknown = sorted(set(engines) - set(bench.ENGINES))
     if unknown:
         raise TinyLMError(f"unknown engine {unknown[0]!r}; choose from: {', '.join(bench.ENGINES)}")
+    from tinylm.quantize import get_scheme
+
+    schemes = args.schemes or [bench.FLOAT]
+    for s in schemes:
+        if s != bench.FLOAT:
+            get_scheme(s)
     if min(args.threads, default=0) < 1 or args.tokens < 1 or args.prompt_tokens < 1 or args.repeats < 1:
         raise TinyLMError("--threads, --tokens, --prompt-tokens and --repeats must be positive")
     results, bandwidth = bench.run(
-        shapes, engines, args.threads, args.tokens, args.prompt_tokens, args.repeats
+        shapes, engines, args.threads, args.tokens, args.prompt_tokens, args.repeats, schemes=schemes
     )
     print(bench.format_table(results, bandwidth))
     if args.json:

@@ -32,7 +32,7 @@ class Format:
 _TABLE = (
     Format("hf", "hf_folder", "llama, gpt2", "llama", "yes", "yes", "f32 bf16 f16 (--dtype)",
            "tokenizer.json (+tokenizer.model)", "transformers (AutoModelForCausalLM), vLLM, llama.cpp's converter"),
-    Format("gguf", "gguf_format", "llama, gpt2", "llama", "yes", "yes", "f32 f16 q8_0 (--quant)",
+    Format("gguf", "gguf_format", "llama, gpt2", "llama", "yes", "yes", "f32 f16 q8_0 (--quant); q4_0/q8_0 checkpoints as stored",
            "in the metadata", "llama.cpp, ollama, LM Studio"),
     Format("llama2c", "llama2c", "llama", "yes", "no", "yes", "v0/v1 f32, v2 q8_0 (--version)",
            "tokenizer.bin (SentencePiece kinds)", "llama2.c: run.c (v0), runq.c (v2); v1 is export.py's"),

@@ -58,8 +58,11 @@ def require_tanh_gelu(cfg: ModelConfig, target: str) -> None:
 
 
 def numpy_state(model: Model) -> dict[str, np.ndarray]:
-    """Our weights (tied head stored once) as float32 NumPy arrays."""
-    return {k: v.detach().float().cpu().numpy() for k, v in model_state_dict(model).items()}
+    """Our weights (tied head stored once) as float32 NumPy arrays; quantized layers dequantized."""
+    from tinylm.quantize.linear import dequantized_state
+
+    state = dequantized_state(model_state_dict(model), model)
+    return {k: v.detach().float().cpu().numpy() for k, v in state.items()}
 
 
 def build(cfg: ModelConfig, arrays: dict[str, np.ndarray | torch.Tensor], dtype: torch.dtype | None) -> Model:

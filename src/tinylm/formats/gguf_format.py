@@ -7,12 +7,17 @@ llama.cpp's llama graph rotates interleaved pairs for RoPE, like tinylm, so q/k 
 
 Quantization: 1-D tensors (norms, biases) stay f32 as llama.cpp expects; matrices become f16 or q8_0
 (q8_0 needs rows that are a multiple of 32 long; others fall back to f16, as llama.cpp's converter does).
+A checkpoint quantized by `tinylm quantize` as q8_0 or q4_0 has its layers written as the blocks it
+stores (the same bytes, no re-rounding), and an imported GGUF whose layer matrices are all Q8_0 (or
+all Q4_0) becomes such a checkpoint: re-quantizing GGUF's dequantized blocks gives back the same
+bytes, so they stay quantized without a second rounding.
 The tokenizer goes into the metadata: "llama" (pieces, scores, types) for SentencePiece-style
 vocabularies, "gpt2" (tokens and merges) for byte-level BPE.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +48,7 @@ from tinylm.model import Model
 from tinylm.tokenizer import Tokenizer
 
 QUANTS = ("f32", "f16", "q8_0")
+BLOCK_SCHEMES = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}
 
 
 def arch_of(cfg: ModelConfig) -> str:
@@ -134,6 +140,26 @@ def _add_tokenizer(w: Any, tok: Tokenizer, n_vocab: int) -> str:
     return kind
 
 
+def stored_blocks(model: Model) -> dict[str, tuple[np.ndarray, Any]]:
+    """Our name (q/k/v split) -> (GGUF block bytes, type) for the layers a checkpoint stores as q8_0/q4_0."""
+    from tinylm.quantize import schemes
+    from tinylm.quantize.linear import stored_parts
+
+    out = {}
+    for scheme, qtype in BLOCK_SCHEMES.items():
+        blocks = {k: schemes.get_scheme(scheme).to_gguf(p) for k, p in stored_parts(model, scheme).items()}
+        out |= {k: (b, qtype) for k, b in (split_qkv(model.config, blocks) if is_llama(model.config) else blocks).items()}
+    return out
+
+
+def _file_type(quant: str, blocks: dict[str, tuple[np.ndarray, Any]]) -> Any:
+    T, Q = gguf.LlamaFileType, gguf.GGMLQuantizationType
+    types = {t for _, t in blocks.values()}
+    if types:  # the stored blocks make up most of the file
+        return T.MOSTLY_Q4_0 if Q.Q4_0 in types else T.MOSTLY_Q8_0
+    return {"f32": T.ALL_F32, "f16": T.MOSTLY_F16, "q8_0": T.MOSTLY_Q8_0}[quant]
+
+
 def write_model(model: Model, tokenizer: Tokenizer | None, path: Path, quant: str = "f32") -> list[str]:
     cfg = model.config
     arch = arch_of(cfg)
@@ -141,33 +167,25 @@ def write_model(model: Model, tokenizer: Tokenizer | None, path: Path, quant: st
         raise TinyLMError(f"unknown GGUF quantization {quant!r}; choose one of {', '.join(QUANTS)}")
     notes = []
     sd = split_qkv(cfg, numpy_state(model)) if arch == "llama" else numpy_state(model)
+    blocks = stored_blocks(model)
     names = tensor_names(cfg, arch)
     with atomic_path(path) as tmp:
         w = gguf.GGUFWriter(tmp, arch)
         w.add_name(f"tinylm-{cfg.family}")
-        w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                         "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[quant])  # fmt: skip
-        if quant == "q8_0":
+        file_type = _file_type(quant, blocks)
+        w.add_file_type(file_type)
+        if file_type != gguf.LlamaFileType.ALL_F32 and file_type != gguf.LlamaFileType.MOSTLY_F16:
             w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        w.add_context_length(cfg.context_length)
-        w.add_embedding_length(cfg.dim)
-        w.add_block_count(cfg.n_layers)
-        w.add_feed_forward_length(cfg.ffn_dim)
-        w.add_head_count(cfg.n_heads)
-        w.add_vocab_size(cfg.vocab_size)
-        if arch == "llama":
-            w.add_head_count_kv(cfg.kv_heads)
-            w.add_rope_dimension_count(cfg.head_dim)
-            w.add_rope_freq_base(cfg.rope_theta)
-            w.add_layer_norm_rms_eps(cfg.norm_eps)
-        else:
-            w.add_layer_norm_eps(cfg.norm_eps)
+        _add_hparams(w, cfg, arch)
         if tokenizer is not None:
             _add_tokenizer(w, tokenizer, cfg.vocab_size)
         else:
             notes.append("no tokenizer in the checkpoint, so none in the GGUF; llama.cpp needs one to run it")
         fallback = []
         for ours, theirs in names.items():
+            if ours in blocks:  # quantized by tinylm: the stored blocks as they are
+                w.add_tensor(theirs, blocks[ours][0], raw_dtype=blocks[ours][1])
+                continue
             a = sd[ours]
             qtype = _tensor_type(a, quant)
             if quant == "q8_0" and a.ndim == 2 and qtype != gguf.GGMLQuantizationType.Q8_0:
@@ -182,6 +200,22 @@ def write_model(model: Model, tokenizer: Tokenizer | None, path: Path, quant: st
         w.write_tensors_to_file(progress=sum(a.nbytes for a in sd.values()) > PROGRESS_BYTES)
         w.close()
     return notes
+
+
+def _add_hparams(w: Any, cfg: ModelConfig, arch: str) -> None:
+    w.add_context_length(cfg.context_length)
+    w.add_embedding_length(cfg.dim)
+    w.add_block_count(cfg.n_layers)
+    w.add_feed_forward_length(cfg.ffn_dim)
+    w.add_head_count(cfg.n_heads)
+    w.add_vocab_size(cfg.vocab_size)
+    if arch == "llama":
+        w.add_head_count_kv(cfg.kv_heads)
+        w.add_rope_dimension_count(cfg.head_dim)
+        w.add_rope_freq_base(cfg.rope_theta)
+        w.add_layer_norm_rms_eps(cfg.norm_eps)
+    else:
+        w.add_layer_norm_eps(cfg.norm_eps)
 
 
 def export(model: Model, tokenizer: Tokenizer | None, out: Path, quant: str = "f32") -> Exported:
@@ -246,6 +280,22 @@ def config_from_gguf(path: Path, reader: Any, tensors: dict[str, Any]) -> ModelC
     ))  # fmt: skip
 
 
+def block_spec(types: dict[str, Any]) -> dict[str, Any] | None:
+    """The quantization transform that keeps an imported model's Q8_0/Q4_0 layer matrices as they are
+    (the commonest of the two; layers of other types, and the embedding and head, stay float), or None."""
+    by_layer: dict[str, set[Any]] = {}
+    for name, t in types.items():
+        if name.startswith("layers.") and name.endswith(".weight") and "norm" not in name:
+            layer = re.sub(r"\.w[qkv]$", ".wqkv", name.removesuffix(".weight"))  # q, k, v join into one layer
+            by_layer.setdefault(layer, set()).add(t)
+    counts = {s: sum(ts == {q} for ts in by_layer.values()) for s, q in BLOCK_SCHEMES.items()}
+    scheme = max(counts, key=lambda s: counts[s])
+    if counts[scheme] == 0:
+        return None
+    keep = ["tok_emb", "pos_emb", "lm_head", *sorted(n for n, ts in by_layer.items() if ts != {BLOCK_SCHEMES[scheme]})]
+    return {"kind": scheme, "group_size": 32, "keep": keep}
+
+
 def read_tokenizer(reader: Any) -> tuple[Tokenizer | None, str | None]:
     """The GGUF's tokenizer, or None and why not."""
     from tinylm.formats import vocab as V
@@ -284,7 +334,7 @@ def load(path: Path, tokenizer: Path | None = None, dtype: torch.dtype | None = 
     tensors = {t.name: t for t in reader.tensors}
     cfg = config_from_gguf(path, reader, tensors)
     arch = "llama" if is_llama(cfg) else "gpt2"
-    arrays = {}
+    arrays, types = {}, {}
     for ours, theirs in tensor_names(cfg, arch).items():
         t = tensors.get(theirs)
         if t is None:
@@ -293,11 +343,18 @@ def load(path: Path, tokenizer: Path | None = None, dtype: torch.dtype | None = 
             )
         try:
             arrays[ours] = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
+            types[ours] = t.tensor_type
         except NotImplementedError:
             raise TinyLMError(f"{path}: tensor {theirs} is {t.tensor_type.name}, which tinylm cannot dequantize; "
                               "re-quantize the model as f32, f16 or q8_0") from None  # fmt: skip
     model = build(cfg, join_qkv(arrays) if arch == "llama" else arrays, dtype)
     notes = []
+    spec = block_spec(types)
+    if spec is not None:
+        from tinylm import transforms
+
+        transforms.apply(model, "quantization", spec)
+        notes.append(f"kept the {spec['kind']} blocks quantized ({len(spec['keep'])} layers float: {', '.join(spec['keep'])})")
     if tokenizer is not None:
         tok = load_given_tokenizer(tokenizer)
     else:

@@ -7,7 +7,9 @@ v0 (legacy; what run.c reads): 7 x int32 (dim, hidden_dim, n_layers, n_heads, n_
 v1: uint32 magic "ak42", int32 version 1, the 7 ints, a shared-classifier byte, zeros up to 256 bytes;
    then fp32: all norms first (attention, ffn, final), embedding, wq, wk, wv, wo, w1, w2, w3, [classifier].
 v2 (Q8_0; what runq.c reads): the v1 header plus an int32 group size; the norms in fp32, then each
-   matrix (per layer) as int8 values followed by one fp32 scale per group: w ~= q * scale.
+   matrix (per layer) as int8 values followed by one fp32 scale per group: w ~= q * scale (the math of
+   tinylm.quantize.q8_0, with float32 scales and groups of 64; a q8_0 checkpoint is written with its
+   own groups of 32, so its layers keep their exact numbers).
 
 llama2.c rotates interleaved pairs for RoPE, as tinylm does, so q/k rows are copied unpermuted; its
 C code fixes RMSNorm eps at 1e-5 and RoPE theta at 10000.
@@ -40,6 +42,8 @@ from tinylm.formats.common import (
 )
 from tinylm.formats.tokenizer_files import tokenizer_for_import
 from tinylm.model import Model, rope_tables
+from tinylm.quantize import q8_0
+from tinylm.quantize.blocks import Form
 from tinylm.tokenizer import Tokenizer, load_tokenizer
 
 MAGIC = 0x616B3432  # "ak42"
@@ -120,18 +124,14 @@ def _pieces(cfg: ModelConfig, model: Model) -> dict[str, np.ndarray]:
     return {**split_qkv(cfg, numpy_state(model)), "rope.cos": cos.numpy(), "rope.sin": sin.numpy()}
 
 
-def quantize_q80(w: np.ndarray, group_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per group: scale = max|w| / 127, q = round(w / scale). Dequantizing and
-    quantizing again gives back the same q and scales (the round trip is byte-exact)."""
-    groups = w.astype(np.float32).reshape(-1, group_size)
-    scale = (np.abs(groups).max(axis=1) / np.float32(127)).astype(np.float32)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        q = np.where(scale[:, None] > 0, np.round(groups / scale[:, None]), 0)
-    return q.astype(np.int8).reshape(w.shape), scale
+def _stored_q8_0(model: Model) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """name (q/k/v split) -> (int8 values, scales) of the layers a q8_0 checkpoint stores in groups of 32."""
+    from tinylm.quantize.linear import stored_parts
 
-
-def dequantize_q80(q: np.ndarray, scale: np.ndarray, group_size: int) -> np.ndarray:
-    return (q.reshape(-1, group_size).astype(np.float32) * scale[:, None]).reshape(q.shape)
+    parts = stored_parts(model, "q8_0")
+    q = split_qkv(model.config, {k: p["qweight"] for k, p in parts.items()})
+    scales = split_qkv(model.config, {k: p["scales"] for k, p in parts.items()})
+    return {k: (q[k], scales[k]) for k in q}
 
 
 def group_size_for(cfg: ModelConfig, wanted: int = 64) -> int:
@@ -164,7 +164,8 @@ def write_model(model: Model, path: Path, version: int = 0) -> None:
             f"llama2.c has versions 0, 1 and 2, not {version}; use --version 0 (run.c), 1 or 2 (runq.c)"
         )
     pieces = _pieces(cfg, model)
-    gs = group_size_for(cfg) if version == 2 else 0
+    stored = _stored_q8_0(model) if version == 2 else {}
+    gs = (32 if stored else group_size_for(cfg)) if version == 2 else 0
     fp32, q80 = layout(cfg, version)
     total = len(header(cfg, version, gs)) + sum(4 * int(np.prod(s)) for _, s in fp32)
     total += sum(int(np.prod(s)) * (1 + 4 / gs) for _, s in q80) if q80 else 0
@@ -173,7 +174,10 @@ def write_model(model: Model, path: Path, version: int = 0) -> None:
         for name, _ in fp32:
             write(pieces[name].astype("<f4"))
         for name, _ in q80:
-            q, scale = quantize_q80(pieces[name], gs)
+            if name in stored:  # a q8_0 checkpoint's own blocks, as they are
+                q, scale = stored[name]
+            else:
+                q, scale = q8_0.symmetric_groups(pieces[name].reshape(-1, gs), gs)
             write(q)
             write(scale.astype("<f4"))
 
@@ -214,7 +218,7 @@ def read_model(path: Path, dtype: torch.dtype | None = None) -> Model:
         n = int(np.prod(shape))
         q = f.array(offset, "i1", n)
         scale = f.array(offset + n, "<f4", n // gs)
-        pieces[name] = dequantize_q80(q, scale, gs).reshape(shape)
+        pieces[name] = Form(8, gs, q.reshape(-1, gs), scale.reshape(-1, 1)).dequantize().reshape(shape)
         offset += n + 4 * (n // gs)
     return build(cfg, join_qkv({k: v for k, v in pieces.items() if not k.startswith("rope.")}), dtype)
 

@@ -6,7 +6,9 @@ settings take effect before any library starts its thread pool) measures:
   prefill tok/s: one forward pass over a `prompt_tokens` prompt (best of `repeats`).
 The parent measures memory-read bandwidth (summing a 512 MiB array on each thread) and divides it
 by the weight bytes one decode step must read: the bound a memory-bound decoder cannot beat
-(unless the weights fit in a cache). Used by `tinylm bench` and `benchmarks/bench_generate.py`.
+(unless the weights fit in a cache). A quantization scheme (tinylm.quantize) other than fp32 stores
+the layers' matrices packed (embedding and head float), which lowers the bytes and raises the bound.
+Used by `tinylm bench`, `benchmarks/bench_generate.py` and `benchmarks/bench_quantize.py`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tinylm.errors import TinyLMError
 
 SHAPES = ("stories260K", "stories15M", "stories110M")
 ENGINES = ("numpy", "torch", "torch-compile")
+FLOAT = "fp32"  # the scheme name of unquantized weights
 # llama2.c's run.c (-Ofast -march=native -fopenmp, 2 threads) on this machine class, 256 greedy tokens
 RUN_C_TOKENS_PER_S = {"stories15M": 564.0, "stories110M": 59.0}
 
@@ -40,13 +43,25 @@ class Result:
     new_tokens: int
     prompt_tokens: int
     warmup_s: float  # building the engine and its first steps (compilation, for torch-compile)
+    scheme: str = FLOAT
 
 
-def weight_bytes_per_token(cfg: ModelConfig) -> int:
-    """Bytes of fp32 weights one decode step reads: every matrix once (the output head included,
-    tied or not), but only one row of each embedding table."""
+def weight_bytes_per_token(cfg: ModelConfig, scheme: str = FLOAT) -> int:
+    """Bytes of weights one decode step reads: every matrix once (the output head included, tied or
+    not, float32), but only one row of each embedding table; layer matrices packed by `scheme`."""
     head = cfg.vocab_size * cfg.dim if cfg.tie_embeddings else 0  # a tied head is not counted below
-    return 4 * (cfg.num_params(include_embeddings=False) + head)
+    fp32 = 4 * (cfg.num_params(include_embeddings=False) + head)
+    if scheme == FLOAT:
+        return fp32
+    from tinylm.layout import tensor_layout
+    from tinylm.quantize import transform
+
+    plain = tensor_layout(cfg)
+    spec = transform.make_spec(scheme)
+    swapped = transform.quantized_weights(plain, spec["keep"])
+    packed = {k: v for k, v in transform.layout(cfg, spec, plain).items() if k not in plain}
+    return fp32 - sum(4 * int(np.prod(plain[k][0])) for k in swapped) + sum(
+        int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in packed.values())
 
 
 def random_weights(cfg: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
@@ -82,22 +97,32 @@ def memory_bandwidth(threads: int, mib: int = 512, repeats: int = 5) -> float:
     return a.nbytes / best / 1e9
 
 
-def build_engine(engine: str, cfg: ModelConfig, weights: dict[str, np.ndarray]):
+def build_engine(engine: str, cfg: ModelConfig, weights: dict[str, np.ndarray], scheme: str = FLOAT):
+    spec = None
+    if scheme != FLOAT:
+        from tinylm.quantize import transform
+
+        spec = transform.make_spec(scheme)
     if engine == "numpy":
+        from tinylm.quantize.transform import quantize_weights
         from tinylm.runtime import NumpyModel
 
-        return NumpyModel(cfg, weights)
+        return NumpyModel(cfg, weights if spec is None else quantize_weights(spec, weights), quantization=spec)
     import torch
 
     from tinylm.checkpoint import build_model
     from tinylm.generate.engine import TorchEngine
 
     model = build_model(cfg, {k: torch.from_numpy(v) for k, v in weights.items()})
+    if spec is not None:
+        from tinylm.quantize.transform import apply
+
+        apply(model, spec)
     return TorchEngine(model, compile=engine == "torch-compile", transpose_weights=True)
 
 
 def measure(
-    shape: str, engine: str, threads: int, new_tokens: int, prompt_tokens: int, repeats: int
+    shape: str, engine: str, threads: int, new_tokens: int, prompt_tokens: int, repeats: int, scheme: str = FLOAT
 ) -> Result:
     """One measurement in this process (threads must already be limited, see `measure_isolated`)."""
     from tinylm.generate.loop import Timing, generate_ids
@@ -112,7 +137,7 @@ def measure(
     prompt_tokens = min(prompt_tokens, cfg.context_length)
     greedy = Sampler(SamplingParams(temperature=0))
     start = time.perf_counter()
-    eng = build_engine(engine, cfg, random_weights(cfg))
+    eng = build_engine(engine, cfg, random_weights(cfg), scheme)
     for _ in generate_ids(eng, [[1]], new_tokens, greedy):  # warm up at the very shapes measured
         pass
     warmup = time.perf_counter() - start
@@ -126,11 +151,11 @@ def measure(
         start = time.perf_counter()
         eng.prefill([0], [prompt])
         prefill = max(prefill, prompt_tokens / (time.perf_counter() - start))
-    return Result(shape, engine, threads, decode, prefill, new_tokens, prompt_tokens, warmup)
+    return Result(shape, engine, threads, decode, prefill, new_tokens, prompt_tokens, warmup, scheme)
 
 
 def measure_isolated(shape: str, engine: str, threads: int, new_tokens: int, prompt_tokens: int,
-                     repeats: int, src: str | None = None) -> Result:  # fmt: skip
+                     repeats: int, scheme: str = FLOAT, src: str | None = None) -> Result:  # fmt: skip
     """`measure` in a fresh Python whose BLAS/OpenMP thread pools are limited to `threads`; `src`
     imports tinylm from another checkout's src/ folder instead (a baseline to compare against)."""
     env = dict(os.environ)
@@ -138,13 +163,15 @@ def measure_isolated(shape: str, engine: str, threads: int, new_tokens: int, pro
         env["PYTHONPATH"] = src
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
-    job = json.dumps([shape, engine, threads, new_tokens, prompt_tokens, repeats])
+    # the scheme only when set: a baseline checkout's worker may predate it
+    extra = [] if scheme == FLOAT else [scheme]
+    job = json.dumps([shape, engine, threads, new_tokens, prompt_tokens, repeats, *extra])
     r = subprocess.run(
         [sys.executable, "-m", "tinylm.generate.bench", job], capture_output=True, text=True, env=env
     )
     if r.returncode != 0:
         last = (r.stderr.strip().splitlines() or ["no output"])[-1]
-        raise TinyLMError(f"benchmark of {engine} on {shape} with {threads} thread(s) failed: {last}")
+        raise TinyLMError(f"benchmark of {engine} ({scheme}) on {shape} with {threads} thread(s) failed: {last}")
     return Result(**json.loads(r.stdout.strip().splitlines()[-1]))
 
 
@@ -153,6 +180,7 @@ def format_table(results: list[Result], bandwidth: dict[int, float]) -> str:
     head = (
         "shape",
         "engine",
+        "scheme",
         "threads",
         "decode tok/s",
         "% of bound",
@@ -162,14 +190,14 @@ def format_table(results: list[Result], bandwidth: dict[int, float]) -> str:
     )
     rows = []
     for r in results:
-        bound = bandwidth[r.threads] * 1e9 / weight_bytes_per_token(get_preset(r.shape))
+        bound = bandwidth[r.threads] * 1e9 / weight_bytes_per_token(get_preset(r.shape), r.scheme)
         ref = RUN_C_TOKENS_PER_S.get(r.shape)
         rows.append((
-            r.shape, r.engine, str(r.threads), f"{r.decode_tok_s:,.1f}", f"{100 * r.decode_tok_s / bound:.0f}%",
+            r.shape, r.engine, r.scheme, str(r.threads), f"{r.decode_tok_s:,.1f}", f"{100 * r.decode_tok_s / bound:.0f}%",
             f"{r.decode_tok_s / ref:.2f}x" if ref else "-", f"{r.prefill_tok_s:,.0f}", f"{r.warmup_s:.1f}",
         ))  # fmt: skip
     widths = [max(len(x[i]) for x in [head, *rows]) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(x, widths, strict=True)))
+    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(x, widths, strict=True)))
              for x in [head, *rows]]  # fmt: skip
     notes = [
         f"decode: batch 1, greedy, a 1-token prompt then {max(r.new_tokens for r in results)} new tokens (fewer "
@@ -177,31 +205,32 @@ def format_table(results: list[Result], bandwidth: dict[int, float]) -> str:
         "weights; each figure the best of the repeats",
         f"memory read bandwidth: {', '.join(f'{t} thread(s) {bw:.1f} GB/s' for t, bw in bandwidth.items())}",
     ]
-    for shape in dict.fromkeys(r.shape for r in results):
+    for shape, scheme in dict.fromkeys((r.shape, r.scheme) for r in results):
         cfg = get_preset(shape)
-        mb = weight_bytes_per_token(cfg) / 1e6
+        mb = weight_bytes_per_token(cfg, scheme) / 1e6
         bounds = ", ".join(f"{bw * 1e3 / mb:,.0f} tok/s at {t} thread(s)" for t, bw in bandwidth.items())
         ref = (
             f"; run.c (2 threads): {RUN_C_TOKENS_PER_S[shape]:.0f} tok/s"
             if shape in RUN_C_TOKENS_PER_S
             else ""
         )
-        notes.append(f"{shape}: {mb:,.1f} MB of fp32 weights per token -> bound {bounds}{ref}")
+        notes.append(f"{shape} {scheme}: {mb:,.1f} MB of weights per token -> bound {bounds}{ref}")
     return "\n".join([*lines, "", *notes])
 
 
 def run(shapes: list[str], engines: list[str], threads: list[int], new_tokens: int = 256, prompt_tokens: int = 128,
-        repeats: int = 3, progress: bool = True) -> tuple[list[Result], dict[int, float]]:  # fmt: skip
+        repeats: int = 3, progress: bool = True, schemes: tuple[str, ...] | list[str] = (FLOAT,),
+        ) -> tuple[list[Result], dict[int, float]]:  # fmt: skip
     from tqdm import tqdm
 
     bandwidth = {t: memory_bandwidth(t) for t in threads}
-    jobs = [(s, e, t) for s in shapes for e in engines for t in threads]
+    jobs = [(s, e, q, t) for s in shapes for q in schemes for e in engines for t in threads]
     results = []
     with tqdm(jobs, desc="bench", unit="run", disable=not progress) as bar:
-        for s, e, t in bar:
-            bar.set_postfix_str(f"{s} {e} {t} thread(s)")
-            results.append(measure_isolated(s, e, t, new_tokens, prompt_tokens, repeats))
-            bar.set_postfix_str(f"{s} {e} {t}: {results[-1].decode_tok_s:,.1f} tok/s")
+        for s, e, q, t in bar:
+            bar.set_postfix_str(f"{s} {e} {q} {t} thread(s)")
+            results.append(measure_isolated(s, e, t, new_tokens, prompt_tokens, repeats, q))
+            bar.set_postfix_str(f"{s} {e} {q} {t}: {results[-1].decode_tok_s:,.1f} tok/s")
     return results, bandwidth
 
 

@@ -1,0 +1,98 @@
+"""Decode speed of quantized weights: tinylm's engines at fp32 and every scheme, beside the
+memory-bandwidth bound of each (measured in the same run), and llama.cpp on our GGUF exports of the
+same random weights when llama-cpp-python is installed (it is not a tinylm dependency).
+
+Batch 1, greedy, 256 new tokens, 2 threads, random weights of the stories15M and stories110M shapes:
+
+python benchmarks/bench_quantize.py
+python benchmarks/bench_quantize.py --shapes stories15M --schemes fp32,q8_0,q4_0 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tinylm.config import get_preset
+from tinylm.generate import bench
+from tinylm.quantize import SCHEMES
+
+GGUF_TYPES = ("f32", "q8_0", "q4_0")  # what we export for llama.cpp: float, or our own blocks
+
+
+def llama_cpp_rows(shapes: list[str], tokens: int, threads: int, repeats: int) -> list[tuple[str, str, float]]:
+    """(shape, GGUF type, best decode tok/s) of llama.cpp on our exports; none without llama-cpp-python."""
+    try:
+        import llama_cpp
+    except ImportError:
+        print("llama-cpp-python is not installed: no llama.cpp rows (pip install llama-cpp-python)", file=sys.stderr)
+        return []
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for shape in shapes:
+            for kind in GGUF_TYPES:
+                path = export_gguf(shape, kind, Path(tmp))
+                llm = llama_cpp.Llama(model_path=str(path), n_threads=threads, n_ctx=tokens + 8, verbose=False)
+                best = 0.0
+                for _ in range(repeats):
+                    llm.reset()
+                    token = 1
+                    start = time.perf_counter()
+                    for _ in range(tokens):  # greedy, one token at a time, as our engines decode
+                        llm.eval([token])
+                        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+                    best = max(best, tokens / (time.perf_counter() - start))
+                rows.append((shape, kind, best))
+    return rows
+
+
+def export_gguf(shape: str, kind: str, folder: Path) -> Path:
+    """Random weights of `shape` as GGUF: f32, or quantized by tinylm and written as its blocks."""
+    import torch
+
+    from tinylm.checkpoint import build_model
+    from tinylm.formats import gguf_format
+    from tinylm.formats.vocab import BYTE, CONTROL, NORMAL, UNKNOWN, SpVocab, llama2c_tokenizer
+    from tinylm.quantize.linear import quantize_model
+
+    cfg = get_preset(shape)
+    model = build_model(cfg, {k: torch.from_numpy(v) for k, v in bench.random_weights(cfg).items()})
+    if kind != "f32":
+        quantize_model(model, kind)
+    # llama.cpp needs a vocabulary: unk, bos, eos, 256 bytes, then made-up pieces
+    pieces = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256))]
+    pieces += [f"\u2581t{i}" for i in range(cfg.vocab_size - len(pieces))]
+    types = [UNKNOWN, CONTROL, CONTROL, *[BYTE] * 256] + [NORMAL] * (cfg.vocab_size - 259)
+    tok = llama2c_tokenizer(SpVocab(pieces, [0.0] * len(pieces), types, 1, 2))
+    path = folder / f"{shape}-{kind}.gguf"
+    gguf_format.write_model(model, tok, path)
+    return path
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shapes", default="stories15M,stories110M")
+    p.add_argument("--engines", default="numpy,torch")
+    p.add_argument("--schemes", default=",".join([bench.FLOAT, *SCHEMES]))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tokens", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=2)
+    args = p.parse_args()
+    shapes = args.shapes.split(",")
+    results, bandwidth = bench.run(shapes, args.engines.split(","), [args.threads], args.tokens, 16, args.repeats,
+                                   schemes=args.schemes.split(","))  # fmt: skip
+    print(bench.format_table(results, bandwidth))
+    rows = llama_cpp_rows(shapes, args.tokens, args.threads, args.repeats)
+    for shape, kind, tok_s in rows:
+        scheme = bench.FLOAT if kind == "f32" else kind
+        bound = bandwidth[args.threads] * 1e9 / bench.weight_bytes_per_token(get_preset(shape), scheme)
+        print(f"llama.cpp {shape} {kind}: {tok_s:,.1f} tok/s ({100 * tok_s / bound:.0f}% of bound)")
+
+
+if __name__ == "__main__":
+    main()

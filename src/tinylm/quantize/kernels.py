@@ -1,0 +1,140 @@
+"""Quantized matrix products: our C kernels (kernels.c), compiled on first use, or NumPy.
+
+The C file is compiled with the system `cc` (-O3 -march=native -fopenmp) into the cache directory
+($TINYLM_CACHE/kernels, named by a hash of the source, flags and CPU, so a shared home directory on
+another CPU compiles its own) and loaded with ctypes: no build step at install, no dependency, and
+the speed does not hang on which BLAS a wheel picked. Without a compiler (or with
+TINYLM_KERNELS=numpy) `matmul` falls back to NumPy: dequantize, then multiply — same numbers up to
+float32 rounding, far slower. Batches larger than SMALL_BATCH (prefill) also take that route, since
+there a float matrix product's arithmetic, not reading the weights, is the cost.
+
+Activations are float32 by default, so results equal a float model of the dequantized weights.
+TINYLM_ACTIVATIONS=int8 rounds them to int8 in blocks of 32 first, as llama.cpp does for q8_0 and
+q4_0, and multiplies with integer dot products (8-bit weights and q4_0/int4; nf4 keeps float32):
+faster where arithmetic, not memory, limits, at the cost of the activations' rounding error.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import subprocess
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from tinylm.quantize.blocks import LINEAR, Form
+
+SOURCE = Path(__file__).with_name("kernels.c")
+FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp")
+SMALL_BATCH = 8
+ACTIVATIONS = os.environ.get("TINYLM_ACTIVATIONS", "float32")  # or "int8" (see above)
+_float_p = ctypes.POINTER(ctypes.c_float)
+
+
+def _cpu() -> str:
+    """What -march=native depends on: the CPU's model and flags where Linux says them."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    return "".join(line for line in text.splitlines()[:30] if line.startswith(("model name", "flags")))
+
+
+def compile_library(out: Path, flags: tuple[str, ...] = FLAGS) -> bool:
+    """Build the library at `out` (atomically: a crash leaves no half-written file); False if we cannot."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    os.close(fd)
+    try:
+        for attempt in (flags, tuple(f for f in flags if f != "-fopenmp")):  # OpenMP is optional
+            done = subprocess.run(["cc", *attempt, "-o", tmp, str(SOURCE)], capture_output=True, timeout=120)
+            if done.returncode == 0:
+                os.replace(tmp, out)
+                return True
+        return False
+    except (OSError, subprocess.SubprocessError):
+        return False
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def load_library(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    p, i = ctypes.c_void_p, ctypes.c_int
+    lib.matmul_q8.argtypes = [p, p, p, p, i, i, i, i, i]
+    lib.matmul_q4.argtypes = [p, p, p, p, p, p, p, i, i, i, i, i]
+    lib.quantize_act.argtypes = [p, p, p, i]
+    lib.matmul_act8.argtypes = [p] * 8 + [i] * 5
+    lib.matmul_q8.restype = lib.matmul_q4.restype = lib.quantize_act.restype = lib.matmul_act8.restype = None
+    return lib
+
+
+@cache
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels, or None (no compiler, TINYLM_KERNELS=numpy, or a failed build)."""
+    if os.environ.get("TINYLM_KERNELS") == "numpy":
+        return None
+    from tinylm.data.download import cache_dir
+
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu().encode()).hexdigest()[:16]
+    path = cache_dir() / "kernels" / f"tinylm_quant_{key}.so"
+    # Threads that wait for work by sleeping, not spinning: on a busy machine (more runnable threads than
+    # cores) a spinning OpenMP barrier made 2 threads ~5x slower than 1; sleeping costs a wake-up per
+    # product on a quiet one. Read when libgomp loads; OMP_WAIT_POLICY=active in the environment wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+    try:
+        if not path.is_file() and not compile_library(path):
+            return None
+        return load_library(path)
+    except OSError:
+        return None
+
+
+def default_threads() -> int:
+    """OMP_NUM_THREADS when set (as BLAS libraries read it), else every core this process may use."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _ptr(a: np.ndarray | None) -> int | None:
+    return None if a is None else a.ctypes.data
+
+
+def matmul(x: np.ndarray, w: Form, threads: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """x (B, n) float32 @ w.T -> (B, m) float32, w a quantized (m, n) matrix."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    B, n = x.shape
+    m = w.shape[0]
+    lib = library()
+    if lib is None or B > SMALL_BATCH:
+        return np.matmul(x, w.dequantize().T, out=out)
+    y = out if out is not None else np.empty((B, m), dtype=np.float32)
+    threads = threads or default_threads()
+    if ACTIVATIONS == "int8" and n % 32 == 0 and w.group % 32 == 0 and (w.bits == 8 or w.lut is LINEAR):
+        xq, xd = quantize_activations(x, lib)
+        xsum = np.empty(B * (n // w.group), dtype=np.float32)
+        q8, q4 = (w.q, None) if w.bits == 8 else (None, w.q)
+        lib.matmul_act8(_ptr(y), _ptr(xq), _ptr(xd), _ptr(xsum), _ptr(q8), _ptr(q4), _ptr(w.scale), _ptr(w.mins),
+                        B, n, m, w.group, threads)  # fmt: skip
+    elif w.bits == 8:
+        lib.matmul_q8(_ptr(y), _ptr(x), _ptr(w.q), _ptr(w.scale), B, n, m, w.group, threads)
+    else:
+        xsum = np.empty(B * (n // w.group), dtype=np.float32) if w.mins is not None else None
+        lut = None if w.lut is LINEAR else w.lut  # the kernel converts a nibble that stands for itself
+        lib.matmul_q4(_ptr(y), _ptr(x), _ptr(w.q), _ptr(w.scale), _ptr(w.mins), _ptr(lut), _ptr(xsum),
+                      B, n, m, w.group, threads)  # fmt: skip
+    return y
+
+
+def quantize_activations(x: np.ndarray, lib: ctypes.CDLL) -> tuple[np.ndarray, np.ndarray]:
+    """x (B, n) float32 rounded to int8 in blocks of 32: (values (B, n), scales (B, n / 32))."""
+    xq = np.empty(x.shape, dtype=np.int8)
+    xd = np.empty((x.shape[0], x.shape[1] // 32), dtype=np.float32)
+    lib.quantize_act(_ptr(xq), _ptr(xd), _ptr(x), x.size)
+    return xq, xd

@@ -1,0 +1,107 @@
+"""The C kernels against an exact reference (dequantize, multiply in float64), and the NumPy fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tinylm.quantize import kernels, schemes
+from tinylm.quantize.blocks import round_away
+
+
+def quantized(scheme: str, w: np.ndarray):
+    mod = schemes.get_scheme(scheme)
+    group = schemes.tensor_group(scheme, "w", w.shape, mod.GROUP)
+    return mod.form(mod.quantize(w, group), group)
+
+
+def weights(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    w = rng.normal(0, 1, shape).astype(np.float32)
+    w[0] = 0.0  # a zero row
+    w[1, :64] = 1e4  # huge values
+    w[2] = rng.normal(0, 1e-6, shape[1])  # tiny ones
+    return w
+
+
+@pytest.fixture(scope="module")
+def lib():
+    if kernels.library() is None:
+        pytest.skip("no C compiler here: the NumPy fallback is the only path (tested below)")
+    return kernels.library()
+
+
+@pytest.mark.parametrize("scheme", list(schemes.SCHEMES))
+@pytest.mark.parametrize("batch", [1, 3, kernels.SMALL_BATCH])
+def test_kernel_equals_float64_reference(lib, scheme, batch):
+    rng = np.random.default_rng(0)
+    w = quantized(scheme, weights(rng, (40, 256)))
+    x = rng.normal(0, 1, (batch, 256)).astype(np.float32)
+    x[0, :8] = 1e3
+    exact = x.astype(np.float64) @ w.dequantize().astype(np.float64).T
+    y = kernels.matmul(x, w, threads=2)
+    # float32 sums of 256 products: error below a few ulps of the sum of the terms' magnitudes
+    terms = np.abs(w.values()).reshape(40, -1, w.group) * np.abs(w.scale)[:, :, None]
+    if w.mins is not None:  # int4 sums scale * q * x and min * x separately
+        terms += np.abs(w.mins)[:, :, None]
+    bound = 1e-6 * (np.abs(x).astype(np.float64) @ terms.reshape(40, 256).astype(np.float64).T) + 1e-30
+    assert y.shape == (batch, 40) and np.all(np.abs(y - exact) <= bound)
+
+
+@pytest.mark.parametrize("scheme", list(schemes.SCHEMES))
+def test_fallback_equals_kernel(lib, scheme, monkeypatch):
+    rng = np.random.default_rng(1)
+    w = quantized(scheme, weights(rng, (24, 128)))
+    x = rng.normal(0, 1, (2, 128)).astype(np.float32)
+    fast = kernels.matmul(x, w, threads=1)
+    monkeypatch.setattr(kernels, "library", lambda: None)
+    slow = kernels.matmul(x, w)
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5 * np.abs(slow).max())
+
+
+def test_rows_of_fused_forms_multiply_like_their_parts(lib):
+    rng = np.random.default_rng(2)
+    a, b = quantized("q4_0", weights(rng, (8, 64))), quantized("q4_0", weights(rng, (16, 64)))
+    x = rng.normal(0, 1, (1, 64)).astype(np.float32)
+    both = kernels.matmul(x, a.rows(b))
+    np.testing.assert_array_equal(both, np.concatenate([kernels.matmul(x, a), kernels.matmul(x, b)], axis=1))
+
+
+def test_portable_build_equals_the_native_one(lib, tmp_path, monkeypatch):
+    """Without -march=native (no AVX2 intrinsics) the plain C loops run: same numbers."""
+    portable = tmp_path / "portable.so"
+    assert kernels.compile_library(portable, ("-O2", "-fPIC", "-shared"))
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 1, (2, 128)).astype(np.float32)
+    for scheme in schemes.SCHEMES:
+        w = quantized(scheme, weights(rng, (24, 128)))
+        for acts in ("float32", "int8"):
+            monkeypatch.setattr(kernels, "ACTIVATIONS", acts)
+            native = kernels.matmul(x, w)
+            monkeypatch.setattr(kernels, "library", lambda: kernels.load_library(portable))
+            np.testing.assert_allclose(kernels.matmul(x, w), native, rtol=1e-5, atol=1e-5 * np.abs(native).max())
+            monkeypatch.setattr(kernels, "library", lambda: lib)
+
+
+def test_activations_round_like_gguf_q8_0(lib):
+    x = np.random.default_rng(4).normal(0, 1, (3, 96)).astype(np.float32)
+    x[1, :32] = 0.0
+    xq, xd = kernels.quantize_activations(x, lib)
+    g = x.reshape(3, -1, 32)
+    d = np.abs(g).max(axis=-1) / np.float32(127)
+    inverse = np.where(d > 0, np.float32(1) / np.where(d > 0, d, 1), 0).astype(np.float32)
+    assert np.array_equal(xd, d) and np.array_equal(xq, round_away(g * inverse[..., None]).reshape(3, 96))
+
+
+@pytest.mark.parametrize("scheme", ["int8", "q8_0", "q4_0", "int4"])
+def test_int8_activation_kernel_equals_its_exact_reference(lib, scheme, monkeypatch):
+    """TINYLM_ACTIVATIONS=int8: the float64 product of the rounded activations and dequantized weights."""
+    monkeypatch.setattr(kernels, "ACTIVATIONS", "int8")
+    rng = np.random.default_rng(5)
+    w = quantized(scheme, weights(rng, (40, 256)))
+    x = rng.normal(0, 1, (3, 256)).astype(np.float32)
+    xq, xd = kernels.quantize_activations(x, lib)
+    rounded = (xq.reshape(3, -1, 32) * xd[..., None].astype(np.float64)).reshape(3, 256)
+    exact = rounded @ w.dequantize().astype(np.float64).T
+    y = kernels.matmul(x, w)
+    np.testing.assert_allclose(y, exact, rtol=1e-5, atol=1e-5 * np.abs(exact).max())
+    assert np.abs(y - x.astype(np.float64) @ w.dequantize().T).max() > 1e-4 * np.abs(exact).max()  # it did round
