@@ -70,17 +70,6 @@ def test_a_hessian_that_is_not_positive_definite_gets_more_damping():
         gptq(w, -np.eye(64), "q4_0", 32)
 
 
-TEXT = "".join(f"{string.ascii_lowercase[i % 26:]} the cat sat on the mat {i}.\n" for i in range(60))
-
-
-@pytest.fixture
-def text_ckpt(tmp_path):
-    tok = CharTokenizer.train([TEXT])
-    model = Model(tiny_llama(vocab_size=tok.vocab_size, dim=64, hidden_dim=128, tie_embeddings=False)).eval()
-    (tmp_path / "calib.txt").write_text(TEXT)
-    return save_checkpoint(tmp_path / "float", model, tok), tmp_path / "calib.txt"
-
-
 def quantize(ckpt, calib, out, *extra: str) -> int:
     return main(["quantize", str(ckpt), "--out", str(out), "--calibration", str(calib), "--samples", "8", *extra])
 
@@ -114,24 +103,17 @@ def test_gptq_int4_checkpoint_loads_as_int4(text_ckpt, tmp_path):
     assert load_checkpoint(tmp_path / "g").model.layers[0].attn.wqkv.group == 64
 
 
-def one_line_error(capsys, argv) -> str:
-    assert main(argv) == 1
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
-    return err
-
-
-def test_bad_calibration_input_is_one_line(text_ckpt, tmp_path, capsys):
+def test_bad_calibration_input_is_one_line(text_ckpt, tmp_path, one_line_error):
     ckpt, _ = text_ckpt
     short = tmp_path / "short.txt"
     short.write_text("the cat")
     base = ["quantize", str(ckpt), "--out", str(tmp_path / "o"), "--scheme", "gptq-q4_0"]
-    assert "fewer than one sequence" in one_line_error(capsys, [*base, "--calibration", str(short)])
-    assert "needs calibration text" in one_line_error(capsys, base)
+    assert "fewer than one sequence" in one_line_error([*base, "--calibration", str(short)])
+    assert "needs calibration text" in one_line_error(base)
     big = CharTokenizer.train([string.printable])  # more tokens than the model's vocabulary
     model = Model(tiny_llama(vocab_size=40)).eval()
     mismatched = save_checkpoint(tmp_path / "mismatch", model, big)
     argv = ["quantize", str(mismatched), "--out", str(tmp_path / "o2"), "--scheme", "gptq-int4",
             "--calibration", str(short)]  # fmt: skip
-    assert "do not belong together" in one_line_error(capsys, argv)
+    assert "do not belong together" in one_line_error(argv)
     assert not (tmp_path / "o").exists() and not (tmp_path / "o2").exists()

@@ -64,3 +64,14 @@ def smooth(model: nn.Module, absmax: dict[str, torch.Tensor], alpha: float) -> N
     for norm, linears in smoothed_groups(model):
         first = next(iter(linears))
         fold(norm, list(linears.values()), scales(absmax[first], [m.weight for m in linears.values()], alpha))
+
+
+@torch.no_grad()
+def plant_outliers(model: nn.Module, channels: list[int], factor: float = 30.0) -> None:
+    """Give `model` activation outliers without changing its function (for demonstrations and tests):
+    every smoothed norm's output channels `channels` times `factor`, the weight columns that read them
+    divided by it -- what trained LLMs grow on their own, which SmoothQuant undoes."""
+    s = torch.ones(model.config.dim)
+    s[channels] = 1.0 / factor
+    for norm, linears in smoothed_groups(model):
+        fold(norm, list(linears.values()), s)
