@@ -97,7 +97,6 @@ def test_custom_op_for_torch_compile():
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_numpy_runtime_runs_quantized_weights_like_the_torch_engine(scheme):
-    from tinylm.eval import numpy_logits
     from tinylm.quantize.transform import make_spec
     from tinylm.runtime import NumpyModel
 
@@ -111,4 +110,19 @@ def test_numpy_runtime_runs_quantized_weights_like_the_torch_engine(scheme):
     idx = torch.randint(0, 67, (2, 10))
     with torch.no_grad():
         want = reference(idx).numpy()
-    np.testing.assert_allclose(numpy_logits(runtime, idx.numpy()), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(runtime.logits(idx.numpy()), want, rtol=1e-4, atol=1e-5)
+
+
+def test_quantized_output_head_runs_in_both_engines():
+    from tinylm.quantize.transform import make_spec
+    from tinylm.runtime import NumpyModel
+
+    model = Model(tiny_llama(dim=64, hidden_dim=128, tie_embeddings=False)).eval()
+    quantize_model(model, "q8_0", keep=["tok_emb"])  # what --quantize-embeddings asks for
+    assert isinstance(model.lm_head, QuantLinear)
+    weights = {k: v.numpy() for k, v in model_state_dict(model).items()}
+    runtime = NumpyModel(model.config, weights, quantization=make_spec("q8_0", keep=["tok_emb"]))
+    assert isinstance(runtime.head, Form)
+    greedy = Sampler(SamplingParams(temperature=0))
+    ids = [[t.tolist() for t in generate_ids(e, [[1, 5, 9]], 12, greedy)] for e in (runtime, TorchEngine(model))]
+    assert ids[0] == ids[1]

@@ -163,9 +163,8 @@ def measure_isolated(shape: str, engine: str, threads: int, new_tokens: int, pro
         env["PYTHONPATH"] = src
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
-    # the scheme only when set: a baseline checkout's worker may predate it
-    extra = [] if scheme == FLOAT else [scheme]
-    job = json.dumps([shape, engine, threads, new_tokens, prompt_tokens, repeats, *extra])
+    # a baseline checkout may predate schemes: name one only when there is one
+    job = json.dumps([shape, engine, threads, new_tokens, prompt_tokens, repeats] + ([scheme] if scheme != FLOAT else []))
     r = subprocess.run(
         [sys.executable, "-m", "tinylm.generate.bench", job], capture_output=True, text=True, env=env
     )

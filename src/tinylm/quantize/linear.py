@@ -130,24 +130,27 @@ class TensorReport:
 
 def quantized_names(model: nn.Module, keep: Sequence[str]) -> list[str]:
     """The Linear layers `quantize_model` swaps: all but those named in `keep` (or inside them)."""
+    cfg = getattr(model, "config", None)
+    if "lm_head" not in keep and cfg is not None and cfg.tie_embeddings:
+        raise TinyLMError("the output head shares the token embedding (tie_embeddings), which stays float; "
+                          "keep lm_head (drop --quantize-embeddings) or untie the model")  # fmt: skip
     return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not is_kept(n, list(keep))]
+
+
+def swap(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
 def quantize_model(model: nn.Module, scheme: str, group: int | None = None, keep: Sequence[str] = DEFAULT_KEEP) -> None:
     """Replace the model's nn.Linear layers (except those in `keep`) by QuantLinear, in place."""
     group = schemes.check_group(scheme, group)
-    cfg = getattr(model, "config", None)
-    if "lm_head" not in keep and cfg is not None and cfg.tie_embeddings:
-        raise TinyLMError("the output head shares the token embedding (tie_embeddings), which stays float; "
-                          "keep lm_head (drop --quantize-embeddings) or untie the model")  # fmt: skip
     names = quantized_names(model, keep)
     for n in names:  # check every tensor before changing any
         lin = model.get_submodule(n)
         schemes.tensor_group(scheme, n + ".weight", (lin.out_features, lin.in_features), group)
     for n in names:
-        ql = QuantLinear.from_linear(model.get_submodule(n), scheme, group, n + ".weight")
-        parent, _, child = n.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, ql)
+        swap(model, n, QuantLinear.from_linear(model.get_submodule(n), scheme, group, n + ".weight"))
 
 
 def tensor_reports(original: nn.Module, quantized: nn.Module) -> list[TensorReport]:

@@ -60,7 +60,7 @@ def layout(cfg: ModelConfig, spec: dict[str, Any], before: Layout) -> Layout:
 def apply(model: Any, spec: dict[str, Any]) -> None:
     """Swap the model's Linear layers for QuantLinear: empty ones on a "meta" model (to load into),
     quantized from the weights on a real one."""
-    from tinylm.quantize.linear import QuantLinear, quantize_model
+    from tinylm.quantize.linear import QuantLinear, quantize_model, quantized_names, swap
 
     scheme, group, keep = read_spec(spec)
     if any(isinstance(m, QuantLinear) for m in model.modules()):
@@ -68,14 +68,10 @@ def apply(model: Any, spec: dict[str, Any]) -> None:
     if not model.tok_emb.weight.is_meta:
         quantize_model(model, scheme, group, keep)
         return
-    from torch import nn
-
-    for name, m in list(model.named_modules()):
-        if isinstance(m, nn.Linear) and not is_kept(name, keep):
-            ql = QuantLinear(m.in_features, m.out_features, m.bias is not None, scheme, group, name + ".weight",
-                             m.weight.device)  # fmt: skip
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child, ql)
+    for name in quantized_names(model, keep):
+        m = model.get_submodule(name)
+        swap(model, name, QuantLinear(m.in_features, m.out_features, m.bias is not None, scheme, group,
+                                      name + ".weight", m.weight.device))  # fmt: skip
 
 
 def register() -> None:
