@@ -41,11 +41,6 @@ class Options:
     smoothed: nn.Module | None = None  # smoothquant: the float model after smoothing (per-tensor errors)
 
 
-def swap(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
-
-
 def quantize_calibrated(model: nn.Module, tokens: torch.Tensor, opt: Options) -> dict[str, Any]:
     """Quantize `model` in place with a calibrated scheme; returns the checkpoint's quantization spec."""
     if opt.scheme in GPTQ:
@@ -88,7 +83,7 @@ def search_alpha(model: nn.Module, tokens: torch.Tensor, absmax: dict[str, torch
 
 
 def gptq_model(model: nn.Module, tokens: torch.Tensor, opt: Options) -> dict[str, Any]:
-    from tinylm.quantize.linear import QuantLinear, quantized_names
+    from tinylm.quantize.linear import QuantLinear, quantized_names, swap
     from tinylm.quantize.transform import make_spec
 
     scheme = GPTQ[opt.scheme]

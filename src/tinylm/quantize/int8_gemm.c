@@ -15,6 +15,7 @@
 
 #include <stdint.h>
 #include <string.h>
+#include <math.h>
 #ifdef __AVX512VNNI__
 #include <immintrin.h>
 #endif
@@ -74,4 +75,37 @@ void matmul_i8(int32_t *y, const uint8_t *xu, const int8_t *panels, const int32_
         for (int b = 0; b < B; b += ROWS)
             tile(y + (size_t)b * m + 32 * q, xu + (size_t)b * n4 * 4, p0, p1, wsum + 32 * q, n4, m);
     }
+}
+
+/* x (B, n) float32 -> xu (b_pad, n4 * 4) = round(x / s) + 128 and s (b_pad,), s = max |x| / 127 per row
+   (1 for a row of zeros; padding rows and columns stand for 0). Rounds half to even, divides (not
+   multiplies by 1 / s), as w8a8_linear.quantize_tokens does, so both give the same integers. */
+void quantize_rows(uint8_t *xu, float *s, const float *x, int B, int b_pad, int n, int n4, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int b = 0; b < b_pad; b++) {
+        uint8_t *row = xu + (size_t)b * n4 * 4;
+        memset(row, 128, (size_t)n4 * 4);
+        if (b >= B) { s[b] = 0.0f; continue; }
+        const float *xr = x + (size_t)b * n;
+        float amax = 0.0f;
+        for (int i = 0; i < n; i++) amax = fmaxf(amax, fabsf(xr[i]));
+        float scale = amax / 127.0f;
+        if (!(scale > 0.0f)) scale = 1.0f;
+        s[b] = scale;
+        for (int i = 0; i < n; i++) {
+            float v = nearbyintf(xr[i] / scale);
+            row[i] = (uint8_t)(int)(fminf(fmaxf(v, -127.0f), 127.0f) + 128.0f);
+        }
+    }
+}
+
+/* y (b_pad, m) float32 = acc * sx[b] * sw[o] (+ bias[o]): the int32 products back to activations' units */
+void rescale(float *y, const int32_t *acc, const float *sx, const float *sw, const float *bias, int b_pad, int m,
+             int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int b = 0; b < b_pad; b++)
+        for (int o = 0; o < m; o++) {
+            float v = (float)acc[(size_t)b * m + o] * sx[b] * sw[o];
+            y[(size_t)b * m + o] = bias ? v + bias[o] : v;
+        }
 }

@@ -42,7 +42,9 @@ def library() -> ctypes.CDLL | None:
     p, i = ctypes.c_void_p, ctypes.c_int
     lib.pack_weights.argtypes = [p, p, i, i, i]
     lib.matmul_i8.argtypes = [p, p, p, p, i, i, i, i]
-    lib.pack_weights.restype = lib.matmul_i8.restype = None
+    lib.quantize_rows.argtypes = [p, p, p, i, i, i, i, i]
+    lib.rescale.argtypes = [p, p, p, p, p, i, i, i]
+    lib.pack_weights.restype = lib.matmul_i8.restype = lib.quantize_rows.restype = lib.rescale.restype = None
     return lib
 
 
@@ -89,3 +91,23 @@ def matmul(x: np.ndarray, w: Packed, threads: int | None = None) -> np.ndarray:
     lib.matmul_i8(y.ctypes.data, xu.ctypes.data, w.panels.ctypes.data, w.wsum.ctypes.data, b_pad, w.n4, m_pad,
                   threads or kernels.default_threads())  # fmt: skip
     return y[:B, :m]
+
+
+def linear(x: np.ndarray, w: Packed, w_scale: np.ndarray, bias: np.ndarray | None, threads: int) -> np.ndarray | None:
+    """A W8A8 layer in C: x (B, n) float32 rounded to int8 per row, times w, back to float32 (B, m_pad)
+    with w_scale (m_pad,) and bias (m_pad,) or None; None without the compiled kernel."""
+    lib = library()
+    if lib is None or w.panels is None:
+        return None
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    B, n = x.shape
+    b_pad, m_pad = -(-B // ROWS) * ROWS, w.wsum.size
+    xu, sx = np.empty((b_pad, w.n4 * 4), dtype=np.uint8), np.empty(b_pad, dtype=np.float32)
+    lib.quantize_rows(xu.ctypes.data, sx.ctypes.data, x.ctypes.data, B, b_pad, n, w.n4, threads)
+    acc = np.empty((b_pad, m_pad), dtype=np.int32)
+    lib.matmul_i8(acc.ctypes.data, xu.ctypes.data, w.panels.ctypes.data, w.wsum.ctypes.data, b_pad, w.n4, m_pad,
+                  threads)  # fmt: skip
+    y = np.empty((b_pad, m_pad), dtype=np.float32)
+    lib.rescale(y.ctypes.data, acc.ctypes.data, sx.ctypes.data, w_scale.ctypes.data,
+                None if bias is None else bias.ctypes.data, b_pad, m_pad, threads)  # fmt: skip
+    return y[:B]

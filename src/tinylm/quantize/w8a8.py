@@ -35,7 +35,7 @@ def layout(cfg: ModelConfig, spec: dict[str, Any], before: transform.Layout) -> 
 def apply(model: Any, spec: dict[str, Any]) -> None:
     """Swap the model's Linear layers (but `keep`) for W8A8Linear: empty on "meta", quantized otherwise."""
     from tinylm.errors import TinyLMError
-    from tinylm.quantize.linear import QuantLinear, quantized_names
+    from tinylm.quantize.linear import QuantLinear, quantized_names, swap
     from tinylm.quantize.w8a8_linear import W8A8Linear
 
     _, _, keep = transform.read_spec(_as_int8(spec))
@@ -49,8 +49,7 @@ def apply(model: Any, spec: dict[str, Any]) -> None:
                              device=m.weight.device)  # fmt: skip
         else:
             new = W8A8Linear.from_linear(m, "int8", 0, name + ".weight")
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, new)
+        swap(model, name, new)
 
 
 def register() -> None:

@@ -5,12 +5,13 @@ times int8 activations (one scale per token, computed on the fly), summed exactl
 
 Per-token activation scales are what SmoothQuant assumes: a few outlier channels would set every
 token's scale and crush the rest to zero, which is why `smoothquant` first moves them into the
-weights. The integer product runs in our C kernel (tinylm.quantize.int8_gemm) on CPU, in float64
-(exact) elsewhere.
+weights. On CPU the rounding, the integer product and the rescaling run in our C kernels
+(tinylm.quantize.int8_gemm); elsewhere in plain torch, the integer product in float64 (exact).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from tinylm.quantize import int8_gemm
@@ -31,19 +32,30 @@ class W8A8Linear(QuantLinear):
                  name: str = "", device: torch.device | str | None = None):  # fmt: skip
         super().__init__(in_features, out_features, bias, "int8", group, name, device)
         self._packed: int8_gemm.Packed | None = None
+        self._padded: tuple[np.ndarray, np.ndarray | None] = (np.zeros(0, np.float32), None)  # scales, bias
 
     def refresh(self) -> None:
         super().refresh()
-        if not self.qweight.is_meta and self.qweight.device.type == "cpu":
-            self._packed = int8_gemm.pack(self.qweight.numpy())
+        if self.qweight.is_meta or self.qweight.device.type != "cpu":
+            return
+        self._packed = int8_gemm.pack(self.qweight.numpy())
+        m_pad = self._packed.wsum.size
+
+        def padded(t: torch.Tensor) -> np.ndarray:
+            out = np.zeros(m_pad, dtype=np.float32)
+            out[: self.out_features] = t.detach().float().numpy()
+            return out
+
+        self._padded = (padded(self.scales), None if self.bias is None else padded(self.bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = x.reshape(-1, self.in_features)
-        xq, sx = quantize_tokens(x2.detach())
-        if self._packed is not None and xq.device.type == "cpu":
-            acc = torch.from_numpy(int8_gemm.matmul(xq.numpy(), self._packed, torch.get_num_threads()))
-        else:
-            acc = xq.double() @ self.qweight.double().T  # exact: the sums stay far below 2^53
+        if self._packed is not None and x2.device.type == "cpu" and x2.dtype == torch.float32:
+            y = int8_gemm.linear(x2.detach().numpy(), self._packed, *self._padded, torch.get_num_threads())
+            if y is not None:  # the C kernels: rounding, integer product and scaling in one call each
+                return torch.from_numpy(y[:, : self.out_features]).reshape(*x.shape[:-1], self.out_features)
+        xq, sx = quantize_tokens(x2.detach())  # plain torch: CUDA, other dtypes, no compiler
+        acc = xq.double() @ self.qweight.double().T  # exact: the sums stay far below 2^53
         y = acc.float() * sx * self.scales.float()
         if self.bias is not None:
             y = y + self.bias
