@@ -37,6 +37,13 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinysto
 KEEP = list(DEFAULT_KEEP)
 OUTLIER_CHANNELS, OUTLIER_FACTOR = [3, 40, 77], 30.0
 Row = tuple[str, str, str, str, str]  # what, measure, value, against the baseline, note
+WIDTHS = (38, 10, 16, 24)
+
+
+def show(rows: list[Row]) -> None:
+    """Print rows as they are measured (a long run shows what it has so far)."""
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], WIDTHS, strict=True)) + "  " + r[4], flush=True)
 
 
 def train_small_model(work: Path, steps: int) -> tuple[Path, Path, Path]:
@@ -155,25 +162,23 @@ def main() -> None:
     ckpt = load_checkpoint(ckpt_dir)
     model, tok = ckpt.model.eval(), ckpt.tokenizer
     tokens = calibration_tokens(str(train_text), tok, model.config.vocab_size, args.samples, model.config.context_length)
-    rows = quality_rows(model, tok, tokens, heldout, args.eval_tokens, "", [
+    print(f"model {ckpt_dir} ({model.num_params() / 1e6:.2f}M params); calibration {tokens.shape[0]} x "
+          f"{tokens.shape[1]} tokens of {train_text}; evaluation {heldout}; {args.threads} threads; "
+          f"outliers: channels {OUTLIER_CHANNELS} x{OUTLIER_FACTOR:g}")  # fmt: skip
+    show([("what", "measure", "value", "against the baseline", "note")])
+    show(quality_rows(model, tok, tokens, heldout, args.eval_tokens, "", [
         ("RTN int4 g128", rtn("int4", 128)), ("GPTQ int4 g128", calibrated("gptq-int4", tokens, 128)),
         ("RTN int4 g32", rtn("int4", 32)), ("GPTQ int4 g32", calibrated("gptq-int4", tokens, 32)),
         ("RTN q4_0", rtn("q4_0")), ("GPTQ q4_0", calibrated("gptq-q4_0", tokens)),
         ("W8A8 (no smoothing)", calibrated("w8a8", tokens)), ("SmoothQuant W8A8", calibrated("smoothquant", tokens)),
-    ])  # fmt: skip
+    ]))  # fmt: skip
     outliers = copy.deepcopy(model)
     smoothquant.plant_outliers(outliers, OUTLIER_CHANNELS, OUTLIER_FACTOR)
-    rows += quality_rows(outliers, tok, tokens, heldout, args.eval_tokens, " +outliers", [
+    show(quality_rows(outliers, tok, tokens, heldout, args.eval_tokens, " +outliers", [
         ("W8A8 +outliers", calibrated("w8a8", tokens)), ("SmoothQuant +outliers", calibrated("smoothquant", tokens)),
-    ])  # fmt: skip
-    rows += speed_rows(args.threads, args.prompt, args.repeats)
-    rows.append(gptq_time_row(args.gptq_samples))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
-    print(f"model {ckpt_dir} ({model.num_params() / 1e6:.2f}M params); calibration {tokens.shape[0]} x "
-          f"{tokens.shape[1]} tokens of {train_text}; evaluation {heldout}; {args.threads} threads; "
-          f"outliers: channels {OUTLIER_CHANNELS} x{OUTLIER_FACTOR:g}")  # fmt: skip
+    ]))  # fmt: skip
+    show(speed_rows(args.threads, args.prompt, args.repeats))
+    show([gptq_time_row(args.gptq_samples)])
 
 
 if __name__ == "__main__":
