@@ -10,6 +10,7 @@ import string
 import gguf
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import tiny_llama
 from tinylm.checkpoint import load_checkpoint, save_checkpoint
@@ -19,6 +20,7 @@ from tinylm.formats import gguf_format
 from tinylm.formats.common import split_qkv
 from tinylm.model import Model
 from tinylm.quantize import int4, q4_0
+from tinylm.quantize.calibrate import recording
 from tinylm.quantize.gptq import gptq
 from tinylm.quantize.linear import QuantLinear, stored_parts
 from tinylm.tokenizer.char import CharTokenizer
@@ -117,3 +119,16 @@ def test_bad_calibration_input_is_one_line(text_ckpt, tmp_path, one_line_error):
             "--calibration", str(short)]  # fmt: skip
     assert "do not belong together" in one_line_error(argv)
     assert not (tmp_path / "o").exists() and not (tmp_path / "o2").exists()
+
+
+def test_recording_accumulates_the_hessian_and_absmax_of_the_inputs():
+    lin = torch.nn.Linear(12, 5)
+    xs = [torch.randn(3, 7, 12), torch.randn(2, 12)]
+    with recording({"lin": lin}) as stats:
+        for x in xs:
+            lin(x)
+    lin(torch.randn(4, 12))  # after the block: not recorded
+    rows = torch.cat([x.reshape(-1, 12) for x in xs]).double()
+    assert stats["lin"].rows == 23
+    torch.testing.assert_close(stats["lin"].hessian, rows.T @ rows, rtol=1e-5, atol=1e-5)  # float32 products
+    torch.testing.assert_close(stats["lin"].absmax, rows.abs().amax(0).float())

@@ -76,13 +76,15 @@ def run(args: argparse.Namespace) -> int:
     from tinylm import transforms
     from tinylm.checkpoint import load_checkpoint, save_checkpoint
     from tinylm.errors import TinyLMError
-    from tinylm.quantize import report
+    from tinylm.quantize import SCHEMES, report
     from tinylm.quantize.calibrated import CALIBRATED
     from tinylm.quantize.linear import tensor_reports
     from tinylm.quantize.transform import make_spec
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.scheme not in (*SCHEMES, *CALIBRATED):
+        raise TinyLMError(f"unknown quantization scheme {args.scheme!r}; choose one of {', '.join([*SCHEMES, *CALIBRATED])}")
     calibrated = args.scheme in CALIBRATED
     spec = None if calibrated else make_spec(args.scheme, args.group_size, _keep(args))
     ckpt = load_checkpoint(args.checkpoint)

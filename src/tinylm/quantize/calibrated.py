@@ -41,7 +41,7 @@ class Options:
     smoothed: nn.Module | None = None  # smoothquant: the float model after smoothing (per-tensor errors)
 
 
-def quantize_calibrated(model: nn.Module, tokens: torch.Tensor, opt: Options) -> dict[str, Any]:
+def quantize_calibrated(model: nn.Module, tokens: torch.Tensor | None, opt: Options) -> dict[str, Any]:
     """Quantize `model` in place with a calibrated scheme; returns the checkpoint's quantization spec."""
     if opt.scheme in GPTQ:
         return gptq_model(model, tokens, opt)
