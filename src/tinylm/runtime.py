@@ -35,8 +35,9 @@ from tinylm.quantize.transform import numpy_forms
 # reading a checkpoint
 
 
-def load_weights(path: Path) -> dict[str, np.ndarray]:
-    """All tensors of model.safetensors as stored (bfloat16, which NumPy lacks, widened to float32)."""
+def load_weights(path: Path, as_stored: bool = False) -> dict[str, np.ndarray]:
+    """All tensors of model.safetensors, float ones as float32 arrays; with `as_stored`, every dtype as
+    the file has it (a quantized checkpoint's float16 scales), except bfloat16, which NumPy lacks."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -51,7 +52,7 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
         raise TinyLMError(
             f"{wpath}: truncated or corrupt safetensors file ({e}); restore it or re-save"
         ) from None
-    return tensors
+    return tensors if as_stored else {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in tensors.items()}
 
 
 def _load_bfloat16(wpath: Path) -> dict[str, np.ndarray]:
@@ -183,7 +184,7 @@ class NumpyModel:
         if not path.is_dir():
             raise TinyLMError(f"{path}: no checkpoint directory here; check the path")
         cfg, transforms = read_config(path)
-        weights = load_weights(path)
+        weights = load_weights(path, as_stored=True)
         _check_layout(path, cfg, transforms, weights)
         tokenizer = None
         if (path / "tokenizer").is_dir():

@@ -73,6 +73,9 @@ def test_bad_input_is_one_line(float_ckpt, tmp_path, capsys):
 
     assert "unknown quantization scheme 'q3'" in error(str(float_ckpt), "--scheme", "q3", "--out", str(tmp_path / "x"))
     assert "fixed group size" in error(str(float_ckpt), "--scheme", "q4_0", "--group-size", "64", "--out", str(tmp_path / "x"))
+    (tmp_path / "notes.txt").write_text("keep me")
+    assert "is not a tinylm checkpoint" in error(str(float_ckpt), "--scheme", "q8_0", "--out", str(tmp_path / "notes.txt"))
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
     odd = save_checkpoint(tmp_path / "odd", Model(tiny_llama(dim=64, hidden_dim=48)))
     msg = error(str(odd), "--scheme", "q8_0", "--out", str(tmp_path / "x"))
     assert "tensor layers.0.mlp.w2.weight: rows of 48" in msg and "\n" not in msg

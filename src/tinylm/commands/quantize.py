@@ -6,7 +6,7 @@ import argparse
 
 NAME = "quantize"
 ORDER = 65
-HELP = "Quantize a checkpoint's weights (int8, q8_0, q4_0, int4, nf4, GPTQ, SmoothQuant W8A8): 4-7x smaller."
+HELP = "Quantize a checkpoint's weights (int8, q8_0, q4_0, int4, nf4, GPTQ, SmoothQuant W8A8): 4-7x smaller, run packed."
 EXAMPLES = """
   tinylm quantize runs/stories --scheme q8_0 --out runs/stories-q8_0
   tinylm quantize runs/stories --scheme int4 --group-size 64 --out runs/stories-int4
@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from tinylm import transforms
     from tinylm.checkpoint import load_checkpoint, save_checkpoint
     from tinylm.errors import TinyLMError
+    from tinylm.formats.common import check_replaceable
     from tinylm.quantize import SCHEMES, report
     from tinylm.quantize.calibrated import CALIBRATED
     from tinylm.quantize.linear import tensor_reports
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         raise TinyLMError(f"unknown quantization scheme {args.scheme!r}; choose one of {', '.join([*SCHEMES, *CALIBRATED])}")
     calibrated = args.scheme in CALIBRATED
     spec = None if calibrated else make_spec(args.scheme, args.group_size, _keep(args))
+    check_replaceable(Path(args.out), "a tinylm checkpoint")  # --out is replaced as a whole
     ckpt = load_checkpoint(args.checkpoint)
     if "quantization" in transforms.applied(ckpt.model):
         raise TinyLMError(f"{args.checkpoint} is already quantized ({transforms.applied(ckpt.model)['quantization']['kind']}); "

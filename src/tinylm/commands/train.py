@@ -14,6 +14,7 @@ EXAMPLES = """
   tinylm train --data data/ts --batch-size 16 --batch-tokens 65536 --schedule wsd --compile
   tinylm train --out runs/s260k --resume --steps 8000           # continue (here: longer) where it stopped
   torchrun --nproc-per-node 2 -m tinylm train --data data/ts --out runs/ddp   # data parallel
+  tinylm train --data data/ts --preset stories260K --engine numpy --out runs/np   # no PyTorch: NumPy backward
 """
 S = argparse.SUPPRESS  # options not given stay unset, so --resume knows what was asked to change
 
@@ -75,6 +76,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p)
     add_model_arguments(p)
     add_train_arguments(p)
+    p.add_argument("--engine", choices=("torch", "numpy"), default="torch",
+                   help="torch (default), or numpy: the hand-written NumPy trainer (CPU, fp32, one process); "
+                   "same checkpoints, either engine resumes the other's run")  # fmt: skip
 
 
 MODEL_KEYS = ("preset", "family", "n_layers", "dim", "n_heads", "n_kv_heads", "context_length", "dropout")
@@ -85,5 +89,6 @@ def run(args: argparse.Namespace) -> None:
 
     given = vars(args)
     model_args = {k: given[k] for k in MODEL_KEYS if k in given}
-    train_args = {k: v for k, v in given.items() if k not in (*MODEL_KEYS, "init", "resume", "quiet", "command", "_run")}
-    run_training(train_args, model_args, init=given.get("init"), resume=args.resume, quiet=args.quiet)
+    train_args = {k: v for k, v in given.items() if k not in (*MODEL_KEYS, "init", "resume", "quiet", "engine", "command", "_run")}
+    run_training(train_args, model_args, init=given.get("init"), resume=args.resume, quiet=args.quiet,
+                 engine=args.engine)  # fmt: skip

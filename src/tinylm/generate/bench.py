@@ -200,8 +200,9 @@ def format_table(results: list[Result], bandwidth: dict[int, float]) -> str:
              for x in [head, *rows]]  # fmt: skip
     notes = [
         f"decode: batch 1, greedy, a 1-token prompt then {max(r.new_tokens for r in results)} new tokens (fewer "
-        f"where the context is shorter); prefill: a {results[0].prompt_tokens}-token prompt; fp32 random "
-        "weights; each figure the best of the repeats",
+        f"where the context is shorter); prefill: a {results[0].prompt_tokens}-token prompt; random "
+        "weights (fp32, or packed by the row's scheme with the embedding and head fp32); each figure the best "
+        "of the repeats",
         f"memory read bandwidth: {', '.join(f'{t} thread(s) {bw:.1f} GB/s' for t, bw in bandwidth.items())}",
     ]
     for shape, scheme in dict.fromkeys((r.shape, r.scheme) for r in results):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -41,6 +43,17 @@ def save_tokenizer(tok: Tokenizer, directory: str | Path) -> None:
         **options,
     }
     write_json(directory / META_FILE, meta)
+
+
+def tokenizer_hash(tok: Tokenizer) -> str:
+    """SHA-256 of the tokenizer as saved (every file, by name): equal exactly when two tokenizers map text
+    to the same ids, whatever directory each was loaded from."""
+    h = hashlib.sha256()
+    with tempfile.TemporaryDirectory() as d:
+        save_tokenizer(tok, d)
+        for f in sorted(p for p in Path(d).rglob("*") if p.is_file()):
+            h.update(f.relative_to(d).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
 
 
 def _load_file(path: Path) -> Tokenizer:

@@ -2,7 +2,9 @@
 
 A dataset here is anything with `len()` (how many examples) and `get(rows) -> (x, y)` for a 1-D tensor
 of example indices: `TokenWindows` (every window of context+1 tokens in a long token sequence, as
-nanoGPT samples) or `Examples` (fixed rows with targets, -1 where the loss ignores a position).
+nanoGPT samples), `Examples` (fixed rows with targets, -1 where the loss ignores a position) or
+`Strided` (every n-th example of another dataset). A training dataset may yield more tensors per example
+after (x, y); the trainer hands them to the objective.
 
 `Sampler` draws the example indices of each optimizer step from an explicit torch.Generator, so the
 data order is a part of the resumable state. Every process draws the same indices for the whole global
@@ -74,6 +76,25 @@ class Examples:
 
     def get(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.x[rows], self.y[rows]
+
+
+class Strided:
+    """Every `stride`-th example of a dataset. With stride = context over `TokenWindows`: the windows that
+    tile the token stream without overlap, so per-example data (a teacher's cached outputs) costs one
+    entry per token rather than one per token and window."""
+
+    def __init__(self, data: Dataset, stride: int):
+        self.data, self.stride = data, stride
+
+    @property
+    def num_tokens(self) -> int:
+        return getattr(self.data, "num_tokens", len(self.data))
+
+    def __len__(self) -> int:
+        return (len(self.data) + self.stride - 1) // self.stride
+
+    def get(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.data.get(rows * self.stride)
 
 
 class Sampler:

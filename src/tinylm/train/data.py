@@ -12,6 +12,7 @@ from tinylm.data.download import cache_dir
 from tinylm.data.prepare import DATASETS, prepare
 from tinylm.data.shards import MANIFEST, Manifest, TokenShards
 from tinylm.errors import TinyLMError
+from tinylm.tokenizer import PRETRAINED, TRAINABLE, Tokenizer, load_tokenizer, tokenizer_hash
 from tinylm.train.batches import TokenWindows
 from tinylm.train.trainer import TrainData
 
@@ -21,8 +22,11 @@ def prepared_dir(spec: str, out_dir: str | Path, tokenizer: str, vocab_size: int
     path = Path(spec)
     if path.is_dir():
         return path, False
+    saved = _saved_tokenizer(tokenizer)
     if spec in DATASETS:
-        where = cache_dir() / "prepared" / f"{spec}-{tokenizer}{vocab_size if tokenizer in ('bpe', 'sentencepiece') else ''}"
+        size = vocab_size if tokenizer in ("bpe", "sentencepiece") else ""
+        name = f"tok{tokenizer_hash(saved)[:12]}" if saved else f"{tokenizer}{size}"
+        where = cache_dir() / "prepared" / f"{spec}-{name}"
     elif path.is_file():
         where = Path(out_dir) / "data"
     else:
@@ -31,14 +35,25 @@ def prepared_dir(spec: str, out_dir: str | Path, tokenizer: str, vocab_size: int
             "give a text file, a `tinylm prepare` output directory or a dataset name"
         )
     if (where / MANIFEST).is_file():
-        m = Manifest.load(where).raw
+        manifest = Manifest.load(where)
+        m = manifest.raw
         kind = {"llama2": "sentencepiece", "gpt2": "tiktoken"}.get(tokenizer, tokenizer)
         same_tokenizer = m.get("tokenizer_kind") == kind and (
             tokenizer not in ("bpe", "sentencepiece") or m.get("vocab_size") == vocab_size
         )
+        if saved is not None:  # a saved tokenizer (e.g. a teacher's): the same one, file for file
+            there = manifest.tokenizer_dir
+            same_tokenizer = there.is_dir() and tokenizer_hash(load_tokenizer(there)) == tokenizer_hash(saved)
         if m.get("sources") in ([spec], [str(path)]) and same_tokenizer:
             return where, False
     return where, True
+
+
+def _saved_tokenizer(spec: str) -> Tokenizer | None:
+    """The tokenizer `spec` names when it is a path to a saved one (not a kind to train or fetch)."""
+    if spec in TRAINABLE or spec in PRETRAINED or not Path(spec).exists():
+        return None
+    return load_tokenizer(spec)
 
 
 def prepare_data(spec: str, where: Path, tokenizer: str, vocab_size: int, progress: bool = True) -> None:

@@ -3,28 +3,37 @@ process), model shape (vocabulary from the tokenizer), then the trainer."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tinylm.checkpoint import load_checkpoint
-from tinylm.config import load_config
+from tinylm.config import ModelConfig, load_config
 from tinylm.data.shards import TokenShards
 from tinylm.errors import TinyLMError
 from tinylm.train import distributed
 from tinylm.train.config import TrainConfig
 from tinylm.train.data import prepare_data, prepared_dir, shard_data
 from tinylm.train.device import pick_device
+from tinylm.train.objectives import Objective, next_token
 from tinylm.train.shapes import build_config
 from tinylm.train.state import Saved
-from tinylm.train.trainer import LAST, Result, train
+from tinylm.train.trainer import LAST, EvalHook, TrainData, train
+
+# Another objective for the run, chosen once data and model shape are known: (cfg, data, model config) ->
+# (training data, possibly with more per example, the objective, an evaluation hook or None)
+Setup = Callable[[TrainConfig, TrainData, ModelConfig], tuple[TrainData, Objective, EvalHook | None]]
 
 
 def run_training(train_args: dict[str, Any], model_args: dict[str, Any], *, init: str | None = None,
-                 resume: bool = False, quiet: bool = False) -> Result:  # fmt: skip
+                 resume: bool = False, quiet: bool = False, engine: str = "torch",
+                 setup: Setup | None = None) -> Any:  # fmt: skip
     """`train_args`: TrainConfig fields that were given; `model_args`: preset/family and sizes that were
-    given (build_config's names). On resume, the saved settings apply except those given here."""
+    given (build_config's names). On resume, the saved settings apply except those given here.
+    engine "numpy": train with tinylm.nptrain (same data, checkpoints and resume) instead of torch.
+    `setup`: another objective than next-token prediction (e.g. distillation; torch only), see `Setup`."""
     out = Path(train_args.get("out_dir", TrainConfig.out_dir))
     saved_model = None
     if resume:
@@ -35,7 +44,12 @@ def run_training(train_args: dict[str, Any], model_args: dict[str, Any], *, init
     if cfg.data is None:
         raise TinyLMError("--data is required: a text file, a `tinylm prepare` directory or a dataset name")
     d = distributed.from_env()
-    distributed.start(d, pick_device(cfg.device, d.local_rank))
+    if engine == "numpy" and d.enabled:
+        raise TinyLMError("the NumPy trainer runs in one process; start it without torchrun, or use --engine torch")
+    if engine == "numpy" and setup is not None:
+        raise TinyLMError("the NumPy trainer knows only next-token prediction; use --engine torch")
+    if engine == "torch":
+        distributed.start(d, pick_device(cfg.device, d.local_rank))
     try:
         where, todo = prepared_dir(cfg.data, cfg.out_dir, cfg.tokenizer, cfg.vocab_size)
         if todo and d.main:
@@ -43,20 +57,26 @@ def run_training(train_args: dict[str, Any], model_args: dict[str, Any], *, init
         distributed.barrier(d)
         tok = TokenShards(where, "val").tokenizer if (where / "manifest.json").is_file() else None
         vocab = tok.vocab_size if tok is not None else _max_id(where) + 1
-        model = load_checkpoint(init).model.train() if init and not resume else None
-        if model is not None:
+        init = init if init and not resume else None
+        if init is not None:
             if model_args:
                 raise TinyLMError("--init takes the model shape from the checkpoint; drop the shape options")
-            model_config = model.config
+            model_config = load_config(init)
         elif saved_model is not None and not model_args:
             model_config = saved_model
         else:
             model_config = build_config(vocab, **model_args)
+        if engine == "numpy":
+            from tinylm.nptrain.session import train_on_shards
+
+            return train_on_shards(cfg, where, model_config, init=init, resume=resume, quiet=quiet)
+        model = load_checkpoint(init).model.train() if init is not None else None
         data = shard_data(where, model_config.context_length, name=Path(cfg.data).name)
         if data.tokenizer is None and model is not None:
             data.tokenizer = load_checkpoint(init).tokenizer
+        data, objective, on_eval = setup(cfg, data, model_config) if setup else (data, next_token, None)
         return train(cfg, data, None if model is not None else model_config, model=model, resume=resume,
-                     quiet=quiet)  # fmt: skip
+                     on_eval=on_eval, objective=objective, quiet=quiet)  # fmt: skip
     finally:
         distributed.stop(d)
 

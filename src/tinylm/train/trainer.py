@@ -98,7 +98,8 @@ def train(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None = 
     stop_at:   stop after this step as an interruption would: save `last`, resumable later.
     on_eval:   called with the model at every evaluation; its numbers go into the metrics log, and
                a true "done" among them ends the run early (e.g. a task solved).
-    objective: `objective(model, x, y) -> loss`, what training minimises (tinylm.train.objectives).
+    objective: `objective(model, x, y, *extra) -> loss`, what training minimises (tinylm.train.objectives);
+               `extra`: whatever the training dataset yields per example beyond (x, y).
                Evaluation always reports plain next-token cross-entropy on the validation set, so
                val_loss (and the choice of best/) compares across objectives and runs.
     base:      the checkpoint `model` started from: checkpoints then hold only the trainable tensors
@@ -288,10 +289,11 @@ def _optimizer_step(run: _Run) -> tuple[float, float, float]:
     total = torch.zeros((), device=run.device)
     try:
         for i, rows in enumerate(micro):
-            x, y = (t.to(run.device, non_blocking=True) for t in run.data.train.get(rows))
+            # a dataset may yield more per example than (x, y): the objective gets it (e.g. cached teacher outputs)
+            x, y, *extra = (t.to(run.device, non_blocking=True) for t in run.data.train.get(rows))
             sync = i == len(micro) - 1 or not run.d.enabled
             with contextlib.nullcontext() if sync else run.forward.no_sync(), run.precision.autocast():  # type: ignore[operator]
-                loss = run.objective(run.forward, x, y)
+                loss = run.objective(run.forward, x, y, *extra)
             scaler.scale(loss / len(micro)).backward()
             total += loss.detach().float()
     except torch.OutOfMemoryError:

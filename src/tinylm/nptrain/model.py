@@ -1,0 +1,211 @@
+"""The tinylm transformer for training in NumPy: a forward pass that keeps what the backward needs,
+and the backward pass written out, op by op (the ops are in `tinylm.nptrain.ops`).
+
+All parameters live in ONE flat array (and their gradients in another), each named tensor a view
+into it, in the order of torch's `Model.parameters()` with the matrices (which AdamW decays) first.
+So AdamW and gradient clipping are a few whole-array operations, and position i of the order is the
+index torch's optimizer state uses, which makes optimizer checkpoints interchangeable.
+
+    model = Transformer(cfg)                          # float32, initialised like tinylm.model.Model
+    loss = model.loss_and_backward(x, y)              # x, y (B, T) int arrays; gradients in model.grads
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from tinylm.config import ModelConfig
+from tinylm.errors import TinyLMError
+from tinylm.layout import linear_shapes, tensor_layout, tensor_shapes
+from tinylm.nptrain import ops
+
+
+def parameter_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor of the checkpoint layout (tinylm.layout) in `Model.named_parameters()` order, the
+    order torch registers the modules in: embeddings; per block attn_norm, attn, mlp_norm, mlp; norm; head."""
+    shapes = tensor_shapes(tensor_layout(cfg))
+    linears = list(linear_shapes(cfg))
+    block = [f"{part}.{kind}" for group in ("attn", "mlp")
+             for part in (f"{group}_norm", *(n for n in linears if n.startswith(f"{group}.")))
+             for kind in ("weight", "bias")]  # fmt: skip
+    names = ["tok_emb.weight", "pos_emb.weight", *(f"layers.{i}.{n}" for i in range(cfg.n_layers) for n in block),
+             "norm.weight", "norm.bias", "lm_head.weight"]  # fmt: skip
+    return {n: shapes[n] for n in names if n in shapes}
+
+
+def optimizer_order(cfg: ModelConfig) -> list[str]:
+    """The parameters as torch's AdamW numbers them: the decayed (>= 2-D) group, then the rest."""
+    shapes = parameter_shapes(cfg)
+    return [n for n, s in shapes.items() if len(s) >= 2] + [n for n, s in shapes.items() if len(s) < 2]
+
+
+class Transformer:
+    """tinylm.model.Model in NumPy, for training: `forward` keeps every activation its `backward`
+    needs; `backward` adds the gradients into `grads` (views of `flat_grad`, as `params` are of `flat`)."""
+
+    def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray] | None = None, *,
+                 dtype: type = np.float32, seed: int = 0):  # fmt: skip
+        if cfg.dropout:
+            raise TinyLMError("the NumPy trainer has no dropout; train with --dropout 0 or --engine torch")
+        self.config, self.dtype = cfg, np.dtype(dtype)
+        shapes = parameter_shapes(cfg)
+        self.names = optimizer_order(cfg)
+        self.n_decay = sum(int(np.prod(shapes[n])) for n in self.names if len(shapes[n]) >= 2)
+        self.flat = np.zeros(sum(int(np.prod(s)) for s in shapes.values()), self.dtype)
+        self.flat_grad = np.zeros_like(self.flat)
+        self.params, self.grads, self.offsets, at = {}, {}, {}, 0
+        for n in self.names:
+            size = int(np.prod(shapes[n]))
+            self.offsets[n] = at
+            self.params[n] = self.flat[at : at + size].reshape(shapes[n])
+            self.grads[n] = self.flat_grad[at : at + size].reshape(shapes[n])
+            at += size
+        if weights is None:
+            self._init_weights(seed)
+        else:
+            self.load(weights)
+        self.norm_fwd, self.norm_bwd = ((ops.rmsnorm_forward, ops.rmsnorm_backward) if cfg.norm == "rmsnorm"
+                                        else (ops.layernorm_forward, ops.layernorm_backward))  # fmt: skip
+        if cfg.mlp == "gelu":
+            self.gelu_fwd, self.gelu_bwd = ((ops.gelu_tanh_forward, ops.gelu_tanh_backward) if cfg.gelu == "tanh"
+                                            else (ops.gelu_exact_forward, ops.gelu_exact_backward))  # fmt: skip
+        if cfg.positions == "rope":
+            self.rotation = ops.rope_rotation(cfg.context_length, cfg.head_dim, cfg.rope_theta, self.dtype)
+        self.acts: list[SimpleNamespace] = []  # per layer: what its backward needs
+        self.top = SimpleNamespace()  # the same for the embeddings and the head
+        self._logits = np.empty(0, self.dtype)  # the largest activation, (N, vocab): reused across steps
+
+    def _init_weights(self, seed: int) -> None:
+        """As tinylm.model.Model (other random numbers): N(0, 0.02) matrices and embeddings, the two
+        projections into the residual stream scaled by 1/sqrt(2 n_layers), zero biases, unit norms."""
+        rng = np.random.default_rng(seed)
+        for n, p in self.params.items():
+            if p.ndim >= 2:
+                std = 0.02 / np.sqrt(2 * self.config.n_layers) if n.endswith(("attn.wo.weight", "mlp.w2.weight")) else 0.02
+                p[...] = rng.normal(0.0, std, p.shape)
+            elif n.endswith("norm.weight"):
+                p[...] = 1.0
+
+    def load(self, weights: dict[str, np.ndarray]) -> None:
+        """Copy in a checkpoint's tensors (a tied head's lm_head.weight, if present, must be tok_emb)."""
+        missing = sorted(set(self.params) - set(weights))
+        extra = sorted(set(weights) - set(self.params) - ({"lm_head.weight"} if self.config.tie_embeddings else set()))
+        if missing or extra:
+            what = f"missing tensor {missing[0]}" if missing else f"unexpected tensor {extra[0]}"
+            raise TinyLMError(f"weights do not fit the model: {what}; weights and config.json disagree")
+        for n, p in self.params.items():
+            if tuple(weights[n].shape) != p.shape:
+                raise TinyLMError(f"tensor {n} has shape {tuple(weights[n].shape)} but the model needs {p.shape}")
+            p[...] = weights[n]
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The weights as a checkpoint stores them (copies, float32)."""
+        return {n: self.params[n].astype(np.float32) for n in parameter_shapes(self.config)}
+
+    def num_params(self) -> int:
+        return self.flat.size
+
+    def zero_grad(self) -> None:
+        self.flat_grad.fill(0.0)
+
+    # ---- forward and backward of the whole model
+
+    def forward(self, idx: np.ndarray) -> np.ndarray:
+        """Logits (B, T, vocab) for token ids idx (B, T), keeping the activations for `backward`.
+        The logits live in a buffer the next forward (and the loss, in place) overwrites."""
+        cfg, P, top = self.config, self.params, self.top
+        B, T = idx.shape
+        if T > cfg.context_length:
+            raise TinyLMError(f"sequence of {T} tokens is longer than the context ({cfg.context_length})")
+        top.idx, top.shape = idx.reshape(-1), (B, T)
+        x = P["tok_emb.weight"][top.idx]  # (N, C), N = B*T
+        if cfg.positions == "learned":
+            x.reshape(B, T, -1)[...] += P["pos_emb.weight"][:T]
+        self.acts = []
+        for i in range(cfg.n_layers):
+            x = self._block_forward(f"layers.{i}.", x)
+        top.xf, top.norm = self.norm_fwd(x, P["norm.weight"], P.get("norm.bias"), cfg.norm_eps)
+        if self._logits.shape != (B * T, cfg.vocab_size):
+            self._logits = np.empty((B * T, cfg.vocab_size), self.dtype)
+        return ops.linear_forward(top.xf, self._head(P), None, out=self._logits).reshape(B, T, -1)
+
+    def backward(self, dlogits: np.ndarray) -> None:
+        """Add the gradients of every parameter, given dL/dlogits (B, T, vocab), to self.grads."""
+        cfg, P, G, top = self.config, self.params, self.grads, self.top
+        B, T = top.shape
+        dxf = ops.linear_backward(dlogits.reshape(B * T, -1), top.xf, self._head(P), self._head(G), None)
+        dx = self.norm_bwd(dxf, top.norm, P["norm.weight"], G["norm.weight"], G.get("norm.bias"))
+        for i in reversed(range(cfg.n_layers)):
+            dx = self._block_backward(f"layers.{i}.", self.acts[i], dx)
+        if cfg.positions == "learned":  # added to every sequence of the batch: sum over B
+            G["pos_emb.weight"][:T] += dx.reshape(B, T, -1).sum(0)
+        ops.embedding_backward(dx, top.idx, G["tok_emb.weight"])
+
+    def _head(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
+        return tensors["tok_emb.weight" if self.config.tie_embeddings else "lm_head.weight"]
+
+    def loss_and_backward(self, idx: np.ndarray, targets: np.ndarray, scale: float = 1.0) -> float:
+        """Mean cross-entropy of the batch; adds the gradients of `scale` * loss to self.grads."""
+        logits = self.forward(idx)
+        t = targets.reshape(-1)
+        loss, probs = ops.cross_entropy_forward(logits.reshape(t.size, -1), t)
+        self.backward(ops.cross_entropy_backward(probs, t, scale))
+        return loss
+
+    def loss(self, idx: np.ndarray, targets: np.ndarray) -> float:
+        logits = self.forward(idx)
+        return ops.cross_entropy_forward(logits.reshape(targets.size, -1), targets.reshape(-1))[0]
+
+    # ---- one block:  x = x + attn(norm(x));  x = x + mlp(norm(x))
+
+    def _block_forward(self, p: str, x: np.ndarray) -> np.ndarray:
+        cfg, P, (B, T) = self.config, self.params, self.top.shape
+        H, KV, hs = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        a = SimpleNamespace()
+        self.acts.append(a)
+        a.xn, a.norm1 = self.norm_fwd(x, P[p + "attn_norm.weight"], P.get(p + "attn_norm.bias"), cfg.norm_eps)
+        qkv = ops.linear_forward(a.xn, P[p + "attn.wqkv.weight"], P.get(p + "attn.wqkv.bias"))
+        qkv = qkv.reshape(B, T, H + 2 * KV, hs)  # heads [q (H) | k (KV) | v (KV)]
+        if cfg.positions == "rope":  # q and k rotated in one product
+            qkv[:, :, : H + KV] = ops.rope_forward(qkv[:, :, : H + KV], self.rotation[:T])
+        y, a.att = ops.attention_forward(qkv[:, :, :H], qkv[:, :, H : H + KV], qkv[:, :, H + KV :])
+        a.y = y.reshape(B * T, H * hs)
+        x = x + ops.linear_forward(a.y, P[p + "attn.wo.weight"], P.get(p + "attn.wo.bias"))
+        a.xn2, a.norm2 = self.norm_fwd(x, P[p + "mlp_norm.weight"], P.get(p + "mlp_norm.bias"), cfg.norm_eps)
+        a.u = ops.linear_forward(a.xn2, P[p + "mlp.w1.weight"], P.get(p + "mlp.w1.bias"))
+        if cfg.mlp == "swiglu":
+            a.up = ops.linear_forward(a.xn2, P[p + "mlp.w3.weight"], P.get(p + "mlp.w3.bias"))
+            a.h, a.act = ops.swiglu_forward(a.u, a.up)
+        else:
+            a.h, a.act = self.gelu_fwd(a.u)
+        x += ops.linear_forward(a.h, P[p + "mlp.w2.weight"], P.get(p + "mlp.w2.bias"))
+        return x
+
+    def _block_backward(self, p: str, a: SimpleNamespace, dx: np.ndarray) -> np.ndarray:
+        """dx = dL/d(block output) -> dL/d(block input). A residual x + f(x) passes dx straight
+        through and adds f's own backward of dx."""
+        cfg, P, G, (B, T) = self.config, self.params, self.grads, self.top.shape
+        H, KV, hs = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        # MLP branch
+        dh = ops.linear_backward(dx, a.h, P[p + "mlp.w2.weight"], G[p + "mlp.w2.weight"], G.get(p + "mlp.w2.bias"))
+        if cfg.mlp == "swiglu":
+            du, dup = ops.swiglu_backward(dh, a.u, a.up, a.act)
+            dxn2 = ops.linear_backward(dup, a.xn2, P[p + "mlp.w3.weight"], G[p + "mlp.w3.weight"], G.get(p + "mlp.w3.bias"))
+        else:
+            du, dxn2 = self.gelu_bwd(dh, a.u, a.act), 0.0
+        dxn2 = dxn2 + ops.linear_backward(du, a.xn2, P[p + "mlp.w1.weight"], G[p + "mlp.w1.weight"],
+                                          G.get(p + "mlp.w1.bias"))  # fmt: skip
+        dx = dx + self.norm_bwd(dxn2, a.norm2, P[p + "mlp_norm.weight"], G[p + "mlp_norm.weight"],
+                                G.get(p + "mlp_norm.bias"))  # fmt: skip
+        # attention branch
+        dy = ops.linear_backward(dx, a.y, P[p + "attn.wo.weight"], G[p + "attn.wo.weight"], G.get(p + "attn.wo.bias"))
+        dqkv = np.empty((B, T, H + 2 * KV, hs), self.dtype)
+        dqkv[:, :, :H], dqkv[:, :, H : H + KV], dqkv[:, :, H + KV :] = ops.attention_backward(dy, a.att)
+        if cfg.positions == "rope":
+            dqkv[:, :, : H + KV] = ops.rope_backward(dqkv[:, :, : H + KV], self.rotation[:T])
+        dxn = ops.linear_backward(dqkv.reshape(B * T, -1), a.xn, P[p + "attn.wqkv.weight"], G[p + "attn.wqkv.weight"],
+                                  G.get(p + "attn.wqkv.bias"))  # fmt: skip
+        return dx + self.norm_bwd(dxn, a.norm1, P[p + "attn_norm.weight"], G[p + "attn_norm.weight"],
+                                  G.get(p + "attn_norm.bias"))  # fmt: skip

@@ -1,0 +1,296 @@
+"""Every op of the tinylm transformer, its forward and its backward side by side (NumPy only).
+
+Conventions. Activations are rows: x (N, C) with N = B*T tokens. A forward returns its output and
+whatever its backward needs; a backward takes dy = dL/dy (same shape as y) and returns dL/dx, and
+ADDS the gradients of the op's parameters into the arrays it is given (`+=`): a weight used twice
+(a tied embedding) or a step of several micro-batches then simply sums its contributions.
+Weights are stored as torch stores them, a Linear's as (out, in), so checkpoints are interchangeable.
+The ops work in whatever float dtype they are given: float32 to train, float64 to check gradients.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tinylm.runtime import erf
+
+# ----------------------------------------------------------------------------------------------
+# Linear: y = x W^T + b
+
+
+def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, out: np.ndarray | None = None) -> np.ndarray:
+    y = np.matmul(x, w.T, out=out)  # (N, out)
+    if b is not None:
+        y += b
+    return y
+
+
+def linear_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, dw: np.ndarray, db: np.ndarray | None) -> np.ndarray:
+    """y[n, j] = sum_i x[n, i] w[j, i] + b[j], so each input element reaches every output of its row:
+        dL/dx[n, i] = sum_j dy[n, j] w[j, i]   ->  dx = dy W
+        dL/dw[j, i] = sum_n dy[n, j] x[n, i]   ->  dW = dy^T x
+        dL/db[j]    = sum_n dy[n, j]"""
+    dw += dy.T @ x
+    if db is not None:
+        db += dy.sum(0)
+    return dy @ w
+
+
+# ----------------------------------------------------------------------------------------------
+# Embeddings: a row lookup, x[n] = E[idx[n]]
+
+
+def embedding_backward(dx: np.ndarray, idx: np.ndarray, dE: np.ndarray) -> None:
+    """Each row of E receives the gradients of every position that looked it up (a scatter-add:
+    a token that occurs twice in the batch gets both rows' gradients)."""
+    np.add.at(dE, idx, dx)
+
+
+# ----------------------------------------------------------------------------------------------
+# LayerNorm: y = xhat * w + b, xhat = (x - mean(x)) * rstd, rstd = 1 / sqrt(var(x) + eps)
+
+
+def layernorm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, eps: float):
+    xc = x - x.mean(-1, keepdims=True)
+    rstd = 1.0 / np.sqrt(np.mean(xc * xc, -1, keepdims=True) + eps)  # (N, 1)
+    xhat = np.multiply(xc, rstd, out=xc)
+    y = xhat * w
+    if b is not None:
+        y += b
+    return y, (xhat, rstd)
+
+
+def layernorm_backward(dy: np.ndarray, cache, w: np.ndarray, dw: np.ndarray, db: np.ndarray | None) -> np.ndarray:
+    """With g = dL/dxhat = dy * w, and xhat_i = (x_i - mu) * rstd over the C features of a row:
+        dmu/dx_i = 1/C,   drstd/dx_i = -rstd^3 (x_i - mu) / C = -rstd^2 xhat_i / C
+    so  dxhat_j/dx_i = rstd (delta_ij - 1/C - xhat_j xhat_i / C), and summing over j:
+        dx = rstd * (g - mean(g) - xhat * mean(g * xhat))."""
+    xhat, rstd = cache
+    dw += np.einsum("nc,nc->c", dy, xhat)
+    if db is not None:
+        db += dy.sum(0)
+    g = dy * w
+    dx = g - g.mean(-1, keepdims=True)
+    dx -= xhat * np.mean(g * xhat, -1, keepdims=True)
+    dx *= rstd
+    return dx
+
+
+# ----------------------------------------------------------------------------------------------
+# RMSNorm (Llama): y = xhat * w, xhat = x * rstd, rstd = 1 / sqrt(mean(x^2) + eps)
+
+
+def rmsnorm_forward(x: np.ndarray, w: np.ndarray, b: None, eps: float):
+    rstd = 1.0 / np.sqrt(np.mean(x * x, -1, keepdims=True) + eps)  # (N, 1)
+    xhat = x * rstd
+    return xhat * w, (xhat, rstd)
+
+
+def rmsnorm_backward(dy: np.ndarray, cache, w: np.ndarray, dw: np.ndarray, db: None) -> np.ndarray:
+    """As LayerNorm without the mean: drstd/dx_i = -rstd^3 x_i / C = -rstd^2 xhat_i / C, so
+        dx = rstd * (g - xhat * mean(g * xhat)),   g = dy * w."""
+    xhat, rstd = cache
+    dw += np.einsum("nc,nc->c", dy, xhat)
+    g = dy * w
+    dx = g - xhat * np.mean(g * xhat, -1, keepdims=True)
+    dx *= rstd
+    return dx
+
+
+# ----------------------------------------------------------------------------------------------
+# GELU, GPT-2's tanh form: y = u/2 (1 + tanh(k (u + a u^3))), k = sqrt(2/pi), a = 0.044715
+
+GELU_K, GELU_A = math.sqrt(2.0 / math.pi), 0.044715
+
+
+def gelu_tanh_forward(u: np.ndarray):
+    t = u * u
+    t *= GELU_A * GELU_K
+    t += GELU_K
+    t *= u
+    np.tanh(t, out=t)  # tanh(k (u + a u^3))
+    y = t + 1.0
+    y *= u
+    y *= 0.5
+    return y, t
+
+
+def gelu_tanh_backward(dy: np.ndarray, u: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Product rule, with tanh' = 1 - tanh^2:
+        dy/du = (1 + t)/2 + u/2 (1 - t^2) k (1 + 3a u^2).
+    (Written as in-place steps: the MLP's activations are the widest arrays after the logits.)"""
+    g = u * u
+    g *= 3.0 * GELU_A * 0.5 * GELU_K
+    g += 0.5 * GELU_K
+    g *= u  # u/2 k (1 + 3a u^2)
+    s = t * t
+    np.subtract(1.0, s, out=s)
+    g *= s
+    g += 0.5
+    s = np.multiply(t, 0.5, out=s)
+    g += s
+    g *= dy
+    return g
+
+
+# ----------------------------------------------------------------------------------------------
+# GELU, exact (nanoGPT): y = u Phi(u), Phi the standard normal CDF = (1 + erf(u / sqrt 2)) / 2
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """float32: the runtime's polynomial (error 1.5e-7, below float32's resolution); float64, which
+    only gradient checks use: math.erf element by element, exact to the last bit and slow."""
+    if x.dtype == np.float64:
+        return np.frompyfunc(math.erf, 1, 1)(x).astype(np.float64)
+    return erf(x)
+
+
+def gelu_exact_forward(u: np.ndarray):
+    cdf = 0.5 * (1.0 + _erf(u * (1.0 / math.sqrt(2.0))))
+    return u * cdf, cdf
+
+
+def gelu_exact_backward(dy: np.ndarray, u: np.ndarray, cdf: np.ndarray) -> np.ndarray:
+    """dy/du = Phi(u) + u phi(u), phi(u) = exp(-u^2/2) / sqrt(2 pi) the normal density."""
+    return dy * (cdf + u * np.exp(-0.5 * u * u) * (1.0 / math.sqrt(2.0 * math.pi)))
+
+
+# ----------------------------------------------------------------------------------------------
+# SwiGLU (Llama): h = silu(a) * b, silu(a) = a sigmoid(a); a = x W1^T (gate), b = x W3^T (up)
+
+
+def swiglu_forward(a: np.ndarray, b: np.ndarray):
+    sig = 1.0 / (1.0 + np.exp(-a))
+    silu = a * sig
+    return silu * b, (sig, silu)
+
+
+def swiglu_backward(dh: np.ndarray, a: np.ndarray, b: np.ndarray, cache) -> tuple[np.ndarray, np.ndarray]:
+    """dh/db = silu(a);  dh/da = b silu'(a), and with sigmoid' = s (1 - s):
+        silu'(a) = s + a s (1 - s) = s (1 + a (1 - s))."""
+    sig, silu = cache
+    db = dh * silu
+    da = dh * b
+    da *= sig * (1.0 + a * (1.0 - sig))
+    return da, db
+
+
+# ----------------------------------------------------------------------------------------------
+# RoPE: rotate each pair (x[2i], x[2i+1]) of a head by the angle p * theta^(-2i/hs) of its position p
+
+
+def rope_rotation(length: int, head_dim: int, theta: float, dtype: np.dtype) -> np.ndarray:
+    """e^(i angle) for every (position, pair), (length, 1, head_dim/2): a pair read as the complex
+    number x[2i] + i x[2i+1] is rotated by one complex product (broadcast over heads)."""
+    freqs = theta ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    angles = np.outer(np.arange(length, dtype=np.float64), freqs)
+    return np.exp(1j * angles)[:, None, :].astype(np.result_type(dtype, np.complex64))
+
+
+def rope_forward(x: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """x (B, T, heads, hs), its last axis contiguous; rotation (T, 1, hs/2). Returns a new array."""
+    return (x.view(rotation.dtype) * rotation).view(x.dtype)
+
+
+def rope_backward(dy: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """A rotation R is orthogonal, so dx = R^T dy = R^-1 dy: rotate back by the conjugate."""
+    return (dy.view(rotation.dtype) * rotation.conj()).view(dy.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Causal attention with grouped-query heads: query head h reads key/value head h // G (G = H / KV).
+# q (B, T, H, hs), k and v (B, T, KV, hs). The G query heads of a kv head are stacked as rows so one
+# batched product per kv head serves all of them: S = q k^T / sqrt(hs), P = softmax(S + mask), y = P v.
+# Causal: a query sees the keys up to its own position, so the queries are taken in blocks and a block
+# is scored only against the keys up to its end (for long sequences about half of T x T); inside the
+# block's diagonal square the later keys are masked to -inf, so they get P = 0 and no gradient.
+
+
+def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, block: int = 64):
+    """Returns y (B, T, H*hs) and the cache: scaled q, k, v by head, and each query block's P."""
+    B, T, H, hs = q.shape
+    KV = k.shape[2]
+    G = H // KV
+    # q scaled by 1/sqrt(hs) as it is regrouped (a copy either way): cheaper than scaling the scores
+    qh = np.multiply(q.reshape(B, T, KV, G, hs).transpose(0, 2, 3, 1, 4), 1.0 / math.sqrt(hs),
+                     out=np.empty((B, KV, G, T, hs), q.dtype))  # fmt: skip
+    kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # (B, KV, T, hs)
+    y = np.empty((B, T, KV, G, hs), q.dtype)
+    ps = []
+    for t0 in range(0, T, block):
+        t1 = min(t0 + block, T)
+        n = t1 - t0
+        p = qh[:, :, :, t0:t1].reshape(B, KV, G * n, hs) @ kh[:, :, :t1].transpose(0, 1, 3, 2)  # (B, KV, G*n, t1)
+        p5 = p.reshape(B, KV, G, n, t1)
+        p5[..., t0:] += causal_mask(n, q.dtype)
+        p5 -= p5.max(-1, keepdims=True)  # softmax, in place: subtracting the row max changes nothing but overflow
+        np.exp(p, out=p)
+        p /= p.sum(-1, keepdims=True)
+        y[:, t0:t1] = (p @ vh[:, :, :t1]).reshape(B, KV, G, n, hs).transpose(0, 3, 1, 2, 4)
+        ps.append(p)
+    return y.reshape(B, T, H * hs), (qh, kh, vh, ps, block)
+
+
+def attention_backward(dy: np.ndarray, cache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dy (B, T, H*hs) -> dq (B, T, H, hs), dk, dv (B, T, KV, hs), block by block as the forward:
+        y = P v                 ->  dP = dy v^T,  dv = P^T dy (summed over the G heads sharing v)
+        P = softmax(S) by rows  ->  dS_ij = P_ij (dP_ij - sum_l dP_il P_il)
+        S = q k^T / sqrt(hs)    ->  dq = dS k / sqrt(hs),  dk = dS^T q / sqrt(hs)
+    (the cached q is already divided by sqrt(hs)). Every query block adds into dk and dv."""
+    qh, kh, vh, ps, block = cache
+    B, KV, G, T, hs = qh.shape
+    dyh = dy.reshape(B, T, KV, G, hs).transpose(0, 2, 3, 1, 4)  # (B, KV, G, T, hs)
+    dq = np.empty((B, T, KV, G, hs), dy.dtype)
+    dk, dv = np.zeros_like(kh), np.zeros_like(vh)  # (B, KV, T, hs)
+    for t0, p in zip(range(0, T, block), ps, strict=True):
+        t1 = min(t0 + block, T)
+        n = t1 - t0
+        dyb = dyh[:, :, :, t0:t1].reshape(B, KV, G * n, hs)
+        dv[:, :, :t1] += p.transpose(0, 1, 3, 2) @ dyb
+        ds = dyb @ vh[:, :, :t1].transpose(0, 1, 3, 2)  # dP, then dS in place: (B, KV, G*n, t1)
+        ds -= np.einsum("bkij,bkij->bki", ds, p)[..., None]
+        ds *= p
+        dk[:, :, :t1] += ds.transpose(0, 1, 3, 2) @ qh[:, :, :, t0:t1].reshape(B, KV, G * n, hs)
+        dqb = ds @ kh[:, :, :t1]
+        dqb *= 1.0 / math.sqrt(hs)
+        dq[:, t0:t1] = dqb.reshape(B, KV, G, n, hs).transpose(0, 3, 1, 2, 4)
+    return dq.reshape(B, T, KV * G, hs), dk.transpose(0, 2, 1, 3), dv.transpose(0, 2, 1, 3)
+
+
+def causal_mask(T: int, dtype: np.dtype) -> np.ndarray:
+    """(T, T): 0 where a query (row) may see a key (column), -inf after it."""
+    return np.triu(np.full((T, T), -np.inf, dtype=dtype), k=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Cross-entropy over the vocabulary, mean over the positions whose target is not -1
+
+
+def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
+    """logits (N, V), targets (N,). Overwrites logits with the softmax probabilities (the backward
+    needs them, and the logits are not needed again); returns (mean loss, probs)."""
+    logits -= logits.max(-1, keepdims=True)  # z - max(z): exp cannot overflow
+    valid = targets >= 0
+    rows = np.flatnonzero(valid)
+    picked = logits[rows, targets[rows]]  # z[t] - max(z), a copy
+    np.exp(logits, out=logits)
+    total = logits.sum(-1)  # sum exp(z - max(z))
+    logits /= total[:, None]
+    # -log softmax(z)[t] = log sum exp(z - max) - (z[t] - max)
+    nll = np.log(total[rows]) - picked
+    loss = float(nll.sum(dtype=np.float64) / rows.size) if rows.size else math.nan
+    return loss, logits
+
+
+def cross_entropy_backward(probs: np.ndarray, targets: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """L = mean_n (logsumexp(z_n) - z_n[t_n]) over the n valid rows, so
+        dL/dz_n = (softmax(z_n) - onehot(t_n)) / n_valid, and 0 on ignored rows.
+    In place on probs; `scale` multiplies the loss (1 / micro-batches when accumulating)."""
+    valid = targets >= 0
+    rows = np.flatnonzero(valid)
+    probs[rows, targets[rows]] -= 1.0
+    probs[~valid] = 0.0
+    probs *= scale / max(rows.size, 1)
+    return probs

@@ -1,0 +1,271 @@
+"""The training loop of `tinylm train --engine numpy`: the torch trainer's loop (tinylm.train.trainer)
+on one CPU process with NumPy alone, writing the same checkpoints, metrics.jsonl and loss.png.
+
+One optimizer step:
+  1. set the learning rate for this step (tinylm.train.schedule, a pure function of the step);
+  2. draw this step's rows from the data-order generator (the torch trainer's draws);
+  3. for each micro-batch: forward, backward of loss / micro-batches, adding into the gradients;
+  4. clip the gradient norm; skip the update if the loss or the norm is NaN/inf;
+  5. AdamW step, zero the gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from tinylm.config import ModelConfig
+from tinylm.data.shards import TokenShards
+from tinylm.errors import TinyLMError
+from tinylm.nptrain import checkpoint
+from tinylm.nptrain.adamw import AdamW, clip_grad_norm
+from tinylm.nptrain.checkpoint import Progress, Saved
+from tinylm.nptrain.model import Transformer
+from tinylm.nptrain.order import Sampler, eval_rows
+from tinylm.train.config import TrainConfig
+from tinylm.train.metrics import METRICS_FILE, MetricsLog, duration, human
+from tinylm.train.plot import plot_loss
+from tinylm.train.schedule import lr_at
+
+LAST, BEST, PLOT_FILE = "last", "best", "loss.png"
+
+
+class Windows:
+    """Windows of `context` input tokens and their next tokens from one token sequence (an array or
+    the shards of a split), as NumPy arrays: what tinylm.train.batches.TokenWindows gives torch."""
+
+    def __init__(self, tokens: np.ndarray | TokenShards, context: int, name: str = "data"):
+        if isinstance(tokens, TokenShards) and len(tokens.arrays) == 1:
+            tokens = tokens.arrays[0]  # one memmap: windows by fancy indexing
+        if len(tokens) <= context:
+            raise TinyLMError(f"{name} has {len(tokens):,} tokens, not more than the context of {context}; "
+                              "use a shorter --context or more data")  # fmt: skip
+        self.tokens, self.context = tokens, context
+
+    def __len__(self) -> int:
+        return len(self.tokens) - self.context
+
+    def get(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(self.tokens, TokenShards):
+            w = self.tokens.batch(rows, self.context + 1)
+        else:
+            w = self.tokens[rows[:, None] + np.arange(self.context + 1)].astype(np.int64)
+        return w[:, :-1], w[:, 1:]
+
+
+@dataclass
+class Data:
+    train: Windows
+    val: Windows
+    tokenizer: Any = None
+    name: str = ""
+
+
+@dataclass
+class Result:
+    model: Transformer
+    out_dir: Path
+    progress: Progress
+    val_loss: float | None
+    tokens_per_s: float
+
+
+@dataclass
+class _Run:
+    cfg: TrainConfig
+    data: Data
+    model: Transformer
+    optimizer: AdamW
+    sampler: Sampler
+    progress: Progress
+    out: Path
+    log: MetricsLog
+    tokens_per_step: int
+    stop_requested: bool = False
+
+
+def train(cfg: TrainConfig, data: Data, model_config: ModelConfig | None = None, *,
+          weights: dict[str, np.ndarray] | None = None, resume: bool = False, stop_at: int | None = None,
+          quiet: bool = False, dtype: type = np.float32) -> Result:  # fmt: skip
+    """Train a model of `model_config` (initial `weights` if given, else a seeded random init) on
+    `data`, as tinylm.train.train does; resume: continue <out_dir>/last, whichever trainer wrote it."""
+    if cfg.device not in ("auto", "cpu") or cfg.precision not in ("auto", "fp32") or cfg.compile or cfg.minutes:
+        raise TinyLMError("the NumPy trainer runs on the CPU in fp32 for a number of --steps: drop --device, "
+                          "--precision, --compile and --minutes, or use --engine torch")  # fmt: skip
+    run = _setup(cfg, data, model_config, weights, resume, quiet, dtype)
+    return _loop(run, stop_at, quiet)
+
+
+def _setup(cfg: TrainConfig, data: Data, model_config: ModelConfig | None, weights: dict[str, np.ndarray] | None,
+           resume: bool, quiet: bool, dtype: type) -> _Run:  # fmt: skip
+    out = Path(cfg.out_dir)
+    saved = Saved.load(out / LAST) if resume else None
+    if saved is not None:
+        saved_config, weights = checkpoint.load_plain(out / LAST)
+        if model_config is not None and saved_config != model_config:
+            raise TinyLMError(f"{out / LAST} holds a model of another shape than the one asked for; "
+                              "resume without shape options, or train into a new --out")  # fmt: skip
+        model_config = saved_config
+    if model_config is None:
+        raise TinyLMError("train() needs a model_config")
+    model = Transformer(model_config, weights, dtype=dtype, seed=cfg.seed)
+    T = data.train.context
+    if T > model_config.context_length or cfg.batch_size * T > len(data.train.tokens):
+        raise TinyLMError(f"examples of {T} tokens in batches of {cfg.batch_size} do not fit the model's context "
+                          f"({model_config.context_length}) or the data; lower --batch-size or --context")  # fmt: skip
+    per_micro = cfg.batch_size * T
+    accum = max(1, round((cfg.batch_tokens or per_micro) / per_micro))
+    opt = AdamW(model.flat.size, model.n_decay, cfg.lr, (cfg.beta1, cfg.beta2), 1e-8, cfg.weight_decay, dtype)
+    sampler = Sampler(len(data.train), cfg.batch_size, accum, seed=cfg.seed)
+    progress = Progress(max_steps=cfg.max_steps, data_size=len(data.train))
+    if saved is not None:
+        progress = saved.progress
+        if progress.data_size != len(data.train):
+            raise TinyLMError(f"the training data has {len(data.train):,} examples but the saved run had "
+                              f"{progress.data_size:,}; resume with the same --data")  # fmt: skip
+        saved.restore(model, opt, sampler)
+        progress.max_steps = cfg.max_steps
+    _check_writable(out)
+    log = MetricsLog(out / METRICS_FILE, resume_step=progress.step if saved else None)
+    if not quiet:
+        c = model_config
+        print(f"training a {human(model.num_params())}-parameter {c.family} model ({c.n_layers} layers, dim {c.dim}, "
+              f"{c.n_heads} heads, context {c.context_length}) on {data.name or 'the data'} with NumPy\n"
+              f"  {accum * per_micro:,} tokens per step ({cfg.batch_size} x {T}{f' x {accum} accumulated' if accum > 1 else ''}), "
+              f"{'resuming at step ' + str(progress.step) + ', ' if saved else ''}{progress.max_steps:,} steps -> {out}")  # fmt: skip
+    return _Run(cfg, data, model, opt, sampler, progress, out, log, accum * per_micro)
+
+
+def _loop(run: _Run, stop_at: int | None, quiet: bool) -> Result:
+    cfg, p = run.cfg, run.progress
+    bar = tqdm(total=p.max_steps, initial=p.step, unit="step", dynamic_ncols=True, disable=quiet, smoothing=0.05)
+    start, seconds_before, session_tokens = time.perf_counter(), p.seconds, 0
+    window_t0, losses, window_tokens, val_loss = time.perf_counter(), [], 0, None
+    with _on_interrupt(run):
+        while p.step < p.max_steps:
+            loss, gnorm, lr = _optimizer_step(run)
+            p.step += 1
+            p.tokens += run.tokens_per_step
+            session_tokens += run.tokens_per_step
+            window_tokens += run.tokens_per_step
+            p.seconds = seconds_before + time.perf_counter() - start
+            if math.isfinite(loss):
+                losses.append(loss)
+            bar.update(1)
+            if p.step % cfg.log_interval == 0 or p.step == p.max_steps:
+                rate = window_tokens / max(time.perf_counter() - window_t0, 1e-9)
+                rec = {"step": p.step, "loss": sum(losses) / len(losses) if losses else math.nan, "lr": lr,
+                       "grad_norm": gnorm, "tokens": p.tokens, "tok_s": rate, "time": round(p.seconds, 2)}  # fmt: skip
+                run.log.write(rec)
+                bar.set_postfix_str(f"loss {rec['loss']:.3f} | {human(rate)} tok/s"
+                                    + (f" | val {val_loss:.3f}" if val_loss is not None else ""))  # fmt: skip
+                window_t0, losses, window_tokens = time.perf_counter(), [], 0
+            stop = run.stop_requested or (stop_at is not None and p.step >= stop_at)
+            if p.step % cfg.eval_interval == 0 or p.step >= p.max_steps or stop:
+                val_loss = evaluate(run.model, run.data.val, cfg)
+                _checkpoint(run, val_loss)
+            if stop:
+                break
+    bar.close()
+    rate = session_tokens / max(time.perf_counter() - start, 1e-9)
+    if not quiet:
+        best = f"{p.best_val_loss:.4f}" if p.best_val_loss is not None else "-"
+        plot = run.out / PLOT_FILE
+        print(f"{'stopped' if p.step < p.max_steps else 'done'} at step {p.step:,} of {p.max_steps:,}: params "
+              f"{human(run.model.num_params())}, tokens seen {human(p.tokens)}, best val loss {best}, "
+              f"time {duration(p.seconds)}, {human(rate)} tokens/s\n"
+              f"checkpoints: {run.out / LAST} (resumable by either engine), {run.out / BEST} (best val loss); "
+              f"log: {run.log.path}" + (f"; plot: {plot}" if plot.is_file() else ""))  # fmt: skip
+    return Result(run.model, run.out, p, val_loss, rate)
+
+
+def _optimizer_step(run: _Run) -> tuple[float, float, float]:
+    cfg, model, opt = run.cfg, run.model, run.optimizer
+    opt.lr = lr = lr_at(run.progress.step, cfg, run.progress.max_steps)
+    micro = run.sampler.step()
+    total = 0.0
+    for rows in micro:
+        x, y = run.data.train.get(rows)
+        total += model.loss_and_backward(x, y, scale=1.0 / len(micro))
+    loss = total / len(micro)
+    gnorm = clip_grad_norm(model.flat_grad, cfg.grad_clip)
+    if math.isfinite(loss) and math.isfinite(gnorm):
+        opt.step(model.flat, model.flat_grad)
+        run.progress.bad_steps = 0
+    else:
+        _bad_step(run, loss, gnorm)
+    model.zero_grad()
+    return loss, gnorm, lr
+
+
+def _bad_step(run: _Run, loss: float, gnorm: float) -> None:
+    p = run.progress
+    p.bad_steps += 1
+    what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {gnorm}"
+    if p.bad_steps >= run.cfg.max_bad_steps:
+        raise TinyLMError(f"{what} at step {p.step + 1}: {p.bad_steps} non-finite steps in a row, stopping (the last "
+                          "checkpoint is kept); lower --lr or raise --warmup-steps")  # fmt: skip
+    tqdm.write(f"warning: {what} at step {p.step + 1}; skipped the update ({p.bad_steps} in a row)", file=sys.stderr)
+
+
+def evaluate(model: Transformer, val: Windows, cfg: TrainConfig) -> float:
+    """Mean loss over the torch trainer's fixed validation batches."""
+    losses = [model.loss(*val.get(rows)) for rows in eval_rows(len(val), cfg.batch_size, cfg.eval_batches)]
+    return sum(losses) / len(losses)
+
+
+def _checkpoint(run: _Run, val_loss: float) -> None:
+    """Log the evaluation, write last/ (and best/ when the validation loss improved) and the plot."""
+    p = run.progress
+    improved = p.best_val_loss is None or val_loss < p.best_val_loss
+    if improved:
+        p.best_val_loss = val_loss
+    run.log.write({"step": p.step, "val_loss": val_loss, "tokens": p.tokens, "time": round(p.seconds, 2)})
+    plot = run.out / PLOT_FILE
+    if not plot_loss(run.log.records(), plot, title=f"{run.data.name}  ({human(run.model.num_params())} params)"):
+        plot = Path()
+    files = (run.log.path, plot)
+    tok = run.data.tokenizer
+    checkpoint.save(run.out / LAST, run.model, tok, run.cfg, p, run.optimizer, run.sampler, files)
+    if improved:
+        checkpoint.save(run.out / BEST, run.model, tok, run.cfg, p, files=files)
+
+
+@contextlib.contextmanager
+def _on_interrupt(run: _Run):
+    """The first Ctrl-C (or SIGTERM) finishes the current step, saves last/ and stops; a second one aborts."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if run.stop_requested:
+            raise KeyboardInterrupt
+        run.stop_requested = True
+        tqdm.write("stopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+
+    old = {}
+    with contextlib.suppress(ValueError):  # not the main thread: no signal handlers
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".tinylm_write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise TinyLMError(f"cannot write to output directory {out} ({e.strerror}); choose another --out") from None

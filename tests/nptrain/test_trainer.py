@@ -1,0 +1,195 @@
+"""The NumPy trainer against the torch trainer: same steps, same checkpoints, resumable by each other."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import tiny_gpt2, tiny_llama
+from tests.train.conftest import CONTEXT, stream_data
+from tinylm.checkpoint import load_checkpoint
+from tinylm.cli import main
+from tinylm.model import Model
+from tinylm.nptrain import checkpoint
+from tinylm.nptrain.order import Sampler, eval_rows
+from tinylm.nptrain.trainer import Data, Windows
+from tinylm.nptrain.trainer import train as np_train
+from tinylm.runtime import NumpyModel, load_weights
+from tinylm.train import TrainConfig, batches, state, train
+from tinylm.train.metrics import METRICS_FILE, read_metrics
+
+FAMILIES = {"llama": tiny_llama(vocab_size=20, context_length=CONTEXT),
+            "gpt2": tiny_gpt2(vocab_size=20, context_length=CONTEXT, tie_embeddings=False)}  # fmt: skip
+
+
+def settings(out: Path, **kw) -> TrainConfig:
+    """fp32 on the CPU, clipping active (the gradient norms are > 1), weight decay, warmup + cosine."""
+    base = dict(out_dir=str(out), batch_size=4, max_steps=10, lr=3e-3, warmup_steps=2, eval_interval=5,
+                eval_batches=2, log_interval=1, precision="fp32", device="cpu")  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def data():
+    """The same token stream for both trainers (torch TrainData, NumPy Data)."""
+    td = stream_data()
+    return td, Data(Windows(td.train.tokens, CONTEXT), Windows(td.val.tokens, CONTEXT), td.tokenizer, "walk")
+
+
+def initial_weights(cfg: TrainConfig, mc) -> dict[str, np.ndarray]:
+    """What the torch trainer starts from (it seeds torch with cfg.seed, then builds the model)."""
+    torch.manual_seed(cfg.seed)
+    return {k: v.detach().numpy().copy() for k, v in Model(mc).state_dict().items()}
+
+
+def losses(out: Path, key: str = "loss") -> dict[int, float]:
+    return {r["step"]: r[key] for r in read_metrics(out / METRICS_FILE) if key in r}
+
+
+def assert_same_run(a: Path, b: Path, tol: float) -> None:
+    for key in ("loss", "val_loss", "grad_norm"):
+        la, lb = losses(a, key), losses(b, key)
+        assert la.keys() == lb.keys() and la
+        np.testing.assert_allclose([lb[s] for s in la], list(la.values()), rtol=tol)
+    wa, wb = load_weights(a / "last"), load_weights(b / "last")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        diff = np.abs(wa[k] - wb[k])
+        if k.endswith("wqkv.bias"):
+            # the key bias has no gradient (it adds the same q.b to every score of a row, which softmax
+            # ignores), so what AdamW makes of its rounding noise is arbitrary: small, not equal
+            cfg = load_checkpoint(a / "last").config
+            keys = slice(cfg.dim, cfg.dim + cfg.kv_heads * cfg.head_dim)
+            assert diff[keys].max() < 1e-4, k
+            diff[keys] = 0
+        assert diff.max() <= tol * np.abs(wa[k]).max(), k
+
+
+@pytest.mark.parametrize(("family", "options"), [("llama", {"schedule": "wsd"}),
+                                                  ("gpt2", {"batch_tokens": 2 * 4 * CONTEXT})])  # fmt: skip
+def test_ten_adamw_steps_equal_the_torch_trainer(tmp_path, data, family, options):
+    """Same losses, gradient norms, validation losses and weights; llama with the WSD schedule, gpt2
+    (untied head, biases) with two micro-batches of gradient accumulation per step."""
+    mc = FAMILIES[family]
+    cfg = settings(tmp_path / "torch", **options)
+    train(cfg, data[0], mc, quiet=True)
+    np_train(cfg.replace(out_dir=str(tmp_path / "numpy")), data[1], mc, weights=initial_weights(cfg, mc), quiet=True)
+    assert_same_run(tmp_path / "torch", tmp_path / "numpy", 1e-4)
+
+
+def test_resume_across_trainers_continues_the_run(tmp_path, data):
+    """20 NumPy steps then 20 torch steps (and the reverse) retrace an uninterrupted 40-step run."""
+    mc = FAMILIES["llama"]
+    cfg = settings(tmp_path / "whole", max_steps=40, eval_interval=10)
+    w0 = initial_weights(cfg, mc)
+    np_train(cfg, data[1], mc, weights=w0, quiet=True)
+    np_then_torch, torch_then_np = cfg.replace(out_dir=str(tmp_path / "a")), cfg.replace(out_dir=str(tmp_path / "b"))
+    np_train(np_then_torch, data[1], mc, weights=w0, stop_at=20, quiet=True)
+    train(np_then_torch, data[0], mc, resume=True, quiet=True)
+    train(torch_then_np, data[0], mc, stop_at=20, quiet=True)
+    np_train(torch_then_np, data[1], resume=True, quiet=True)
+    for out in (tmp_path / "a", tmp_path / "b"):
+        assert state.Saved.load(out / "last").progress.step == 40
+        assert_same_run(tmp_path / "whole", out, 1e-4)
+
+
+def test_numpy_resume_is_bit_exact(tmp_path, data):
+    mc = FAMILIES["gpt2"]
+    whole, split = settings(tmp_path / "whole", max_steps=20), settings(tmp_path / "split", max_steps=20)
+    np_train(whole, data[1], mc, quiet=True)
+    np_train(split, data[1], mc, stop_at=7, quiet=True)
+    np_train(split, data[1], resume=True, quiet=True)
+    assert losses(tmp_path / "whole") == losses(tmp_path / "split")
+    split_val = losses(tmp_path / "split", "val_loss")
+    assert split_val.pop(7)  # the interrupted run evaluated where it stopped
+    assert losses(tmp_path / "whole", "val_loss") == split_val
+    wa, wb = load_weights(tmp_path / "whole" / "last"), load_weights(tmp_path / "split" / "last")
+    assert all(np.array_equal(wa[k], wb[k]) for k in wa)
+
+
+def test_data_order_is_the_torch_samplers(tmp_path):
+    for size, accum, seed in [(1000, 1, 1337), (3000, 3, 0), (2**28 - 3, 1, 2**40 + 3), (2**28 + 5, 2, 7)]:
+        t, n = batches.Sampler(size, 8, accum, seed=seed), Sampler(size, 8, accum, seed=seed)
+        for _ in range(3):
+            assert all(np.array_equal(a.numpy(), b) for a, b in zip(t.step(), n.step(), strict=True))
+            assert np.array_equal(t.generator.get_state().numpy(), n.get_state())
+        other = Sampler(size, 8, accum)  # a state handed over from torch draws on as torch does
+        other.set_state(t.generator.get_state().numpy())
+        assert all(np.array_equal(a.numpy(), b) for a, b in zip(t.step(), other.step(), strict=True))
+    for size in (2, 101, 99991):
+        expected = [r.numpy() for r in batches.eval_rows(size, 4, 5)]
+        assert all(np.array_equal(a, b) for a, b in zip(expected, eval_rows(size, 4, 5), strict=True))
+
+
+def test_file_names_are_the_torch_trainers():
+    import tinylm.checkpoint
+
+    assert (checkpoint.STATE_FILE, checkpoint.OPTIMIZER_FILE, checkpoint.RNG_FILE) == (
+        state.STATE_FILE, state.OPTIMIZER_FILE, state.RNG_FILE)  # fmt: skip
+    assert (checkpoint.WEIGHTS_FILE, checkpoint.TOKENIZER_DIR) == (
+        tinylm.checkpoint.WEIGHTS_FILE, tinylm.checkpoint.TOKENIZER_DIR)  # fmt: skip
+
+
+NO_TORCH = """
+import sys
+
+
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+
+
+sys.meta_path.insert(0, NoTorch())
+import numpy as np
+
+from tinylm.config import ModelConfig
+from tinylm.nptrain.trainer import Data, Windows, train
+from tinylm.train.config import TrainConfig
+
+ids = (np.cumsum(np.random.default_rng(0).integers(1, 3, 3000)) % 20).astype(np.uint16)
+data = Data(Windows(ids[:2700], 16), Windows(ids[2700:], 16))
+cfg = ModelConfig(vocab_size=20, context_length=16, n_layers=1, n_heads=2, dim=16, norm="rmsnorm",
+                  positions="rope", mlp="swiglu", bias=False)
+out = TrainConfig(out_dir=sys.argv[1], batch_size=4, max_steps=30, lr=1e-2, warmup_steps=2, eval_interval=30,
+                  eval_batches=2)
+result = train(out, data, cfg, quiet=True)
+assert "torch" not in sys.modules
+print(result.val_loss)
+"""
+
+
+def test_trains_where_torch_cannot_be_imported(tmp_path):
+    src = Path(__file__).resolve().parents[2] / "src"
+    done = subprocess.run([sys.executable, "-c", NO_TORCH, str(tmp_path / "run")], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"}, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) < np.log(20) - 0.5  # it learned something of the walk
+    assert (tmp_path / "run" / "last" / "optimizer.safetensors").is_file()
+
+
+def test_cli_engine_numpy_writes_a_checkpoint_both_engines_load(tmp_path, capsys):
+    text = tmp_path / "story.txt"
+    words = np.random.default_rng(0).choice(["Once", "upon", "a", "time", "the", "cat", "sat", "."], 4000)
+    text.write_text(" ".join(words), encoding="utf-8")
+    out = tmp_path / "run"
+    args = ["train", "--data", str(text), "--tokenizer", "char", "--out", str(out), "--family", "llama",
+            "--layers", "1", "--dim", "32", "--heads", "4", "--kv-heads", "2", "--context", "32", "--batch-size", "4",
+            "--steps", "6", "--eval-interval", "3", "--eval-batches", "2", "--engine", "numpy"]  # fmt: skip
+    assert main(args) == 0
+    assert "with NumPy" in capsys.readouterr().out
+    for f in ("metrics.jsonl", "loss.png", "last/optimizer.safetensors", "best/model.safetensors"):
+        assert (out / f).is_file(), f
+    torch_model, np_model = load_checkpoint(out / "last"), NumpyModel.from_checkpoint(out / "last")
+    ids = torch_model.tokenizer.encode("Once upon a time")
+    with torch.no_grad():
+        want = torch_model.model(torch.tensor([ids]))[0, -1].numpy()
+    np.testing.assert_allclose(np_model.prefill([0], [ids])[0], want, rtol=1e-4, atol=1e-5)
+    # --resume with the torch engine continues the NumPy run
+    assert main(["train", "--out", str(out), "--resume", "--steps", "8", "--quiet", "--precision", "fp32"]) == 0
+    assert state.Saved.load(out / "last").progress.step == 8
