@@ -14,10 +14,12 @@ import torch
 from tests.conftest import tiny_gpt2, tiny_llama
 from tinylm.checkpoint import load_checkpoint
 from tinylm.cli import main
+from tinylm.errors import TinyLMError
 from tinylm.model import Model
 from tinylm.quantize import int8_gemm, smoothquant
 from tinylm.quantize.calibrated import Options, absmax_stats, quantize_calibrated
 from tinylm.quantize.w8a8_linear import W8A8Linear, quantize_tokens
+from tinylm.runtime import NumpyModel
 
 CONFIGS = {"llama": tiny_llama(dim=64, hidden_dim=128), "gpt2": tiny_gpt2(dim=64)}
 KEEP = ["tok_emb", "pos_emb", "lm_head"]
@@ -123,6 +125,8 @@ def test_smoothquant_checkpoint_saves_and_loads(text_ckpt, tmp_path):
     assert relative_error(loaded, reference, tokens) < 0.05
     assert main(["quantize", str(ckpt), "--scheme", "w8a8", "--out", str(tmp_path / "w")]) == 0
     assert isinstance(load_checkpoint(tmp_path / "w").model.layers[1].attn.wo, W8A8Linear)
+    with pytest.raises(TinyLMError, match="NumPy runtime does not run w8a8"):
+        NumpyModel.from_checkpoint(tmp_path / "w")
 
 
 def test_bad_alpha_is_one_line(text_ckpt, tmp_path, one_line_error):
