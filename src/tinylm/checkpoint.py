@@ -102,19 +102,16 @@ def save_checkpoint(
     if base is not None:
         trainable = trainable_names(model)
         tensors = {k: v for k, v in tensors.items() if k in trainable}
-    try:
-        with atomic_dir(path) as tmp:
-            write_json(tmp / CONFIG_FILE, model.config.to_dict() | tf.applied(model))
-            save_file({k: v.cpu() for k, v in tensors.items()}, tmp / WEIGHTS_FILE,
-                      metadata={"format": "pt", "writer": "tinylm"})  # fmt: skip
-            if base is not None:
-                write_json(tmp / BASE_FILE, {"path": _relative(Path(base), path), "sha256": weights_hash(Path(base))})
-            if tokenizer is not None:
-                save_tokenizer(tokenizer, tmp / TOKENIZER_DIR)
-            if extra is not None:
-                extra(tmp)
-    except PermissionError as e:
-        raise TinyLMError(f"cannot write checkpoint to {path}: {e.strerror}; choose a writable --out directory") from None
+    with atomic_dir(path) as tmp:  # an OS error (read-only, no space) comes out as one line naming `path`
+        write_json(tmp / CONFIG_FILE, model.config.to_dict() | tf.applied(model))
+        save_file({k: v.cpu() for k, v in tensors.items()}, tmp / WEIGHTS_FILE,
+                  metadata={"format": "pt", "writer": "tinylm"})  # fmt: skip
+        if base is not None:
+            write_json(tmp / BASE_FILE, {"path": _relative(Path(base), path), "sha256": weights_hash(Path(base))})
+        if tokenizer is not None:
+            save_tokenizer(tokenizer, tmp / TOKENIZER_DIR)
+        if extra is not None:
+            extra(tmp)
     return path
 
 
@@ -196,6 +193,10 @@ def load_weights(path: Path, cfg: ModelConfig, transforms: tf.Transforms | None 
     layout = tf.transformed_layout(cfg, transforms or {}, str(path / CONFIG_FILE))
     found = {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in tensors.items()}
     check_tensors(layout, found, str(path / WEIGHTS_FILE), CONFIG_FILE)
+    bad = next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise TinyLMError(f"{path / WEIGHTS_FILE}: tensor {bad} holds NaN/inf values; the weights are damaged "
+                          "(use an earlier checkpoint)")  # fmt: skip
     return tensors
 
 

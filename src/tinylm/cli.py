@@ -8,13 +8,16 @@ Command modules import only argparse-level things at top level so `tinylm --help
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import pkgutil
+import signal
 import sys
 from types import ModuleType
 
 from tinylm import __version__, commands
 from tinylm.errors import TinyLMError
+from tinylm.fileio import os_error
 
 
 def _command_modules() -> list[ModuleType]:
@@ -49,14 +52,24 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    with contextlib.suppress(ValueError):  # (not the main thread: no signal handlers)
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args._run(args) or 0)
     except TinyLMError as e:
         print(f"tinylm {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # one not met where it happened: still one line naming the path and the fix
+        print(f"tinylm {args.command}: error: {os_error(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"tinylm {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so temporary files are removed and the message is one line."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

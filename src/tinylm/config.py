@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from tinylm.errors import TinyLMError
+from tinylm.fields import from_json
+from tinylm.fileio import pending_dir, recover_dir
 
 CONFIG_FILE = "config.json"  # a checkpoint's model settings
 # optional objects in config.json beside the model fields, in the order they apply (see tinylm.transforms)
@@ -42,9 +45,12 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        for name in ("vocab_size", "context_length", "n_layers", "n_heads", "dim"):
-            if getattr(self, name) <= 0:
+        for name in ("vocab_size", "context_length", "n_layers", "n_heads", "dim", "multiple_of", "n_kv_heads",
+                     "hidden_dim", "norm_eps", "rope_theta"):  # fmt: skip
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive")
+        if problems:  # the checks below divide by these
+            raise TinyLMError("invalid model config: " + "; ".join(problems))
         if self.dim % self.n_heads:
             problems.append(f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
         if self.n_heads % self.kv_heads:
@@ -89,14 +95,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise TinyLMError(f"{source}: unknown config field(s) {', '.join(unknown)}; was it written by a newer tinylm?")
         try:
-            return cls(**d)
-        except TypeError as e:
-            raise TinyLMError(f"{source}: {e}") from None
+            return from_json(cls, d, source, what="config field")
+        except TinyLMError as e:
+            raise TinyLMError(str(e) if str(e).startswith(source) else f"{source}: {e}") from None
 
     def num_params(self, include_embeddings: bool = True) -> int:
         """Parameter count from the shapes alone (no model needs to be built)."""
@@ -167,9 +169,12 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict[str, dict[str, Any]
     (section -> spec; see tinylm.transforms); an object under any other name is an unknown section."""
     path = Path(path)
     if not path.is_dir():
-        old = path.with_name(f".{path.name}.old")
-        hint = f" (an interrupted save left {old.name} beside it: rename it to {path.name})" if old.is_dir() else ""
-        raise TinyLMError(f"{path}: no checkpoint directory here{hint}; check the path")
+        recover_dir(path)  # a save interrupted by a crash may have left it beside under another name
+    if not path.is_dir():
+        raise TinyLMError(f"{path}: no checkpoint directory here; check the path")
+    if pending_dir(path) is not None:  # readers leave the swap to the run's next save (its writer may be live)
+        print(f"note: {path}: an interrupted save left a newer complete checkpoint in {pending_dir(path)}; "
+              "the next save or `tinylm train --resume` puts it in place", file=sys.stderr)
     cfg_path = path / CONFIG_FILE
     if not cfg_path.is_file():
         raise TinyLMError(f"{cfg_path}: missing; a checkpoint needs {CONFIG_FILE} beside model.safetensors")

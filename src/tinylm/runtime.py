@@ -52,7 +52,12 @@ def load_weights(path: Path, as_stored: bool = False) -> dict[str, np.ndarray]:
         raise TinyLMError(
             f"{wpath}: truncated or corrupt safetensors file ({e}); restore it or re-save"
         ) from None
-    return tensors if as_stored else {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in tensors.items()}
+    if not as_stored:
+        tensors = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in tensors.items()}
+    bad = next((k for k, v in tensors.items() if v.dtype.kind == "f" and not np.isfinite(v).all()), None)
+    if bad is not None:
+        raise TinyLMError(f"{wpath}: tensor {bad} holds NaN/inf values; the weights are damaged (use an earlier checkpoint)")
+    return tensors
 
 
 def _load_bfloat16(wpath: Path) -> dict[str, np.ndarray]:
@@ -181,9 +186,7 @@ class NumpyModel:
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> NumpyModel:
         path = Path(path)
-        if not path.is_dir():
-            raise TinyLMError(f"{path}: no checkpoint directory here; check the path")
-        cfg, transforms = read_config(path)
+        cfg, transforms = read_config(path)  # (finishes a save a crash interrupted, or says the folder is missing)
         weights = load_weights(path, as_stored=True)
         _check_layout(path, cfg, transforms, weights)
         tokenizer = None

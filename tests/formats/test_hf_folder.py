@@ -123,6 +123,6 @@ def test_bad_folders_are_one_clear_error(tmp_path):
         import_model(folder, tmp_path / "out")
     with pytest.raises(TinyLMError, match="already a tinylm checkpoint"):
         import_model(tmp_path / "ckpt", tmp_path / "out")
-    with pytest.raises(TinyLMError, match="exists and is not a model folder"):
+    with pytest.raises(TinyLMError, match="exists and is not a Hugging Face model folder"):
         export_model(tmp_path / "ckpt", "hf", tmp_path)  # would replace the whole test directory
     assert not (tmp_path / "out").exists() and load_checkpoint(tmp_path / "ckpt")

@@ -92,7 +92,8 @@ def test_nan_guard_skips_then_stops(cfg, capsys):
     model = Flaky(model_config(), bad=set(range(4, 100)))
     before = _weights(model)
     with pytest.raises(TinyLMError, match="3 non-finite steps in a row, stopping"):
-        train(cfg.replace(max_steps=20, max_bad_steps=3, eval_interval=2), stream_data(), model=model, quiet=True)
+        train(cfg.replace(max_steps=20, max_bad_steps=3, eval_interval=2), stream_data(), model=model, quiet=True,
+              overwrite=True)  # fmt: skip
     # the last checkpoint (step 2, before the NaNs) is kept and finite
     kept = load_checkpoint(cfg.out_dir + "/last").model.state_dict()
     assert all(torch.isfinite(v).all() for v in kept.values())

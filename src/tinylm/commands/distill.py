@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> None:
     given = vars(args)
     model_args = {k: given[k] for k in MODEL_KEYS if k in given}
     distill_args = {k: given[k] for k in DISTILL_KEYS if k in given}
-    skip = (*MODEL_KEYS, *DISTILL_KEYS, "student", "resume", "quiet", "command", "_run")
+    skip = (*MODEL_KEYS, *DISTILL_KEYS, "student", "resume", "overwrite", "quiet", "command", "_run")
     train_args = {k: v for k, v in given.items() if k not in skip}
-    run_distill(train_args, model_args, distill_args, student=args.student, resume=args.resume, quiet=args.quiet)
+    run_distill(train_args, model_args, distill_args, student=args.student, resume=args.resume, quiet=args.quiet,
+                overwrite=args.overwrite)  # fmt: skip

@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
 
 
 def default_dataset() -> str:
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> None:
                 "compile": args.compile, "batch_size": 16, "lr": 2e-3, "schedule": "wsd", "decay_frac": 0.3,
                 "warmup_steps": 50, "eval_interval": 100, "eval_batches": 8, "vocab_size": 2048}  # fmt: skip
     model = {"family": "llama", "n_layers": 4, "dim": 128, "n_heads": 4, "context_length": 256}
-    result = run_training(settings, model, quiet=args.quiet)
+    result = run_training(settings, model, quiet=args.quiet, overwrite=args.overwrite)
     print_samples(result.model.cpu(), result.tokenizer, PROMPTS[dataset], max_new_tokens=80)
     print(f"\nnext: tinylm sample {args.out}/best \"{PROMPTS[dataset][0]}\"  |  plot: {args.out}/loss.png  |  "
           f"bigger: tinylm train --data {dataset} --minutes 30 --layers 6 --dim 256 --heads 8 --out runs/bigger")  # fmt: skip

@@ -59,10 +59,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.engine not in ENGINES:
         raise TinyLMError(f"unknown engine {args.engine!r}; choose one of: {', '.join(ENGINES)}")
+    if args.threads is not None and args.threads < 1:
+        raise TinyLMError(f"--threads must be at least 1, not {args.threads}")
     if args.threads is not None and args.engine == "torch":
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.engine == "torch":
+        from tinylm.train.device import pick_device
+
+        args.device = str(pick_device(args.device))  # an unknown or absent device is one line
     prompts: list = list(args.prompts) + [_parse_ids(s) for s in args.ids or []]
     gen = Generator.load(args.checkpoint, engine=args.engine, device=args.device, compile=args.compile)
     if not prompts:  # no prompt: start from the document-start token

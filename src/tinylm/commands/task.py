@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> None:
 
     given = vars(args)
     model_args = {k: given[k] for k in MODEL_KEYS if k in given}
-    skip = {*MODEL_KEYS, "resume", "quiet", "command", "task", "_run", "digits", "data", "prompt"}
+    skip = {*MODEL_KEYS, "resume", "overwrite", "quiet", "command", "task", "_run", "digits", "data", "prompt"}
     train_args = {k: v for k, v in given.items() if k not in skip}
     if args.task == "addition":
         _addition(args, model_args, train_args)
@@ -56,7 +56,7 @@ def _addition(args: argparse.Namespace, model_args: dict, train_args: dict) -> N
     out = train_args.pop("out_dir", f"runs/addition{args.digits}")
     t0 = time.perf_counter()
     _, score, held = train_addition(args.digits, out, quiet=args.quiet, model_args=model_args, resume=args.resume,
-                                    **train_args)  # fmt: skip
+                                    overwrite=args.overwrite, **train_args)  # fmt: skip
     print(f"exact match: {score.correct:,}/{score.total:,} ({score.accuracy:.2%}) of all {args.digits}-digit sums; "
           f"held-out {held.correct}/{held.total}; {time.perf_counter() - t0:.0f}s")  # fmt: skip
     for a, b, guess in score.wrong:
@@ -76,5 +76,6 @@ def _charlm(args: argparse.Namespace, model_args: dict, train_args: dict) -> Non
                 "beta2": 0.99, "warmup_steps": 100, "eval_interval": 250, **train_args}  # fmt: skip
     data = char_data(args.data, shape["context_length"])
     cfg = TrainConfig(data=args.data, **settings)
-    result = train(cfg, data, build_config(data.tokenizer.vocab_size, **shape), resume=args.resume, quiet=args.quiet)  # type: ignore[union-attr]
+    result = train(cfg, data, build_config(data.tokenizer.vocab_size, **shape), resume=args.resume,  # type: ignore[union-attr]
+                   quiet=args.quiet, overwrite=args.overwrite)  # fmt: skip
     print_samples(result.model, data.tokenizer, [args.prompt] * 2, max_new_tokens=200)

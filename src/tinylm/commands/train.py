@@ -69,6 +69,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_const", const=True, default=S, help="torch.compile the model")
     g.add_argument("--seed", type=int, default=S)
     g.add_argument("--resume", action="store_true", help="continue the run in --out from last/")
+    g.add_argument("--overwrite", action="store_true", help="start a new run over the one already in --out")
     g.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
 
@@ -89,6 +90,7 @@ def run(args: argparse.Namespace) -> None:
 
     given = vars(args)
     model_args = {k: given[k] for k in MODEL_KEYS if k in given}
-    train_args = {k: v for k, v in given.items() if k not in (*MODEL_KEYS, "init", "resume", "quiet", "engine", "command", "_run")}
+    skip = (*MODEL_KEYS, "init", "resume", "overwrite", "quiet", "engine", "command", "_run")
+    train_args = {k: v for k, v in given.items() if k not in skip}
     run_training(train_args, model_args, init=given.get("init"), resume=args.resume, quiet=args.quiet,
-                 engine=args.engine)  # fmt: skip
+                 engine=args.engine, overwrite=args.overwrite)  # fmt: skip

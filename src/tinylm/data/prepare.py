@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
-import multiprocessing
 import os
 import struct
 import time
@@ -29,7 +28,8 @@ from tinylm.data.clean import Cleaner, CleanReport
 from tinylm.data.download import fetch
 from tinylm.data.minhash import MinHashConfig
 from tinylm.data.shards import MANIFEST, VERSIONS, Manifest, ShardWriter, dtype_for_vocab
-from tinylm.data.sources import SourceStats, expand_inputs, read_documents, stdlib_files
+from tinylm.data.sources import MAX_DOC_CHARS, SourceStats, expand_inputs, read_documents, stdlib_files
+from tinylm.data.workers import ordered_map
 from tinylm.errors import TinyLMError
 from tinylm.fileio import atomic_dir, write_json
 from tinylm.tokenizer import (
@@ -51,6 +51,7 @@ DATASETS = {
 }
 BATCH_DOCS = 256  # documents cleaned at once
 ENCODE_BATCH_DOCS = 1024  # documents tokenised at once (larger batches keep a parallel encoder busy)
+BATCH_CHARS = 1 << 22  # ... or fewer: encoders need ~100x the text's size in memory while they work
 _SCRATCH = ".documents.tmp"
 
 
@@ -92,9 +93,17 @@ def _read_docs(path: Path) -> Iterator[str]:
             yield f.read(n).decode("utf-8", "surrogatepass")
 
 
-def _batched(it: Iterable[Any], n: int) -> Iterator[list[Any]]:
-    it = iter(it)
-    while batch := list(itertools.islice(it, n)):
+def _batched(docs: Iterable[str], n: int, chars: int | None = None) -> Iterator[list[str]]:
+    """Lists of up to `n` documents and `chars` characters (default BATCH_CHARS; at least one document)."""
+    chars = chars or BATCH_CHARS
+    batch, size = [], 0
+    for d in docs:
+        if batch and (len(batch) == n or size + len(d) > chars):
+            yield batch
+            batch, size = [], 0
+        batch.append(d)
+        size += len(d)
+    if batch:
         yield batch
 
 
@@ -169,16 +178,9 @@ def encode_stream(
         for docs in batches:
             yield encode_framed(tok, docs)
         return
-    # fork where there is one: spawn would re-import the caller's __main__ (a script without a
-    # `if __name__ == "__main__"` guard would start over); workers only read the tokenizer dir.
-    ctx = multiprocessing.get_context(
-        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    )
     # One HF tokenizers thread per worker process (and no fork warning from it).
     with _env("TOKENIZERS_PARALLELISM", "false"):
-        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(tok_dir),))
-    with pool:
-        yield from pool.imap(_encode_in_worker, batches)
+        yield from ordered_map(_encode_in_worker, batches, workers, _init_worker, (str(tok_dir),))
 
 
 def _get_tokenizer(
@@ -301,7 +303,8 @@ def _manifest(sources: list[str], tok: Tokenizer, shard_dtype: np.dtype, split: 
         "splits": splits,
         "tokens": tokens,
         "bytes_per_token": report.bytes_out / max(tokens, 1),
-        "input": {"files": stats.files, "bytes": stats.bytes, "invalid_utf8_bytes": stats.invalid_utf8_bytes},
+        "input": {"files": stats.files, "bytes": stats.bytes, "invalid_utf8_bytes": stats.invalid_utf8_bytes,
+                  "long_document_cuts": stats.cuts},
         "clean": report.to_dict(),
         "timings": timings,
     }
@@ -383,6 +386,7 @@ def summary_table(manifest: Manifest) -> str:
     rows = [
         ("input", f"{m['input']['files']:,} files, {m['input']['bytes'] / 1e6:,.2f} MB"),
         ("invalid UTF-8 bytes replaced", f"{m['input']['invalid_utf8_bytes']:,}"),
+        (f"cuts in documents over {MAX_DOC_CHARS >> 20} Mi chars", f"{m['input'].get('long_document_cuts', 0):,}"),
         ("documents in", f"{c['documents_in']:,}"),
         ("NFC-normalised", f"{c['nfc_changed']:,}"),
         ("exact duplicates removed", f"{c['exact_duplicates']:,}"),

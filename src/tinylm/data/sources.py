@@ -19,6 +19,9 @@ from typing import IO
 from tinylm.errors import TinyLMError
 
 CHUNK = 1 << 20
+# Longer documents (say, a file without line breaks) are cut into pieces of at most this many characters:
+# cleaning, tokenizer training and encoding need memory in proportion to the longest text handed over at once.
+MAX_DOC_CHARS = 1 << 20
 EOT = "<|endoftext|>"
 # How a text file is split into documents: a name below, or any other literal string.
 SEPARATORS = {
@@ -37,6 +40,7 @@ class SourceStats:
     files: int = 0
     bytes: int = 0  # raw bytes read (after gunzip)
     invalid_utf8_bytes: int = 0  # replaced by U+FFFD
+    cuts: int = 0  # cuts made in documents longer than MAX_DOC_CHARS
 
 
 def _looks_binary(sample: bytes) -> bool:
@@ -102,25 +106,40 @@ def _chunks(path: Path, stats: SourceStats) -> Iterator[str]:
             yield decode(data)
 
 
-def _split(chunks: Iterator[str], separator: str) -> Iterator[str]:
-    """Documents of a text stream, split by a separator name from SEPARATORS or a literal string."""
+def _split(chunks: Iterator[str], separator: str, stats: SourceStats) -> Iterator[str]:
+    """Documents of a text stream, split by a separator name from SEPARATORS or a literal string, in
+    pieces of at most MAX_DOC_CHARS (so the buffer stays bounded however long a document runs)."""
     first = next(chunks, "")
     if separator == "auto":
         separator = "eot" if EOT in first else "blank"
-    if separator == "file":
-        doc = first + "".join(chunks)
-        if doc.strip():
-            yield doc.strip()
-        return
-    pattern = re.compile(SEPARATORS.get(separator) or re.escape(separator))
+    pattern = None if separator == "file" else re.compile(SEPARATORS.get(separator) or re.escape(separator))
     buf = first
     for chunk in itertools.chain(chunks, [None]):
         buf += chunk or ""
-        parts = pattern.split(buf)
+        parts = pattern.split(buf) if pattern is not None else [buf]
         buf = parts.pop() if chunk is not None else ""  # the last part may continue in the next chunk
+        if len(buf) > MAX_DOC_CHARS:  # no end in sight: pass on its complete pieces now
+            *head, buf = _pieces(buf, stats)
+            parts += head
         for p in parts:
-            if p.strip():
-                yield p.strip()
+            for piece in _pieces(p, stats):
+                if piece.strip():
+                    yield piece.strip()
+
+
+def _pieces(doc: str, stats: SourceStats) -> list[str]:
+    """`doc` in pieces of at most MAX_DOC_CHARS, each cut after a space or line break near its end if
+    there is one (else mid-word)."""
+    pieces, start = [], 0
+    while len(doc) - start > MAX_DOC_CHARS:
+        end = start + MAX_DOC_CHARS
+        space = max(doc.rfind(" ", end - MAX_DOC_CHARS // 10, end), doc.rfind("\n", end - MAX_DOC_CHARS // 10, end))
+        end = space + 1 if space > start else end
+        pieces.append(doc[start:end])
+        start = end
+        stats.cuts += 1
+    pieces.append(doc[start:])
+    return pieces
 
 
 def _lines(chunks: Iterator[str]) -> Iterator[str]:
@@ -185,9 +204,10 @@ def read_documents(
         stats.files += 1
         chunks = _chunks(path, stats)
         if Path(path.name.removesuffix(".gz")).suffix == ".jsonl":
-            yield from _jsonl(path, chunks, text_field)
+            for text in _jsonl(path, chunks, text_field):
+                yield from _pieces(text, stats)
         else:
-            yield from _split(chunks, separator)
+            yield from _split(chunks, separator, stats)
 
 
 def stdlib_files(max_mb: float | None = None) -> list[Path]:

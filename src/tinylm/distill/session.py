@@ -28,7 +28,8 @@ SETTINGS_FILE = "distill.json"
 
 
 def run_distill(train_args: dict[str, Any], model_args: dict[str, Any], distill_args: dict[str, Any], *,
-                student: str | None = None, resume: bool = False, quiet: bool = False) -> Result:  # fmt: skip
+                student: str | None = None, resume: bool = False, quiet: bool = False,
+                overwrite: bool = False) -> Result:  # fmt: skip
     """`distill_args`: teacher, cache and DistillConfig fields that were given (on resume, the saved ones
     fill in the rest); `student`: a preset name or a checkpoint to start from (or None: the shape options)."""
     out = Path(train_args.get("out_dir", TrainConfig.out_dir))
@@ -49,7 +50,8 @@ def run_distill(train_args: dict[str, Any], model_args: dict[str, Any], distill_
     elif student is not None:
         model_args = {**model_args, "preset": student}
     setup = distill_setup(info, dcfg, cache, quiet)
-    return run_training(train_args, model_args, init=init, resume=resume, quiet=quiet, setup=setup)
+    return run_training(train_args, model_args, init=init, resume=resume, quiet=quiet, setup=setup,
+                        overwrite=overwrite)  # fmt: skip
 
 
 def distill_setup(info: TeacherInfo, dcfg: DistillConfig, cache: str | None, quiet: bool = False) -> Setup:

@@ -102,6 +102,8 @@ def export_model(checkpoint: Path, target: str, out: Path, **options: Any) -> An
     from tinylm.checkpoint import load_checkpoint
 
     mod = module(target)
+    if checkpoint.resolve() in (out.resolve(), *out.resolve().parents):
+        raise TinyLMError(f"--out {out} is inside the checkpoint being exported; choose a path outside {checkpoint}")
     ckpt = load_checkpoint(checkpoint)
     return mod.export(ckpt.model, ckpt.tokenizer, out, **options)
 
@@ -111,7 +113,7 @@ def import_model(source: Path, out: Path, fmt: str | None = None, **options: Any
     from tinylm.checkpoint import save_checkpoint
     from tinylm.formats.common import check_replaceable
 
-    check_replaceable(out, "a tinylm checkpoint")
+    check_replaceable(out, "a tinylm checkpoint", hf=False)
     imported = module(fmt or detect(source)).load(source, **options)
     tok = imported.tokenizer
     if tok is not None and tok.vocab_size > imported.model.config.vocab_size:

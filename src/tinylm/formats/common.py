@@ -4,6 +4,7 @@ binary files read with size checks, and streamed atomic writes with a progress b
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -122,8 +123,6 @@ def stream_to(path: Path, total: int, desc: str) -> Iterator[Callable[[bytes | n
                 bar.update(len(data))
 
             yield write
-    except PermissionError as e:
-        raise TinyLMError(f"cannot write {path}: {e.strerror}; choose a writable --out") from None
     finally:
         bar.close()
 
@@ -163,10 +162,26 @@ def join_qkv(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def check_replaceable(out: Path, what: str) -> None:
-    """Writers replace `out` as a whole; refuse to do that to a file or a folder that is not `what`."""
-    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file()):
+def check_replaceable(out: Path, what: str, hf: bool = False) -> None:
+    """Writers replace `out` as a whole; refuse to do that to a file or a non-empty folder that is not `what`
+    (an HF model folder if `hf`, else a tinylm checkpoint), and never to a training checkpoint (its
+    optimizer and RNG state would be lost)."""
+    if out.is_dir() and not any(out.iterdir()):
+        return
+    config = _json_object(out / "config.json")
+    if (out / "train_state.json").is_file():
+        raise TinyLMError(f"{out} is a training checkpoint (it would lose its optimizer and RNG state); "
+                          "choose a new --out")  # fmt: skip
+    if out.exists() and (config is None or ("model_type" in config) != hf):
         raise TinyLMError(f"{out} exists and is not {what}; choose a new --out")
+
+
+def _json_object(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def write_with_tokenizer(

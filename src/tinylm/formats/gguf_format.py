@@ -331,6 +331,10 @@ def load(path: Path, tokenizer: Path | None = None, dtype: torch.dtype | None = 
         reader = gguf.GGUFReader(path)
     except (ValueError, OSError) as e:
         raise TinyLMError(f"{path}: not a readable GGUF file ({e})") from None
+    except (IndexError, KeyError, TypeError, OverflowError, UnicodeDecodeError, MemoryError) as e:
+        # the reader walks the header's tensor and key-value counts: a damaged count runs it off the end
+        raise TinyLMError(f"{path}: damaged GGUF header (its tensor or metadata counts do not match the file: "
+                          f"{type(e).__name__}); re-download or re-export it") from None  # fmt: skip
     tensors = {t.name: t for t in reader.tensors}
     cfg = config_from_gguf(path, reader, tensors)
     arch = "llama" if is_llama(cfg) else "gpt2"

@@ -72,7 +72,7 @@ def export(model: Model, tokenizer: Tokenizer | None, out: Path, dtype: str | No
         tensors.pop("lm_head.weight")  # transformers ties it back from tie_word_embeddings
     tensors = {k: v.to(torch_dtype).contiguous().cpu() for k, v in tensors.items()}
     notes = []
-    check_replaceable(out, "a model folder")
+    check_replaceable(out, "a Hugging Face model folder", hf=True)
     with atomic_dir(out) as tmp:
         write_json(tmp / "config.json", config)
         save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
@@ -179,6 +179,9 @@ def read_tokenizer(folder: Path, bos: int | None, eos: int | None) -> Tokenizer 
 
 
 def load(folder: Path, tokenizer: Path | None = None, dtype: torch.dtype | None = None) -> Imported:
+    if not folder.is_dir():
+        raise TinyLMError(f"{folder}: not a folder; --from hf takes a Hugging Face model folder (config.json and "
+                          "weights), drop --from to detect the file's format")  # fmt: skip
     config = _read_json(folder / "config.json")
     try:
         cfg = from_hf_config(config)

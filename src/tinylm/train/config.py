@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tinylm.errors import TinyLMError
+from tinylm.fields import from_json
 
 SCHEDULES = ("cosine", "wsd", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -78,9 +79,5 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise TinyLMError(f"unknown training setting(s) {', '.join(unknown)}; was it written by a newer tinylm?")
-        return cls(**d)
+    def from_dict(cls, d: dict[str, Any], source: str = "training settings") -> TrainConfig:
+        return from_json(cls, d, source, what="training setting")

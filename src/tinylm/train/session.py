@@ -3,6 +3,7 @@ process), model shape (vocabulary from the tokenizer), then the trainer."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from tinylm.checkpoint import load_checkpoint
 from tinylm.config import ModelConfig, load_config
 from tinylm.data.shards import TokenShards
 from tinylm.errors import TinyLMError
+from tinylm.runlock import run_lock
 from tinylm.train import distributed
 from tinylm.train.config import TrainConfig
 from tinylm.train.data import prepare_data, prepared_dir, shard_data
@@ -20,7 +22,7 @@ from tinylm.train.device import pick_device
 from tinylm.train.objectives import Objective, next_token
 from tinylm.train.shapes import build_config
 from tinylm.train.state import Saved
-from tinylm.train.trainer import LAST, EvalHook, TrainData, train
+from tinylm.train.trainer import LAST, EvalHook, TrainData, check_new_run, train
 
 # Another objective for the run, chosen once data and model shape are known: (cfg, data, model config) ->
 # (training data, possibly with more per example, the objective, an evaluation hook or None)
@@ -29,12 +31,21 @@ Setup = Callable[[TrainConfig, TrainData, ModelConfig], tuple[TrainData, Objecti
 
 def run_training(train_args: dict[str, Any], model_args: dict[str, Any], *, init: str | None = None,
                  resume: bool = False, quiet: bool = False, engine: str = "torch",
-                 setup: Setup | None = None) -> Any:  # fmt: skip
+                 setup: Setup | None = None, overwrite: bool = False) -> Any:  # fmt: skip
     """`train_args`: TrainConfig fields that were given; `model_args`: preset/family and sizes that were
     given (build_config's names). On resume, the saved settings apply except those given here.
     engine "numpy": train with tinylm.nptrain (same data, checkpoints and resume) instead of torch.
     `setup`: another objective than next-token prediction (e.g. distillation; torch only), see `Setup`."""
     out = Path(train_args.get("out_dir", TrainConfig.out_dir))
+    main = distributed.from_env().main
+    with run_lock(out) if main else contextlib.nullcontext():  # one writer per run folder, from the start
+        if main:
+            check_new_run(out, resume, overwrite)
+        return _run(out, train_args, model_args, init, resume, quiet, engine, setup, overwrite)
+
+
+def _run(out: Path, train_args: dict[str, Any], model_args: dict[str, Any], init: str | None, resume: bool,
+         quiet: bool, engine: str, setup: Setup | None, overwrite: bool) -> Any:  # fmt: skip
     saved_model = None
     if resume:
         cfg = Saved.load(out / LAST).cfg.replace(**train_args)
@@ -76,7 +87,7 @@ def run_training(train_args: dict[str, Any], model_args: dict[str, Any], *, init
             data.tokenizer = load_checkpoint(init).tokenizer
         data, objective, on_eval = setup(cfg, data, model_config) if setup else (data, next_token, None)
         return train(cfg, data, None if model is not None else model_config, model=model, resume=resume,
-                     on_eval=on_eval, objective=objective, quiet=quiet)  # fmt: skip
+                     on_eval=on_eval, objective=objective, quiet=quiet, overwrite=overwrite)  # fmt: skip
     finally:
         distributed.stop(d)
 

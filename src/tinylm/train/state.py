@@ -23,7 +23,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tinylm.errors import TinyLMError
-from tinylm.fileio import write_json
+from tinylm.fields import from_json
+from tinylm.fileio import recover_dir, write_json
 from tinylm.train import distributed
 from tinylm.train.config import TrainConfig
 from tinylm.train.optim import load_optimizer_tensors, optimizer_tensors
@@ -105,14 +106,22 @@ class Saved:
 
     @classmethod
     def load(cls, path: Path) -> Saved:
-        f = path / STATE_FILE
+        f = recover_dir(path) / STATE_FILE  # a save interrupted by a crash is finished first
         if not f.is_file():
-            raise TinyLMError(f"{path}: no {STATE_FILE}, so no run to resume here; drop --resume or check --out")
+            raise TinyLMError(f"{path}: no {STATE_FILE}, so no run to resume here; check --out "
+                              "(or start a new run with --overwrite)")  # fmt: skip
         try:
             raw = json.loads(f.read_text(encoding="utf-8"))
-            return cls(path, TrainConfig.from_dict(raw["train_config"]), Progress(**raw["progress"]), raw)
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-            raise TinyLMError(f"{f}: unreadable training state ({e}); start a new run without --resume") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise TinyLMError(f"{f}: unreadable training state ({e}); restore it or start a new run") from None
+        if not isinstance(raw, dict) or not {"train_config", "progress"} <= raw.keys():
+            raise TinyLMError(f"{f}: not a training state (no train_config/progress); restore it or start a new run")
+        cfg = TrainConfig.from_dict(raw["train_config"], source=f"{f}: train_config")
+        progress = from_json(Progress, raw["progress"], f"{f}: progress")
+        negative = [k for k, v in dataclasses.asdict(progress).items() if isinstance(v, int | float) and v < 0]
+        if negative:
+            raise TinyLMError(f"{f}: progress {', '.join(negative)} negative; the file is damaged")
+        return cls(path, cfg, progress, raw)
 
     def restore(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, generator: torch.Generator,
                 d: distributed.Dist, device: torch.device) -> None:  # fmt: skip
@@ -123,7 +132,52 @@ class Saved:
             rng_tensors = load_file(self.path / RNG_FILE)
         except (SafetensorError, OSError) as e:
             raise TinyLMError(f"{self.path}: optimizer or RNG state unreadable ({e}); start a new run") from None
+        check_optimizer(optimizer, opt_tensors, self.raw["optimizer"], self.path / OPTIMIZER_FILE)
         load_optimizer_tensors(optimizer, opt_tensors, self.raw["optimizer"])
-        if self.raw.get("grad_scaler"):
-            scaler.load_state_dict(self.raw["grad_scaler"])
-        restore_rng(rng_tensors, self.raw["rng"], generator, d, device)
+        try:
+            if self.raw.get("grad_scaler"):
+                scaler.load_state_dict(self.raw["grad_scaler"])
+            restore_rng(rng_tensors, self.raw["rng"], generator, d, device)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            raise TinyLMError(f"{self.path}: damaged RNG or grad-scaler state ({str(e)[:120]}); "
+                              "restore the checkpoint or start a new run") from None  # fmt: skip
+
+
+def check_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: Any, where: Path) -> None:
+    """A saved AdamW state must fit this model exactly: torch checks only the counts, so a state from
+    another run loads and turns the run to NaN (which then replaces its good checkpoint)."""
+    groups = meta.get("param_groups") if isinstance(meta, dict) else None
+    if not isinstance(groups, list) or not all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                                               for g in groups):  # fmt: skip
+        raise TinyLMError(f"{where}: optimizer state without valid param_groups; restore it or start a new run")
+    for g, mine in zip(groups, opt.param_groups, strict=False):  # (torch checks the counts)
+        wrong = sorted(k for k, v in g.items() if k != "params" and k in mine and None not in (v, mine[k])
+                       and _kind(v) != _kind(mine[k]))  # (null: unset, as another trainer may write it)
+        if wrong:
+            raise TinyLMError(f"{where}: optimizer setting(s) {', '.join(wrong)} of the wrong type; "
+                              "restore it or start a new run")  # fmt: skip
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for key, t in tensors.items():
+        i, _, name = key.partition(".")
+        if not i.isdigit() or int(i) >= len(params):
+            raise TinyLMError(f"{where}: optimizer tensor {key} belongs to no parameter of this model; "
+                              "it comes from another model or run")  # fmt: skip
+        want = () if name == "step" else tuple(params[int(i)].shape)
+        if tuple(t.shape) != want or not t.dtype.is_floating_point:
+            raise TinyLMError(f"{where}: optimizer tensor {key} is {tuple(t.shape)} {t.dtype}, this model needs "
+                              f"{want} float; it comes from another model or run")  # fmt: skip
+        if not torch.isfinite(t).all():
+            raise TinyLMError(f"{where}: optimizer tensor {key} holds NaN/inf; resume from an earlier checkpoint")
+
+
+def _kind(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int | float | torch.Tensor):
+        return "number"
+    return "sequence" if isinstance(v, list | tuple) else type(v).__name__
+
+
+def finite(model: torch.nn.Module) -> bool:
+    """No NaN/inf in any weight: what a checkpoint must satisfy before it may replace a good one."""
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())

@@ -27,7 +27,9 @@ from tqdm import tqdm
 from tinylm.checkpoint import load_into, load_weights, save_checkpoint
 from tinylm.config import ModelConfig, load_config, read_config
 from tinylm.errors import TinyLMError
+from tinylm.fileio import recover_dir
 from tinylm.model import Model
+from tinylm.runlock import run_lock
 from tinylm.tokenizer import Tokenizer
 from tinylm.train import distributed
 from tinylm.train.batches import Dataset, Sampler, eval_rows
@@ -38,7 +40,7 @@ from tinylm.train.objectives import Objective, next_token
 from tinylm.train.optim import make_optimizer
 from tinylm.train.plot import plot_loss
 from tinylm.train.schedule import decay_start, lr_at
-from tinylm.train.state import Progress, Saved, capture_rng, writer
+from tinylm.train.state import Progress, Saved, capture_rng, finite, writer
 from tinylm.transforms import applied
 
 LAST, BEST, PLOT_FILE = "last", "best", "loss.png"
@@ -89,12 +91,14 @@ class _Run:
 
 def train(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None = None, *, model: Model | None = None,
           resume: bool = False, stop_at: int | None = None, on_eval: EvalHook | None = None,
-          objective: Objective = next_token, base: str | Path | None = None, quiet: bool = False) -> Result:  # fmt: skip
+          objective: Objective = next_token, base: str | Path | None = None, quiet: bool = False,
+          overwrite: bool = False) -> Result:  # fmt: skip
     """Train a model (a new `Model(model_config)`, or `model` as given) on `data`, writing checkpoints,
     metrics and a loss plot under `cfg.out_dir`. Only the parameters that require grad are optimized.
 
     resume:    continue the run saved in `<out_dir>/last` (weights, optimizer, RNG, data position);
                a transformed or partly frozen `model` must be given again, built the same way.
+    overwrite: start a new run over an existing one (without it or `resume`, an existing run is an error).
     stop_at:   stop after this step as an interruption would: save `last`, resumable later.
     on_eval:   called with the model at every evaluation; its numbers go into the metrics log, and
                a true "done" among them ends the run early (e.g. a task solved).
@@ -109,11 +113,23 @@ def train(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None = 
     device = pick_device(cfg.device, d.local_rank)
     distributed.start(d, device)
     try:
-        run = _setup(cfg, data, model_config, model, resume, d, device, quiet)
-        run.objective, run.base = objective, base
-        return _loop(run, stop_at, on_eval, quiet)
+        with run_lock(cfg.out_dir) if d.main else contextlib.nullcontext():  # one writer per run folder
+            if d.main:
+                check_new_run(Path(cfg.out_dir), resume, overwrite)
+            run = _setup(cfg, data, model_config, model, resume, d, device, quiet)
+            run.objective, run.base = objective, base
+            return _loop(run, stop_at, on_eval, quiet)
     finally:
         distributed.stop(d)
+
+
+def check_new_run(out: Path, resume: bool, overwrite: bool) -> None:
+    """Finish a checkpoint swap a crash interrupted, then refuse to start over an existing run unasked."""
+    for name in (LAST, BEST):
+        recover_dir(out / name)
+    if not resume and not overwrite and any((out / n).exists() for n in (LAST, BEST, METRICS_FILE)):
+        raise TinyLMError(f"{out} already holds a run; continue it with --resume, replace it with --overwrite, "
+                          "or choose another --out")  # fmt: skip
 
 
 def _setup(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None, model: Model | None, resume: bool,
@@ -353,6 +369,10 @@ def evaluate(run: _Run) -> float:
 def _checkpoint(run: _Run, val_loss: float, metrics: dict[str, Any]) -> None:
     """Log the evaluation, write last/ (and best/ when the validation loss improved) and the plot."""
     p, cfg = run.progress, run.cfg
+    if not math.isfinite(val_loss) or not finite(run.model):  # every process sees the same: all stop here
+        raise TinyLMError(f"NaN/inf in the {'validation loss' if finite(run.model) else 'weights'} at step {p.step}; "
+                          f"not saved, so {run.out / LAST} keeps the last good checkpoint; lower --lr or use "
+                          "--precision fp32")  # fmt: skip
     improved = p.best_val_loss is None or val_loss < p.best_val_loss
     if improved:
         p.best_val_loss = val_loss

@@ -93,7 +93,7 @@ def exact_match(model: torch.nn.Module, n: int, pairs: torch.Tensor | None = Non
 
 
 def train_addition(n: int = 2, out_dir: str = "runs/addition", quiet: bool = False, model_args: dict | None = None,
-                   resume: bool = False, **train_args) -> tuple[Result, Score, Score]:  # fmt: skip
+                   resume: bool = False, overwrite: bool = False, **train_args) -> tuple[Result, Score, Score]:  # fmt: skip
     """Train until every n-digit sum is right (or max_steps), checking all pairs at each evaluation.
     Returns (training result, score on all pairs, score on the held-out pairs)."""
     train_pairs, held_out = split(n)
@@ -108,5 +108,5 @@ def train_addition(n: int = 2, out_dir: str = "runs/addition", quiet: bool = Fal
         s = exact_match(model, n)
         return {"exact_match": s.accuracy, "done": s.correct == s.total}
 
-    result = train(cfg, data, model_config, on_eval=on_eval, resume=resume, quiet=quiet)
+    result = train(cfg, data, model_config, on_eval=on_eval, resume=resume, quiet=quiet, overwrite=overwrite)
     return result, exact_match(result.model, n), exact_match(result.model, n, held_out)
