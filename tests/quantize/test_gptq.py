@@ -99,10 +99,13 @@ def test_gptq_q4_0_checkpoint_exports_to_gguf_with_the_same_blocks(text_ckpt, tm
 
 def test_gptq_int4_checkpoint_loads_as_int4(text_ckpt, tmp_path):
     ckpt, calib = text_ckpt
-    assert quantize(ckpt, calib, tmp_path / "g", "--scheme", "gptq-int4", "--group-size", "64", "--seq-len", "16") == 0
+    argv = ("--scheme", "gptq-int4", "--group-size", "64", "--seq-len", "16", "--quantize-embeddings")
+    assert quantize(ckpt, calib, tmp_path / "g", *argv) == 0
     spec = json.loads((tmp_path / "g" / "config.json").read_text())["quantization"]
     assert spec["kind"] == "int4" and spec["group_size"] == 64 and spec["calibration_sequences"] == 8
-    assert load_checkpoint(tmp_path / "g").model.layers[0].attn.wqkv.group == 64
+    model = load_checkpoint(tmp_path / "g").model
+    assert model.layers[0].attn.wqkv.group == 64
+    assert isinstance(model.lm_head, QuantLinear)  # the head too, from the final norm's outputs
 
 
 def test_bad_calibration_input_is_one_line(text_ckpt, tmp_path, one_line_error):
