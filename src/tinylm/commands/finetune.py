@@ -47,13 +47,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from tinylm.threads import use_threads
     from tinylm.train.finetune import Options, run_finetune
 
     given = vars(args)
     opt_keys = ("base", "data", "method", "rank", "alpha", "dropout", "targets", "on_error", "too_long", "val_frac",
                 "words_test", "words_n")  # fmt: skip
     opts = Options(**{k: given[k] for k in opt_keys})
-    train_args = {k: v for k, v in given.items() if k not in (*opt_keys, "resume", "overwrite", "quiet", "command", "_run")}
+    use_threads(args.threads)
+    skip = (*opt_keys, "resume", "overwrite", "quiet", "threads", "command", "_run")
+    train_args = {k: v for k, v in given.items() if k not in skip}
     result = run_finetune(opts, train_args, resume=args.resume, quiet=args.quiet, overwrite=args.overwrite)
     if result.metrics.get("words_rate") is not None and not args.quiet:
         print(f"story-words: {result.metrics['words_rate']:.1%} of {opts.words_n} held-out prompts use every word")
