@@ -9,6 +9,7 @@ import torch
 
 from tests.conftest import tiny_gpt2, tiny_llama
 from tests.formats.conftest import logits, make_model, save
+from tinylm.chat import jinja_template
 from tinylm.checkpoint import model_state_dict, save_checkpoint
 from tinylm.errors import TinyLMError
 from tinylm.formats import detect, export_model, import_model
@@ -58,6 +59,7 @@ def test_llama_names_shapes_metadata_and_tokenizer(tmp_path, sp_tok):
     v = sp_vocab(sp_tok)
     assert fields[K.Tokenizer.LIST] == v.pieces and fields[K.Tokenizer.TOKEN_TYPE] == v.types
     assert np.allclose(fields[K.Tokenizer.SCORES], v.scores)
+    assert fields[K.Tokenizer.CHAT_TEMPLATE] == jinja_template(sp_tok)  # the one template, as llama.cpp reads it
     # q/k rows are ours (interleaved RoPE pairs); Hugging Face's are the rotate-half permutation of them,
     # which is what llama.cpp's converter undoes
     sd = model_state_dict(model)

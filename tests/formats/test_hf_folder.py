@@ -40,7 +40,7 @@ def test_llama_with_sentencepiece_loads_in_transformers(tmp_path, shared_data, s
     assert (logits(theirs, 32000) - logits(model, 32000)).abs().max().item() <= 1e-4
     for text in [*stories[:40], " lead  and\ttab\r\nrun   of spaces 中文 😀 <0x41> </s> trail "]:
         ids = tok.encode(text)
-        assert hf_tok(text, add_special_tokens=False)["input_ids"] == ids
+        assert hf_tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"] == ids
         assert hf_tok.decode(ids) == tok.decode(ids)
     assert hf_tok("Hello")["input_ids"] == tok.encode_document("Hello", eos=False)  # Llama adds BOS
     assert (theirs.generation_config.bos_token_id, theirs.generation_config.eos_token_id) == (1, 2)

@@ -1,4 +1,4 @@
-"""`tinylm export`: a checkpoint into a format other tools run (Hugging Face, GGUF, llama2.c, llm.c)."""
+"""`tinylm export`: a checkpoint into a format other tools run (Hugging Face, GGUF, llama2.c, llm.c, PEFT)."""
 
 from __future__ import annotations
 
@@ -14,21 +14,23 @@ EXAMPLES = """
   tinylm export runs/stories --to gguf --quant q8_0 --out stories-q8_0.gguf
   tinylm export runs/stories --to llama2c --version 2 --out stories_q80.bin
   tinylm export runs/gpt --to llmc --dtype bfloat16 --out gpt2_bf16.bin
+  tinylm export runs/chat/best --to peft --out chat-peft   # a LoRA adapter for peft (base: --to hf)
 """
-TARGETS = ("hf", "gguf", "llama2c", "llmc")
+TARGETS = ("hf", "gguf", "llama2c", "llmc", "peft")
 # which option each target takes (anything else given is a mistake worth reporting)
 OPTIONS = {
     "hf": ("dtype",),
     "gguf": ("quant",),
     "llama2c": ("version", "tokenizer_out"),
     "llmc": ("dtype", "tokenizer_out"),
+    "peft": (),
 }
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", nargs="?", help="a tinylm checkpoint directory")
     p.add_argument("--to", choices=TARGETS, help="target format")
-    p.add_argument("--out", help="output folder (hf) or file (gguf, llama2c, llmc)")
+    p.add_argument("--out", help="output folder (hf, peft) or file (gguf, llama2c, llmc)")
     p.add_argument(
         "--dtype",
         choices=("float32", "bfloat16", "float16"),

@@ -6,12 +6,14 @@ import argparse
 
 NAME = "task"
 ORDER = 45
-HELP = "Small tasks on the trainer: n-digit addition (minGPT) and character-level language modelling."
+HELP = "Small tasks: n-digit addition (minGPT), character-level language modelling, story-words instructions."
 EXAMPLES = """
   tinylm task addition                        # 2-digit addition until all 10,000 sums are right
   tinylm task addition --digits 3 --steps 8000 --out runs/add3
   tinylm task charlm --data input.txt         # nanoGPT's baby Shakespeare settings, then samples
   tinylm task charlm --data input.txt --layers 6 --dim 384 --heads 6 --context 256 --steps 5000
+  tinylm task story-words --stories tinystories --out data/sw    # instruction data for `tinylm finetune`
+  tinylm task story-words --score runs/sw-lora/best --test data/sw/test.jsonl
 """
 
 
@@ -27,6 +29,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           description="Train a character-level model on a text file (90/10 split), then sample.")  # fmt: skip
     char.add_argument("--data", required=True, help="a UTF-8 text file")
     char.add_argument("--prompt", default="\n", help="start of the printed samples")
+    sw = sub.add_parser("story-words", help="'write a story that uses the words X, Y and Z' data, and its metric",
+                        description="Write train.jsonl/test.jsonl of story-words examples from TinyStories, or "
+                        "score a checkpoint: the share of test prompts whose greedy story uses every word.")  # fmt: skip
+    sw.add_argument("--stories", default="tinystories", help="a text file of stories (<|endoftext|>-separated) or "
+                    "tinystories (downloaded once; default)")  # fmt: skip
+    sw.add_argument("--out", help="directory for train.jsonl and test.jsonl")
+    sw.add_argument("--train", type=int, default=20000, help="training examples (default 20000)")
+    sw.add_argument("--test", type=int, default=200, help="held-out examples (default 200)")
+    sw.add_argument("--words", type=int, default=3, help="words per prompt (default 3)")
+    sw.add_argument("--score", metavar="CKPT", help="instead: score this checkpoint on --test-file")
+    sw.add_argument("--test-file", metavar="JSONL", help="test.jsonl written by this command (with --score)")
+    sw.add_argument("--seed", type=int, default=1337)
     add_model_arguments(add, _shape(ADDITION_SHAPE), skip=("preset", "context", "init"))
     add_model_arguments(char, _shape(CHARLM_SHAPE), skip=("preset", "init"))
     add_train_arguments(add, {**ADDITION_SETTINGS, "out_dir": "runs/addition<digits>"})
@@ -42,6 +56,8 @@ def run(args: argparse.Namespace) -> None:
     from tinylm.commands.train import MODEL_KEYS
     from tinylm.threads import use_threads
 
+    if args.task == "story-words":
+        return _story_words(args)
     use_threads(args.threads)
     given = vars(args)
     model_args = {k: given[k] for k in MODEL_KEYS if k in given}
@@ -85,3 +101,28 @@ def _charlm(args: argparse.Namespace, model_args: dict, train_args: dict) -> Non
     result = train(cfg, data, build_config(data.tokenizer.vocab_size, **shape), resume=args.resume,  # type: ignore[union-attr]
                    quiet=args.quiet, overwrite=args.overwrite)  # fmt: skip
     print_samples(result.model, data.tokenizer, [args.prompt] * 2, max_new_tokens=200)
+
+
+def _story_words(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from tinylm.errors import TinyLMError
+    from tinylm.train.tasks import story_words
+
+    if args.score:
+        from tinylm.checkpoint import load_checkpoint
+        from tinylm.train.instruct import read_jsonl
+
+        if not args.test_file:
+            raise TinyLMError("--score needs --test-file (the test.jsonl of `tinylm task story-words --out`)")
+        ckpt = load_checkpoint(args.score)
+        if ckpt.tokenizer is None:
+            raise TinyLMError(f"{args.score}: no tokenizer in the checkpoint")
+        records = read_jsonl(args.test_file)[: args.test]
+        rate = story_words.words_rate(ckpt.model, ckpt.tokenizer, records)
+        print(f"story-words: {rate:.1%} of {len(records)} held-out prompts answered with a story using every word")
+        return
+    if not args.out:
+        raise TinyLMError("give --out DIR for train.jsonl and test.jsonl (or --score CKPT --test-file FILE)")
+    n_train, n_test = story_words.write_task(args.stories, Path(args.out), args.train, args.test, args.words, args.seed)
+    print(f"wrote {n_train:,} training and {n_test:,} test examples to {args.out}/train.jsonl and test.jsonl")

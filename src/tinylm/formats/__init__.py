@@ -38,6 +38,8 @@ _TABLE = (
            "tokenizer.bin (SentencePiece kinds)", "llama2.c: run.c (v0), runq.c (v2); v1 is export.py's"),
     Format("llmc", "llmc", "gpt2 (MLP 4x, tied)", "no", "required", "no", "f32 (v3), bf16 (v5) (--dtype)",
            "gpt2_tokenizer.bin", "llm.c: train_gpt2.c, train_gpt2.cu"),
+    Format("peft", "tinylm.adapters.peft", "llama, gpt2", "llama", "yes", "yes", "a LoRA adapter only (f32)",
+           "none (the base's)", "peft (PeftModel.from_pretrained on the base's hf export)"),
 )  # fmt: skip
 FORMATS: dict[str, Format] = {f.name: f for f in _TABLE}
 COLUMNS = ("format", "families", "GQA", "biases", "untied head", "weights", "tokenizer", "read by")
@@ -55,7 +57,8 @@ def module(name: str) -> Any:
         raise TinyLMError(
             f"unknown format {name!r}; choose one of: {', '.join(FORMATS)} (see `tinylm export --formats`)"
         )
-    return importlib.import_module(f"tinylm.formats.{FORMATS[name].module}")
+    where = FORMATS[name].module
+    return importlib.import_module(where if where.startswith("tinylm.") else f"tinylm.formats.{where}")
 
 
 def detect(path: Path) -> str:
@@ -105,6 +108,13 @@ def export_model(checkpoint: Path, target: str, out: Path, **options: Any) -> An
     if checkpoint.resolve() in (out.resolve(), *out.resolve().parents):
         raise TinyLMError(f"--out {out} is inside the checkpoint being exported; choose a path outside {checkpoint}")
     ckpt = load_checkpoint(checkpoint)
+    if target != "peft" and "adapters" in getattr(ckpt.model, "transforms", {}):
+        from tinylm.adapters.lora import merge_lora
+
+        merge_lora(ckpt.model)  # other formats hold plain weights: the adapter goes into them
+        done = mod.export(ckpt.model, ckpt.tokenizer, out, **options)
+        done.notes.append("merged the LoRA adapter into its base weights (export --to peft keeps it apart)")
+        return done
     return mod.export(ckpt.model, ckpt.tokenizer, out, **options)
 
 

@@ -25,6 +25,7 @@ import gguf
 import numpy as np
 import torch
 
+from tinylm.chat import jinja_template
 from tinylm.config import ModelConfig
 from tinylm.errors import TinyLMError
 from tinylm.fileio import atomic_path
@@ -138,6 +139,8 @@ def _add_tokenizer(w: Any, tok: Tokenizer, n_vocab: int) -> str:
     if tok.eos_id is not None:
         w.add_eos_token_id(tok.eos_id)
     w.add_add_bos_token(start is not None)
+    if tok.eos_id is not None:
+        w.add_chat_template(jinja_template(tok))
     return kind
 
 

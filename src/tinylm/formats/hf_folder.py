@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from tinylm.chat import jinja_template
 from tinylm.checkpoint import model_state_dict
 from tinylm.errors import TinyLMError
 from tinylm.fileio import atomic_dir, write_bytes, write_json, write_text
@@ -46,9 +47,13 @@ def write_tokenizer(tok: Tokenizer, folder: Path, context_length: int) -> None:
     if tok.kind == "sentencepiece":
         write_bytes(folder / "tokenizer.model", tok.model_proto)  # type: ignore[attr-defined]  # for llama.cpp's converter
     # split_special_tokens: like tinylm (and SentencePiece), text such as "</s>" stays text; only
-    # add_special_tokens inserts the real BOS
+    # add_special_tokens inserts the real BOS. A tokenizer with a chat template needs its specials read
+    # from the rendered text (apply_chat_template tokenizes "...</s>User: ..."), so there they are.
+    chat = tok.eos_id is not None
     config: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": context_length,
-                              "clean_up_tokenization_spaces": False, "split_special_tokens": True}  # fmt: skip
+                              "clean_up_tokenization_spaces": False, "split_special_tokens": not chat}  # fmt: skip
+    if chat:
+        config["chat_template"] = jinja_template(tok)
     # bos_token: the document start, which is GPT-2's <|endoftext|> too (transformers then adds it as tinylm does)
     for name, i in (("bos_token", start), ("eos_token", tok.eos_id)):
         if i is not None:

@@ -1,25 +1,20 @@
-"""How a conversation becomes a prompt, until the shared template (`tinylm.chat`) is on main.
+"""How a conversation becomes a prompt: the one chat template, `tinylm.chat` (the same that fine-tuning
+trains on and that HF/GGUF exports carry), open for the assistant's reply.
 
-Plain text turns ("System: …", "User: …", "Assistant: …", one per line) that any tokenizer can encode,
-ending with "Assistant:" for the model to continue. A reply ends where the model starts the next
-turn (CHAT_STOP) or at EOS. Everything that renders chat goes through `render_chat`, so switching to
-the shared template is a change here only.
+A reply ends at EOS, as the template ends every assistant turn; CHAT_STOP also ends one where a model
+not tuned on the template starts the next turn itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tinylm.chat import render
 from tinylm.tokenizer.base import Tokenizer
 
-ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 CHAT_STOP = ("\nUser:", "\nSystem:")
 
 
 def render_chat(messages: Sequence[dict[str, str]], tokenizer: Tokenizer) -> list[int]:
-    """Token ids of the conversation, from the document-start token (BOS, or EOS where the tokenizer
-    has no BOS, as prompts elsewhere) up to the assistant's cue."""
-    text = "".join(f"{ROLES[m['role']]}: {m['content']}\n" for m in messages) + "Assistant:"
-    start = tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eos_id
-    ids = tokenizer.encode(text)
-    return ids if start is None else [start, *ids]
+    """Token ids of the conversation up to the assistant's cue."""
+    return render(tokenizer, messages, add_generation_prompt=True)

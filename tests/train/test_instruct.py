@@ -1,0 +1,125 @@
+"""Instruction data: JSONL parsing with line-numbered errors (stop or skip), over-long conversations
+dropped or truncated, targets -1 everywhere but the replies, and the story-words task."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tinylm.chat import render_for_training
+from tinylm.errors import TinyLMError
+from tinylm.tokenizer import train_tokenizer
+from tinylm.train.instruct import encode, read_jsonl, split
+from tinylm.train.tasks.story_words import examples, pick_words, prompt, uses_words, write_task
+
+
+@pytest.fixture(scope="module")
+def stories(shared_data) -> list[str]:
+    text = (shared_data / "tinystories_v2_head.txt").read_text(encoding="utf-8")
+    return [s.strip() for s in text.split("<|endoftext|>") if s.strip()][:200]
+
+
+@pytest.fixture(scope="module")
+def tok(stories):
+    return train_tokenizer("bpe", stories, vocab_size=400, bos=True)
+
+
+def write_lines(path, lines):
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+GOOD = [json.dumps({"prompt": "Say hi.", "completion": "Hi there."}),
+        json.dumps({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name?"},
+                                 {"role": "assistant", "content": "Tom."}]})]  # fmt: skip
+
+
+def test_malformed_lines_are_named_by_number(tmp_path, capsys):
+    bad = ["{not json", json.dumps({"messages": [{"role": "robot", "content": "x"}]}), json.dumps([1, 2]),
+           json.dumps({"messages": [{"role": "user", "content": "only a question"}]})]  # fmt: skip
+    path = write_lines(tmp_path / "d.jsonl", [GOOD[0], "", *bad, GOOD[1]])
+    with pytest.raises(TinyLMError, match=r"d\.jsonl:3: not valid JSON .*--on-error skip"):
+        read_jsonl(path)
+    records = read_jsonl(path, on_error="skip")
+    assert [r.line for r in records] == [1, 7]
+    err = capsys.readouterr().err
+    assert "skipped 4 malformed line(s): 3 (not valid JSON" in err
+    assert "4 (messages: message 1 must be" in err and "5 (expected a JSON object)" in err
+    assert "6 (no assistant message" in err
+    with pytest.raises(TinyLMError, match="no usable conversation"):
+        read_jsonl(write_lines(tmp_path / "e.jsonl", bad), on_error="skip", quiet=True)
+    with pytest.raises(TinyLMError, match="no such file"):
+        read_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_rows_score_only_the_replies(tmp_path, tok):
+    records = read_jsonl(write_lines(tmp_path / "d.jsonl", GOOD))
+    data = encode(records, tok, context=64)
+    for r, x, y in zip(records, data.x, data.y, strict=True):
+        ids, _ = render_for_training(tok, r.messages)
+        n = len(ids) - 1
+        assert x[:n].tolist() == ids[:-1] and (y[n:] == -1).all()
+        scored = [t for t in y[:n].tolist() if t != -1]
+        reply = r.messages[-1]["content"]
+        assert tok.decode(scored) == " " + reply and scored[-1] == tok.eos_id  # the reply and its EOS, no more
+
+
+def test_too_long_conversations_are_dropped_or_truncated(tmp_path, tok, capsys):
+    long = json.dumps({"prompt": "Tell it.", "completion": "word " * 200})
+    records = read_jsonl(write_lines(tmp_path / "d.jsonl", [GOOD[0], long]))
+    dropped = encode(records, tok, context=32)
+    assert len(dropped) == 1 and "1 of 2 conversation(s) are longer than the context of 32 tokens (line 2): dropped" \
+        in capsys.readouterr().err  # fmt: skip
+    kept = encode(records, tok, context=32, too_long="truncate")
+    assert kept.x.shape == (2, 32) and (kept.y[1] != -1).sum() > 0
+    with pytest.raises(TinyLMError, match="every conversation is longer"):
+        encode(records[1:], tok, context=16, quiet=True)
+
+
+def test_split_holds_out_a_fixed_share(tmp_path):
+    records = read_jsonl(write_lines(tmp_path / "d.jsonl", GOOD * 20))
+    train, val = split(records, val_frac=0.1)
+    assert (len(train), len(val)) == (36, 4) and not {r.line for r in train} & {r.line for r in val}
+    assert [r.line for r in split(records, val_frac=0.1)[1]] == [r.line for r in val]
+
+
+def test_story_words_examples_are_satisfiable(tmp_path, stories):
+    rows = list(examples(stories[:50]))
+    assert len(rows) >= 45
+    for r in rows:
+        assert len(set(r["words"])) == 3 and uses_words(r["completion"], r["words"])
+        assert r["prompt"] == prompt(r["words"]) and r["prompt"].startswith("Write a story that uses the words ")
+    assert prompt(["dog", "ball", "happy"]) == "Write a story that uses the words dog, ball and happy."
+    assert uses_words("The Dog ran.", ["dog"]) and not uses_words("The dogs ran.", ["dog"])
+    import random
+
+    assert pick_words("a an the", 3, random.Random(0)) is None
+    src = tmp_path / "s.txt"
+    src.write_text("<|endoftext|>".join(stories[:30]), encoding="utf-8")
+    n_train, n_test = write_task(str(src), tmp_path / "task", n_train=20, n_test=10)
+    assert (n_train, n_test) == (20, 10)
+    test = read_jsonl(tmp_path / "task" / "test.jsonl")
+    assert len(test) == 10 and all(len(r.extra["words"]) == 3 for r in test)
+
+
+def test_masked_objective_ignores_prompt_positions(tok, tmp_path):
+    """Changing what the model predicts at prompt positions leaves the loss alone."""
+    from tinylm.train.objectives import next_token
+
+    records = read_jsonl(write_lines(tmp_path / "d.jsonl", GOOD))
+    data = encode(records, tok, context=64)
+    logits = torch.randn(*data.x.shape, tok.vocab_size)
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, out):
+            super().__init__()
+            self.out = out
+
+        def forward(self, x):
+            return self.out
+
+    before = next_token(Fixed(logits), data.x, data.y)
+    logits[data.y == -1] = torch.randn_like(logits[data.y == -1])
+    assert torch.equal(next_token(Fixed(logits), data.x, data.y), before)
