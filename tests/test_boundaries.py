@@ -16,6 +16,10 @@ TORCH_FREE = [
     "tinylm.transforms",
     "tinylm.runtime",
     "tinylm.train.schedule",
+    "tinylm.train.progress",
+    "tinylm.train.interrupt",
+    "tinylm.train.windows",
+    "tinylm.nptrain.trainer",
     "tinylm.generate.loop",
     "tinylm.generate.sampling",
 ]

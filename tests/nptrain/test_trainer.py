@@ -15,7 +15,6 @@ from tests.train.conftest import CONTEXT, stream_data
 from tinylm.checkpoint import load_checkpoint
 from tinylm.cli import main
 from tinylm.model import Model
-from tinylm.nptrain import checkpoint
 from tinylm.nptrain.order import Sampler, eval_rows
 from tinylm.nptrain.trainer import Data, Windows
 from tinylm.nptrain.trainer import train as np_train
@@ -124,15 +123,6 @@ def test_data_order_is_the_torch_samplers(tmp_path):
     for size in (2, 101, 99991):
         expected = [r.numpy() for r in batches.eval_rows(size, 4, 5)]
         assert all(np.array_equal(a, b) for a, b in zip(expected, eval_rows(size, 4, 5), strict=True))
-
-
-def test_file_names_are_the_torch_trainers():
-    import tinylm.checkpoint
-
-    assert (checkpoint.STATE_FILE, checkpoint.OPTIMIZER_FILE, checkpoint.RNG_FILE) == (
-        state.STATE_FILE, state.OPTIMIZER_FILE, state.RNG_FILE)  # fmt: skip
-    assert (checkpoint.WEIGHTS_FILE, checkpoint.TOKENIZER_DIR) == (
-        tinylm.checkpoint.WEIGHTS_FILE, tinylm.checkpoint.TOKENIZER_DIR)  # fmt: skip
 
 
 NO_TORCH = """

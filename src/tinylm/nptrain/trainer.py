@@ -11,9 +11,7 @@ One optimizer step:
 
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -24,42 +22,19 @@ import numpy as np
 from tqdm import tqdm
 
 from tinylm.config import ModelConfig
-from tinylm.data.shards import TokenShards
 from tinylm.errors import TinyLMError
 from tinylm.nptrain import checkpoint
 from tinylm.nptrain.adamw import AdamW, clip_grad_norm
-from tinylm.nptrain.checkpoint import Progress, Saved
+from tinylm.nptrain.checkpoint import Saved
 from tinylm.nptrain.model import Transformer
 from tinylm.nptrain.order import Sampler, eval_rows
 from tinylm.train.config import TrainConfig
+from tinylm.train.interrupt import on_interrupt
 from tinylm.train.metrics import METRICS_FILE, MetricsLog, duration, human
 from tinylm.train.plot import plot_loss
+from tinylm.train.progress import BEST, LAST, PLOT_FILE, Progress, check_writable
 from tinylm.train.schedule import lr_at
-
-LAST, BEST, PLOT_FILE = "last", "best", "loss.png"
-
-
-class Windows:
-    """Windows of `context` input tokens and their next tokens from one token sequence (an array or
-    the shards of a split), as NumPy arrays: what tinylm.train.batches.TokenWindows gives torch."""
-
-    def __init__(self, tokens: np.ndarray | TokenShards, context: int, name: str = "data"):
-        if isinstance(tokens, TokenShards) and len(tokens.arrays) == 1:
-            tokens = tokens.arrays[0]  # one memmap: windows by fancy indexing
-        if len(tokens) <= context:
-            raise TinyLMError(f"{name} has {len(tokens):,} tokens, not more than the context of {context}; "
-                              "use a shorter --context or more data")  # fmt: skip
-        self.tokens, self.context = tokens, context
-
-    def __len__(self) -> int:
-        return len(self.tokens) - self.context
-
-    def get(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if isinstance(self.tokens, TokenShards):
-            w = self.tokens.batch(rows, self.context + 1)
-        else:
-            w = self.tokens[rows[:, None] + np.arange(self.context + 1)].astype(np.int64)
-        return w[:, :-1], w[:, 1:]
+from tinylm.train.windows import Windows
 
 
 @dataclass
@@ -134,7 +109,7 @@ def _setup(cfg: TrainConfig, data: Data, model_config: ModelConfig | None, weigh
                               f"{progress.data_size:,}; resume with the same --data")  # fmt: skip
         saved.restore(model, opt, sampler)
         progress.max_steps = cfg.max_steps
-    _check_writable(out)
+    check_writable(out)
     log = MetricsLog(out / METRICS_FILE, resume_step=progress.step if saved else None)
     if not quiet:
         c = model_config
@@ -150,7 +125,7 @@ def _loop(run: _Run, stop_at: int | None, quiet: bool) -> Result:
     bar = tqdm(total=p.max_steps, initial=p.step, unit="step", dynamic_ncols=True, disable=quiet, smoothing=0.05)
     start, seconds_before, session_tokens = time.perf_counter(), p.seconds, 0
     window_t0, losses, window_tokens, val_loss = time.perf_counter(), [], 0, None
-    with _on_interrupt(run):
+    with on_interrupt(run):
         while p.step < p.max_steps:
             loss, gnorm, lr = _optimizer_step(run)
             p.step += 1
@@ -238,34 +213,3 @@ def _checkpoint(run: _Run, val_loss: float) -> None:
     checkpoint.save(run.out / LAST, run.model, tok, run.cfg, p, run.optimizer, run.sampler, files)
     if improved:
         checkpoint.save(run.out / BEST, run.model, tok, run.cfg, p, files=files)
-
-
-@contextlib.contextmanager
-def _on_interrupt(run: _Run):
-    """The first Ctrl-C (or SIGTERM) finishes the current step, saves last/ and stops; a second one aborts."""
-
-    def handler(signum: int, frame: Any) -> None:
-        if run.stop_requested:
-            raise KeyboardInterrupt
-        run.stop_requested = True
-        tqdm.write("stopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
-
-    old = {}
-    with contextlib.suppress(ValueError):  # not the main thread: no signal handlers
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-
-
-def _check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".tinylm_write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise TinyLMError(f"cannot write to output directory {out} ({e.strerror}); choose another --out") from None

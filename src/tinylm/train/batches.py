@@ -16,11 +16,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import numpy as np
 import torch
 
-from tinylm.data.shards import TokenShards
-from tinylm.errors import TinyLMError
+from tinylm.train.windows import Windows
 
 
 class Dataset(Protocol):
@@ -29,36 +27,13 @@ class Dataset(Protocol):
     def get(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
-class TokenWindows:
+class TokenWindows(Windows):
     """Windows of `context` input tokens (and the next token of each as target) from one token sequence:
-    a numpy array (or memmap) or all shards of a split."""
+    a numpy array (or memmap) or all shards of a split (tinylm.train.windows), as torch tensors."""
 
-    def __init__(self, tokens: np.ndarray | TokenShards, context: int, name: str = "data"):
-        if isinstance(tokens, TokenShards) and len(tokens.arrays) == 1:
-            tokens = tokens.arrays[0]  # one memmap: windows by fancy indexing, no per-window copies
-        self.tokens, self.context = tokens, context
-        if len(tokens) <= context:
-            raise TinyLMError(
-                f"{name} has {len(tokens):,} tokens, not more than the context of {context}; "
-                "use a shorter --context or more data"
-            )
-        self._offsets = np.arange(context + 1)
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.tokens)
-
-    def __len__(self) -> int:
-        return len(self.tokens) - self.context
-
-    def get(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        starts = rows.numpy()
-        if isinstance(self.tokens, TokenShards):
-            w = self.tokens.batch(starts, self.context + 1)
-        else:
-            w = self.tokens[starts[:, None] + self._offsets].astype(np.int64)
-        w = torch.from_numpy(w)
-        return w[:, :-1], w[:, 1:]
+    def get(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        x, y = super().get(rows.numpy())
+        return torch.from_numpy(x), torch.from_numpy(y)
 
 
 class Examples:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -35,15 +34,16 @@ from tinylm.train import distributed
 from tinylm.train.batches import Dataset, Sampler, eval_rows
 from tinylm.train.config import TrainConfig
 from tinylm.train.device import Precision, pick_device, pick_precision
+from tinylm.train.interrupt import on_interrupt
 from tinylm.train.metrics import METRICS_FILE, MetricsLog, duration, human
 from tinylm.train.objectives import Objective, next_token
 from tinylm.train.optim import make_optimizer
 from tinylm.train.plot import plot_loss
+from tinylm.train.progress import BEST, LAST, PLOT_FILE, Progress, check_writable
 from tinylm.train.schedule import decay_start, lr_at
-from tinylm.train.state import Progress, Saved, capture_rng, finite, writer
+from tinylm.train.state import Saved, capture_rng, finite, writer
 from tinylm.transforms import applied
 
-LAST, BEST, PLOT_FILE = "last", "best", "loss.png"
 EvalHook = Callable[[Model], dict[str, Any]]
 
 
@@ -138,7 +138,7 @@ def _setup(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None, 
     optimizer and data order (restored on resume), the compiled/DDP forward and the metrics log."""
     out = Path(cfg.out_dir)
     if d.main:
-        _check_writable(out)
+        check_writable(out)
     saved = Saved.load(out / LAST) if resume else None
     model = _model(cfg, model_config, model, saved)
     _check_data(data, model.config, cfg)
@@ -426,28 +426,14 @@ class _Window:
 
 @contextlib.contextmanager
 def _on_interrupt(run: _Run):
-    """The first Ctrl-C (or SIGTERM) finishes the current step, saves last/ and stops; a second one aborts."""
-
-    def handler(signum: int, frame: Any) -> None:
-        if run.stop_requested:
-            raise KeyboardInterrupt
-        run.stop_requested = True
-        if run.d.main:
-            tqdm.write("stopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+    """tinylm.train.interrupt's clean stop; yields `interrupted()`: whether any process was asked to stop."""
 
     def interrupted() -> bool:
         flag = torch.tensor([float(run.stop_requested)], device=run.device)
         return bool(distributed.all_reduce(run.d, flag, "max").item()) if run.d.enabled else run.stop_requested
 
-    old = {}
-    with contextlib.suppress(ValueError):  # not the main thread: no signal handlers
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.signal(sig, handler)
-    try:
+    with on_interrupt(run, announce=run.d.main):
         yield interrupted
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
 
 
 def _seq_len(ds: Dataset) -> int:
@@ -466,16 +452,6 @@ def _check_data(data: TrainData, cfg_m: ModelConfig, cfg: TrainConfig) -> None:
     if data.tokenizer is not None and data.tokenizer.vocab_size > cfg_m.vocab_size:
         raise TinyLMError(f"the tokenizer has {data.tokenizer.vocab_size:,} tokens but the model only "
                           f"{cfg_m.vocab_size:,}; use a model with vocab_size >= {data.tokenizer.vocab_size}")  # fmt: skip
-
-
-def _check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".tinylm_write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise TinyLMError(f"cannot write to output directory {out} ({e.strerror}); choose another --out") from None
 
 
 def _oom_hint(run: _Run) -> str:
