@@ -12,7 +12,6 @@ One optimizer step:
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +29,9 @@ from tinylm.nptrain.model import Transformer
 from tinylm.nptrain.order import Sampler, eval_rows
 from tinylm.train.config import TrainConfig
 from tinylm.train.interrupt import on_interrupt
-from tinylm.train.metrics import METRICS_FILE, MetricsLog, duration, human
+from tinylm.train.metrics import METRICS_FILE, MetricsLog, Window, duration, human
 from tinylm.train.plot import plot_loss
-from tinylm.train.progress import BEST, LAST, PLOT_FILE, Progress, check_writable
+from tinylm.train.progress import BEST, LAST, PLOT_FILE, Progress, bad_step, check_writable
 from tinylm.train.schedule import lr_at
 from tinylm.train.windows import Windows
 
@@ -124,26 +123,23 @@ def _loop(run: _Run, stop_at: int | None, quiet: bool) -> Result:
     cfg, p = run.cfg, run.progress
     bar = tqdm(total=p.max_steps, initial=p.step, unit="step", dynamic_ncols=True, disable=quiet, smoothing=0.05)
     start, seconds_before, session_tokens = time.perf_counter(), p.seconds, 0
-    window_t0, losses, window_tokens, val_loss = time.perf_counter(), [], 0, None
+    window, val_loss = Window(), None
     with on_interrupt(run):
         while p.step < p.max_steps:
             loss, gnorm, lr = _optimizer_step(run)
             p.step += 1
             p.tokens += run.tokens_per_step
             session_tokens += run.tokens_per_step
-            window_tokens += run.tokens_per_step
             p.seconds = seconds_before + time.perf_counter() - start
-            if math.isfinite(loss):
-                losses.append(loss)
+            window.add(loss, run.tokens_per_step)
             bar.update(1)
             if p.step % cfg.log_interval == 0 or p.step == p.max_steps:
-                rate = window_tokens / max(time.perf_counter() - window_t0, 1e-9)
-                rec = {"step": p.step, "loss": sum(losses) / len(losses) if losses else math.nan, "lr": lr,
-                       "grad_norm": gnorm, "tokens": p.tokens, "tok_s": rate, "time": round(p.seconds, 2)}  # fmt: skip
+                rec = {"step": p.step, "loss": window.loss(), "lr": lr, "grad_norm": gnorm, "tokens": p.tokens,
+                       "tok_s": window.rate(), "time": round(p.seconds, 2)}  # fmt: skip
                 run.log.write(rec)
-                bar.set_postfix_str(f"loss {rec['loss']:.3f} | {human(rate)} tok/s"
+                bar.set_postfix_str(f"loss {rec['loss']:.3f} | {human(rec['tok_s'])} tok/s"
                                     + (f" | val {val_loss:.3f}" if val_loss is not None else ""))  # fmt: skip
-                window_t0, losses, window_tokens = time.perf_counter(), [], 0
+                window = Window()
             stop = run.stop_requested or (stop_at is not None and p.step >= stop_at)
             if p.step % cfg.eval_interval == 0 or p.step >= p.max_steps or stop:
                 val_loss = evaluate(run.model, run.data.val, cfg)
@@ -177,19 +173,9 @@ def _optimizer_step(run: _Run) -> tuple[float, float, float]:
         opt.step(model.flat, model.flat_grad)
         run.progress.bad_steps = 0
     else:
-        _bad_step(run, loss, gnorm)
+        bad_step(run.progress, cfg.max_bad_steps, loss, gnorm, "lower --lr or raise --warmup-steps")
     model.zero_grad()
     return loss, gnorm, lr
-
-
-def _bad_step(run: _Run, loss: float, gnorm: float) -> None:
-    p = run.progress
-    p.bad_steps += 1
-    what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {gnorm}"
-    if p.bad_steps >= run.cfg.max_bad_steps:
-        raise TinyLMError(f"{what} at step {p.step + 1}: {p.bad_steps} non-finite steps in a row, stopping (the last "
-                          "checkpoint is kept); lower --lr or raise --warmup-steps")  # fmt: skip
-    tqdm.write(f"warning: {what} at step {p.step + 1}; skipped the update ({p.bad_steps} in a row)", file=sys.stderr)
 
 
 def evaluate(model: Transformer, val: Windows, cfg: TrainConfig) -> float:

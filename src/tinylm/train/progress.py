@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from tinylm.errors import TinyLMError
 from tinylm.fields import from_json
@@ -70,6 +73,18 @@ class Saved:
         if negative:
             raise TinyLMError(f"{f}: progress {', '.join(negative)} negative; the file is damaged")
         return cls(path, cfg, progress, raw)
+
+
+def bad_step(p: Progress, max_bad_steps: int, loss: float, gnorm: float, fixes: str, announce: bool = True) -> None:
+    """Count an update skipped for a NaN/inf loss or gradient norm: warn, or stop the run after
+    `max_bad_steps` in a row (its last checkpoint stays good). fixes: what to try, for the message."""
+    p.bad_steps += 1
+    what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {gnorm}"
+    if p.bad_steps >= max_bad_steps:
+        raise TinyLMError(f"{what} at step {p.step + 1}: {p.bad_steps} non-finite steps in a row, stopping (the last "
+                          f"checkpoint is kept); {fixes}")  # fmt: skip
+    if announce:
+        tqdm.write(f"warning: {what} at step {p.step + 1}; skipped the update ({p.bad_steps} in a row)", file=sys.stderr)
 
 
 def host_rng() -> dict[str, Any]:

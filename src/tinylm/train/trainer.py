@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,11 +34,11 @@ from tinylm.train.batches import Dataset, Sampler, eval_rows
 from tinylm.train.config import TrainConfig
 from tinylm.train.device import Precision, pick_device, pick_precision
 from tinylm.train.interrupt import on_interrupt
-from tinylm.train.metrics import METRICS_FILE, MetricsLog, duration, human
+from tinylm.train.metrics import METRICS_FILE, MetricsLog, Window, duration, human
 from tinylm.train.objectives import Objective, next_token
 from tinylm.train.optim import make_optimizer
 from tinylm.train.plot import plot_loss
-from tinylm.train.progress import BEST, LAST, PLOT_FILE, Progress, check_writable
+from tinylm.train.progress import BEST, LAST, PLOT_FILE, Progress, bad_step, check_writable
 from tinylm.train.schedule import decay_start, lr_at
 from tinylm.train.state import Saved, capture_rng, finite, writer
 from tinylm.transforms import applied
@@ -238,7 +237,7 @@ def _loop(run: _Run, stop_at: int | None, on_eval: EvalHook | None, quiet: bool)
                smoothing=0.05)  # fmt: skip
     start, seconds_before, session_tokens = time.perf_counter(), p.seconds, 0
     clock = _Clock(cfg, p) if cfg.minutes else None
-    window, val_loss, metrics, done = _Window(), None, {}, False
+    window, val_loss, metrics, done = Window(), None, {}, False
     with _on_interrupt(run) as interrupted:
         while p.step < p.max_steps and not done:
             loss, gnorm, lr = _optimizer_step(run)
@@ -254,7 +253,7 @@ def _loop(run: _Run, stop_at: int | None, on_eval: EvalHook | None, quiet: bool)
                 run.log.write(rec)  # type: ignore[union-attr]
                 bar.set_postfix_str(f"loss {rec['loss']:.3f} | {human(rec['tok_s'])} tok/s"
                                     + (f" | val {val_loss:.3f}" if val_loss is not None else ""))  # fmt: skip
-                window = _Window()
+                window = Window()
             stop = interrupted() or (stop_at is not None and p.step >= stop_at)
             if clock is not None:
                 stop |= clock.update(p)
@@ -330,23 +329,11 @@ def _optimizer_step(run: _Run) -> tuple[float, float, float]:
         scaler.step(opt)
         run.progress.bad_steps = 0
     else:
-        _bad_step(run, loss_v, gnorm_v)
+        bad_step(run.progress, cfg.max_bad_steps, loss_v, gnorm_v,
+                 "lower --lr, raise --warmup-steps or use --precision fp32", announce=run.d.main)  # fmt: skip
     scaler.update()
     opt.zero_grad(set_to_none=True)
     return loss_v, gnorm_v, lr
-
-
-def _bad_step(run: _Run, loss: float, gnorm: float) -> None:
-    p = run.progress
-    p.bad_steps += 1
-    what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {gnorm}"
-    if p.bad_steps >= run.cfg.max_bad_steps:
-        raise TinyLMError(
-            f"{what} at step {p.step + 1}: {p.bad_steps} non-finite steps in a row, stopping (the last checkpoint "
-            f"is kept); lower --lr, raise --warmup-steps or use --precision fp32"
-        )
-    if run.d.main:
-        tqdm.write(f"warning: {what} at step {p.step + 1}; skipped the update ({p.bad_steps} in a row)", file=sys.stderr)
 
 
 @torch.no_grad()
@@ -404,24 +391,6 @@ def _summary(run: _Run, r: Result, stopped: bool) -> None:
           + (f"; plot: {plot}" if plot.is_file() else "; no loss plot: pip install 'tinylm[plot]' for matplotlib"))  # fmt: skip
     if stopped:
         print(f"continue with the same command plus --resume (out: {run.out})")
-
-
-class _Window:
-    """Mean loss and tokens/s since the last log line."""
-
-    def __init__(self) -> None:
-        self.t0, self.losses, self.tokens = time.perf_counter(), [], 0
-
-    def add(self, loss: float, tokens: int) -> None:
-        if math.isfinite(loss):
-            self.losses.append(loss)
-        self.tokens += tokens
-
-    def loss(self) -> float:
-        return sum(self.losses) / len(self.losses) if self.losses else math.nan
-
-    def rate(self) -> float:
-        return self.tokens / max(time.perf_counter() - self.t0, 1e-9)
 
 
 @contextlib.contextmanager
