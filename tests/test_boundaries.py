@@ -17,6 +17,7 @@ TORCH_FREE = [
     "tinylm.runtime",
     "tinylm.train.schedule",
     "tinylm.train.progress",
+    "tinylm.train.order",
     "tinylm.train.interrupt",
     "tinylm.train.windows",
     "tinylm.nptrain.trainer",

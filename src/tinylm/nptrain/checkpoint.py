@@ -23,8 +23,8 @@ from tinylm.errors import TinyLMError
 from tinylm.fileio import atomic_dir, write_json
 from tinylm.nptrain.adamw import AdamW
 from tinylm.nptrain.model import Transformer
-from tinylm.nptrain.order import Sampler
 from tinylm.train.config import TrainConfig
+from tinylm.train.order import Sampler
 from tinylm.train.progress import OPTIMIZER_FILE, RNG_FILE, STATE_FILE, Progress, host_rng
 from tinylm.train.progress import Saved as SavedState
 

@@ -26,10 +26,10 @@ from tinylm.nptrain import checkpoint
 from tinylm.nptrain.adamw import AdamW, clip_grad_norm
 from tinylm.nptrain.checkpoint import Saved
 from tinylm.nptrain.model import Transformer
-from tinylm.nptrain.order import Sampler, eval_rows
 from tinylm.train.config import TrainConfig
 from tinylm.train.interrupt import on_interrupt
 from tinylm.train.metrics import METRICS_FILE, MetricsLog, Window, duration, human
+from tinylm.train.order import Sampler, eval_rows
 from tinylm.train.plot import plot_loss
 from tinylm.train.progress import BEST, LAST, PLOT_FILE, Progress, bad_step, check_writable
 from tinylm.train.schedule import lr_at

@@ -4,7 +4,8 @@ parts over the torch-free tinylm.train.progress (file names, counters, reading t
 In a checkpoint directory (written in the same atomic swap as the weights):
   train_state.json       TrainConfig, counters, optimizer hyper-parameters, GradScaler, Python/NumPy RNG
   optimizer.safetensors  AdamW moments and step counts, named "<param index>.<state name>"
-  rng.safetensors        torch generator states as uint8 tensors: the batch sampler (the data position)
+  rng.safetensors        generator states as uint8 tensors: the batch sampler's (the data position, in
+                         torch.Generator's format: tinylm.train.order)
                          and each process's global CPU (and CUDA) generator, which dropout draws from
 Only safetensors and JSON: nothing here is ever unpickled.
 """
@@ -24,13 +25,14 @@ from tinylm.fileio import write_json
 from tinylm.train import distributed
 from tinylm.train.config import TrainConfig
 from tinylm.train.optim import load_optimizer_tensors, optimizer_tensors
+from tinylm.train.order import Sampler
 from tinylm.train.progress import OPTIMIZER_FILE, RNG_FILE, STATE_FILE, Progress, host_rng, restore_host_rng
 from tinylm.train.progress import Saved as SavedState
 
 
-def capture_rng(generator: torch.Generator, d: distributed.Dist, device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def capture_rng(sampler: Sampler, d: distributed.Dist, device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Every random state of the run (collective: all processes call it)."""
-    tensors = {"batches": generator.get_state()}
+    tensors = {"batches": torch.from_numpy(sampler.get_state())}
     comm = device if device.type == "cuda" else torch.device("cpu")  # NCCL moves only GPU tensors
     for r, s in enumerate(distributed.all_gather(d, torch.get_rng_state().to(comm))):
         tensors[f"torch_cpu.{r}"] = s.cpu()
@@ -40,9 +42,9 @@ def capture_rng(generator: torch.Generator, d: distributed.Dist, device: torch.d
     return tensors, host_rng()
 
 
-def restore_rng(tensors: dict[str, torch.Tensor], states: dict[str, Any], generator: torch.Generator,
+def restore_rng(tensors: dict[str, torch.Tensor], states: dict[str, Any], sampler: Sampler,
                 d: distributed.Dist, device: torch.device) -> None:  # fmt: skip
-    generator.set_state(tensors["batches"])
+    sampler.set_state(tensors["batches"].numpy())
     if f"torch_cpu.{d.rank}" in tensors:
         torch.set_rng_state(tensors[f"torch_cpu.{d.rank}"])
     if device.type == "cuda" and f"torch_cuda.{d.rank}" in tensors:
@@ -74,7 +76,7 @@ def writer(cfg: TrainConfig, progress: Progress, optimizer: torch.optim.Optimize
 class Saved(SavedState):
     """A run's saved state, read back from a checkpoint directory (`Saved.load`), restored into torch."""
 
-    def restore(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, generator: torch.Generator,
+    def restore(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, sampler: Sampler,
                 d: distributed.Dist, device: torch.device) -> None:  # fmt: skip
         if "optimizer" not in self.raw:
             raise TinyLMError(f"{self.path}: a weights-only snapshot (no optimizer state); resume from <out>/last")
@@ -88,7 +90,7 @@ class Saved(SavedState):
         try:
             if self.raw.get("grad_scaler"):
                 scaler.load_state_dict(self.raw["grad_scaler"])
-            restore_rng(rng_tensors, self.raw["rng"], generator, d, device)
+            restore_rng(rng_tensors, self.raw["rng"], sampler, d, device)
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
             raise TinyLMError(f"{self.path}: damaged RNG or grad-scaler state ({str(e)[:120]}); "
                               "restore the checkpoint or start a new run") from None  # fmt: skip

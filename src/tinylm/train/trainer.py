@@ -3,7 +3,7 @@ evaluation on a fixed validation set, best/last checkpoints, exact resume and DD
 
 One optimizer step:
   1. set the learning rate for this step (a pure function of the step);
-  2. draw this step's example indices (all micro-batches, all processes) from the sampler's generator;
+  2. draw this step's example indices (all micro-batches, all processes) from the sampler (tinylm.train.order);
   3. for each micro-batch: forward under autocast, backward of loss / accum (DDP syncs on the last);
   4. unscale (fp16), clip the gradient norm; skip the update if the loss or the norm is NaN/inf;
   5. AdamW step, zero the gradients.
@@ -201,7 +201,7 @@ def _progress(cfg: TrainConfig, data: TrainData, saved: Saved | None, optimizer:
             f"the training data has {len(data.train):,} examples but the saved run had {progress.data_size:,}; "
             "resume with the same --data"
         )
-    saved.restore(optimizer, precision.scaler, sampler.generator, d, device)
+    saved.restore(optimizer, precision.scaler, sampler, d, device)
     if not cfg.minutes:
         progress.max_steps = cfg.max_steps  # a resumed run may be given more steps
     return progress
@@ -363,7 +363,7 @@ def _checkpoint(run: _Run, val_loss: float, metrics: dict[str, Any]) -> None:
     improved = p.best_val_loss is None or val_loss < p.best_val_loss
     if improved:
         p.best_val_loss = val_loss
-    rng = capture_rng(run.sampler.generator, run.d, run.device)  # collective: every process takes part
+    rng = capture_rng(run.sampler, run.d, run.device)  # collective: every process takes part
     if not run.d.main:
         return
     assert run.log is not None
