@@ -4,10 +4,11 @@
   model.py       the transformer: forward keeping activations, backward, flat parameter array
   adamw.py       AdamW (decay on matrices only) and gradient-norm clipping, as torch computes them
   checkpoint.py  the torch trainer's checkpoint files (weights, optimizer, data position)
-
-The data order (tinylm.train.order), file names and counters (tinylm.train.progress) are the torch
-trainer's own, shared.
   trainer.py     the loop behind `tinylm train --engine numpy`
+
+The data order (tinylm.train.order), token windows (tinylm.train.windows), the run's file names,
+counters and saved state (tinylm.train.progress) and the clean stop (tinylm.train.interrupt) are the
+torch trainer's own, shared.
 
 Checked against finite differences and torch autograd in tests/nptrain.
 """
