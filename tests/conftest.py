@@ -7,6 +7,10 @@ import torch
 
 from tinylm.config import ModelConfig
 
+# Tests use tiny models: one thread is as fast as several, and it does not collapse when other processes keep
+# the cores busy (OpenMP threads spin-wait, see tinylm.threads). Commands run in tests may set their own.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

@@ -105,16 +105,18 @@ def measure(cfg: ModelConfig, batch_size: int, device: str = "auto", precision: 
 def fit_budget(cands: list[Candidate], seconds: float, batch_size: int, device: str, precision: str,
                progress: bool = True) -> Candidate:  # fmt: skip
     """Measure candidates from the smallest up; the largest that still sees >= 20 tokens per parameter
-    in `seconds` is compute-optimal (a bigger one would be under-trained, a smaller one over-trained)."""
-    best = cands[0]
-    for c in cands:
+    in `seconds` is compute-optimal (a bigger one would be under-trained, a smaller one over-trained).
+    The first one that falls short is measured too (and at least two), so the table shows both sides."""
+    best = None
+    for i, c in enumerate(cands):
         c.tokens_per_s = measure(c.config, batch_size, device, precision)
         if progress:
             print(f"  measured {c.name:>10}: {human(c.params)} params, {human(c.tokens_per_s)} tokens/s")
-        if c.tokens_per_s * seconds < c.optimal_tokens:
+        if c.tokens_per_s * seconds >= c.optimal_tokens:
+            best = c
+        elif i >= 1:
             break  # bigger shapes are slower still: they cannot reach 20 tokens/param either
-        best = c
-    return best
+    return best or cands[0]
 
 
 def table(cands: list[Candidate], chosen: Candidate, seconds: float | None) -> str:

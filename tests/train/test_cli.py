@@ -38,6 +38,16 @@ def test_train_from_a_text_file_then_resume_longer(tmp_path, text_file, capsys):
     # --resume takes the saved settings; --steps extends the run
     assert main(["train", "--out", str(out), "--resume", "--steps", "6", "--quiet"]) == 0
     assert Saved.load(out / "last").progress.step == 6
+    assert main(["train", "--out", str(out), "--resume", "--quiet"]) == 1  # nothing left: says how to extend
+    assert "larger --steps" in capsys.readouterr().err
+    # a --minutes run resumed with --steps goes on by steps
+    minutes = Saved.load(out / "last").progress.seconds / 60 + 0.01
+    assert main(["train", "--out", str(out), "--resume", "--minutes", f"{minutes:.4f}", "--quiet"]) == 0
+    timed = Saved.load(out / "last")
+    assert timed.cfg.minutes is not None and timed.progress.step > 6
+    assert main(["train", "--out", str(out), "--resume", "--steps", str(timed.progress.step + 2), "--quiet"]) == 0
+    assert Saved.load(out / "last").progress.step == timed.progress.step + 2
+    assert Saved.load(out / "last").cfg.minutes is None
     # another shape on --resume is refused
     assert main(["train", "--out", str(out), "--resume", "--dim", "64", "--quiet"]) == 1
     assert "another shape" in capsys.readouterr().err
@@ -101,3 +111,30 @@ def test_task_addition_cli_runs_and_reports(tmp_path, capsys):
     assert "exact match:" in capsys.readouterr().out
     assert load_checkpoint(out / "last").tokenizer.decode([1, 2]) == "12"
     assert main(["task", "addition", "--digits", "9", "--quiet"]) == 1
+
+
+@pytest.mark.parametrize(("task", "shown"), [
+    ("addition", ["gpt2, 2 layers, dim 64", "(default 3000)", "(default 256)", "(default 0.003)", "(default 250)"]),
+    ("charlm", ["context 64", "(default 2000)", "(default 12)", "(default 0.0001)", "(default runs/charlm)"]),
+])  # fmt: skip
+def test_task_help_shows_the_tasks_own_defaults(task, shown, capsys):
+    with pytest.raises(SystemExit):
+        main(["task", task, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert all(s in text for s in shown), [s for s in shown if s not in text]
+    assert "TrainConfig" not in text and "(default 1000)" not in text
+
+
+def test_plan_budget_measures_both_sides_of_its_choice(monkeypatch):
+    import tinylm.plan as plan
+
+    cands = candidates(4096, 256)
+    speed = {c.config: 1e9 / c.params for c in cands}  # tokens/s falling with size
+    monkeypatch.setattr(plan, "measure", lambda cfg, *a, **k: speed[cfg])
+    # 20 tokens/param in `seconds` at speed 1e9/N needs N^2 <= 5e7 * seconds
+    seconds = 1.01 * cands[1].params**2 / 5e7
+    assert plan.fit_budget(cands, seconds, 16, "cpu", "fp32", progress=False) is cands[1]
+    assert cands[2].tokens_per_s is not None and cands[3].tokens_per_s is None  # the first short one, no more
+    fresh = candidates(4096, 256)
+    assert plan.fit_budget(fresh, 1e-3, 16, "cpu", "fp32", progress=False) is fresh[0]  # none reach 20x
+    assert fresh[1].tokens_per_s is not None and fresh[2].tokens_per_s is None

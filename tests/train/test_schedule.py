@@ -36,3 +36,15 @@ def test_constant_and_default_floor():
     c = TrainConfig(lr=2.0, warmup_steps=0, max_steps=10, schedule="constant")
     assert lr_at(0, c) == lr_at(9, c) == 2.0
     assert lr_at(9, TrainConfig(lr=2.0, warmup_steps=0, max_steps=10)) == pytest.approx(0.2)  # min_lr = lr / 10
+
+
+def test_warmup_and_eval_interval_follow_the_run_length():
+    from tinylm.train.schedule import eval_interval, warmup_steps
+
+    c = TrainConfig(lr=1.0)  # neither set: both follow max_steps
+    assert warmup_steps(c, 100) == 5 and warmup_steps(c, 10_000) == 100
+    assert eval_interval(c, 100) == 13 and eval_interval(c, 10_000) == 200 and eval_interval(c, 3) == 1
+    assert lr_at(4, c, max_steps=100) == pytest.approx(1.0)  # a 100-step run peaks after 5 steps, not 100
+    assert lr_at(99, c, max_steps=100) == pytest.approx(0.1)  # ... and still decays to the floor
+    set_ = TrainConfig(lr=1.0, warmup_steps=30, eval_interval=7)
+    assert warmup_steps(set_, 100) == 30 and eval_interval(set_, 100) == 7

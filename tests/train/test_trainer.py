@@ -107,3 +107,66 @@ def test_minutes_budget_fits_the_step_count(cfg):
     assert 4 <= r.progress.step < 10_000 and r.progress.max_steps < 10_000
     assert r.progress.seconds < 60  # it stopped on the clock, not on the step count
     assert load_checkpoint(r.out_dir / "last").config == model_config()
+
+
+def test_resume_with_more_steps_extends_the_run(cfg):
+    first = train(cfg, stream_data(), model_config(), quiet=True)
+    assert first.progress.step == 20
+    with pytest.raises(TinyLMError, match="larger --steps"):
+        train(cfg, stream_data(), model_config(), resume=True, quiet=True)  # nothing left to do: says how to extend
+    longer = train(cfg.replace(max_steps=30), stream_data(), model_config(), resume=True, quiet=True)
+    assert longer.progress.step == 30 and longer.progress.tokens == 30 * 4 * 16
+    steps = [x["step"] for x in read_metrics(longer.out_dir / "metrics.jsonl") if "loss" in x]
+    assert steps == [5, 10, 15, 20, 25, 30]
+
+
+def test_resume_with_more_minutes_extends_the_run(cfg):
+    budget = cfg.replace(max_steps=10_000, minutes=0.03, schedule="wsd")
+    first = train(budget, stream_data(), model_config(), quiet=True)
+    with pytest.raises(TinyLMError, match="larger --minutes"):
+        train(budget.replace(minutes=first.progress.seconds / 60 * 0.9), stream_data(), model_config(), resume=True,
+              quiet=True)  # fmt: skip
+    spent = first.progress.seconds / 60  # (more than asked on a busy machine: the final save is not budgeted)
+    more = train(budget.replace(minutes=spent + 0.03), stream_data(), model_config(), resume=True, quiet=True)
+    assert more.progress.step > first.progress.step
+    assert more.progress.seconds > first.progress.seconds
+
+
+def test_clock_fits_steps_warmup_and_evaluations_to_the_budget(cfg):
+    from tinylm.train.schedule import eval_interval, warmup_steps
+    from tinylm.train.state import Progress
+    from tinylm.train.trainer import _Clock
+
+    c = cfg.replace(max_steps=10_000, minutes=1.0, schedule="wsd", warmup_steps=None, eval_interval=None)
+    p = Progress(max_steps=10_000, data_size=1)
+    clock = _Clock(c, p)
+    for step in range(1, 31):  # 0.5 s per step: 97% of 60 s is 116 steps
+        p.step, p.seconds = step, 0.5 * step
+        assert not clock.update(p)
+    assert p.max_steps == 116
+    assert warmup_steps(c, p.max_steps) == 6 and eval_interval(c, p.max_steps) == 15
+    p.step, p.seconds = 117, 66.1
+    assert clock.update(p)  # past 110% of the budget: stop
+
+
+def test_progress_bar_text_shows_validation_and_task_metrics():
+    from tinylm.train.trainer import _postfix
+
+    assert _postfix(2.5, 1500.0, None, {}) == "loss 2.500 | 1.5K tok/s"
+    text = _postfix(2.5, 1500.0, 2.25, {"exact_match": 0.973, "done": False, "note": "x"})
+    assert text == "loss 2.500 | 1.5K tok/s | val 2.250 | exact_match 97.3%"
+
+
+def test_evaluations_take_at_most_a_tenth_of_a_run_unless_set(cfg):
+    from types import SimpleNamespace
+
+    from tinylm.train.state import Progress
+    from tinylm.train.trainer import _eval_every
+
+    run = SimpleNamespace(cfg=cfg.replace(eval_interval=None), progress=Progress(max_steps=800, data_size=1),
+                          eval_cost=0.0)  # fmt: skip
+    assert _eval_every(run) == 100  # 8 per run
+    run.eval_cost = 25.0  # an evaluation as long as 25 steps: every 250 steps at most 10% of the time
+    assert _eval_every(run) == 250
+    run.cfg = cfg.replace(eval_interval=7)
+    assert _eval_every(run) == 7  # as set

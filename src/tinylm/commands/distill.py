@@ -47,12 +47,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from tinylm.threads import use_threads
+
+    use_threads(args.threads)
     from tinylm.distill.session import run_distill
 
     given = vars(args)
     model_args = {k: given[k] for k in MODEL_KEYS if k in given}
     distill_args = {k: given[k] for k in DISTILL_KEYS if k in given}
-    skip = (*MODEL_KEYS, *DISTILL_KEYS, "student", "resume", "overwrite", "quiet", "command", "_run")
+    skip = (*MODEL_KEYS, *DISTILL_KEYS, "student", "resume", "overwrite", "quiet", "threads", "command", "_run")
     train_args = {k: v for k, v in given.items() if k not in skip}
     run_distill(train_args, model_args, distill_args, student=args.student, resume=args.resume, quiet=args.quiet,
                 overwrite=args.overwrite)  # fmt: skip

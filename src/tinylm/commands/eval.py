@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tinylm.threads import add_threads_argument
+
 NAME = "eval"
 ORDER = 55
 HELP = "Score checkpoints on held-out text: perplexity, bits per byte, KL divergence from a reference."
@@ -37,8 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
     p.add_argument("--engine", default="torch", help="torch (default) or numpy (the NumPy runtime)")
     p.add_argument("--device", default="cpu", help="torch engine device: cpu or cuda (default cpu)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice; the numpy engine's BLAS "
-                   "reads OMP_NUM_THREADS at start instead)")
+    add_threads_argument(p)
     p.add_argument("--separator", default="auto",
                    help="how text files split into documents, as `tinylm prepare` (default auto)")  # fmt: skip
     p.add_argument("--text-field", default="text", help="JSONL field holding the text (default: text)")
@@ -49,15 +50,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tinylm.threads import use_threads
+
+    use_threads(args.threads)  # before torch or NumPy start their thread pools
     from tinylm.errors import TinyLMError
     from tinylm.eval import Protocol, evaluate_models, load_documents
     from tinylm.eval.report import markdown, table, to_json
     from tinylm.fileio import write_text
 
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
     protocol = Protocol(args.protocol, args.context, args.stride)
     docs = load_documents(args.data, args.separator, args.text_field, args.split)
     results = evaluate_models(

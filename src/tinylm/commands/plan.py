@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tinylm.threads import add_threads_argument
+
 NAME = "plan"
 ORDER = 30
 HELP = "Compute-optimal sizing (Chinchilla, ~20 tokens/parameter): a shape and token count for your data or time."
@@ -25,10 +27,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--family", choices=("llama", "gpt2"), default="llama")
     p.add_argument("--batch-size", type=int, default=16, help="sequences per step, for measuring and step counts")
     p.add_argument("--device", default="auto", help="where to measure (auto, cpu, cuda, mps)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="of the measured steps, as `tinylm train` (default auto)")
+    add_threads_argument(p)
 
 
 def run(args: argparse.Namespace) -> None:
+    from tinylm.threads import use_threads
+
+    threads = use_threads(args.threads)
     from tinylm.config import PRESETS
     from tinylm.errors import TinyLMError
     from tinylm.plan import TOKENS_PER_PARAM, candidates, closest, fit_budget, parse_count, table
@@ -49,9 +56,13 @@ def run(args: argparse.Namespace) -> None:
         chosen = closest(cands, parse_count(args.params))
         why = f"closest to {args.params} parameters"
     elif args.minutes:
-        print(f"measuring training speed on this machine (batch {args.batch_size} x {args.context}) ...")
+        print(f"measuring training speed on this machine (batch {args.batch_size} x {args.context}, "
+              f"{threads} thread{'s' if threads > 1 else ''}) ...")
         chosen = fit_budget(cands, args.minutes * 60, args.batch_size, args.device, args.precision)
-        why = f"the largest that sees {TOKENS_PER_PARAM:g} tokens/parameter in {args.minutes:g} minutes"
+        reach = chosen.tokens_per_s * args.minutes * 60 / chosen.params  # type: ignore[operator]
+        why = (f"the largest that sees {TOKENS_PER_PARAM:g} tokens/parameter in {args.minutes:g} minutes"
+               if reach >= TOKENS_PER_PARAM else f"the smallest shape, and even it sees only {reach:.0f} "
+               f"tokens/parameter in {args.minutes:g} minutes: under-trained, give more minutes")  # fmt: skip
         if tokens and chosen.optimal_tokens > tokens:
             chosen = closest(cands, tokens / TOKENS_PER_PARAM)
             why = f"data-limited: {human(tokens)} tokens / {TOKENS_PER_PARAM:g}"

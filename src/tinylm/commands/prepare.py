@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="*", help="text/JSONL files (.gz too), directories or glob patterns")
     p.add_argument(
         "--dataset",
-        help="a named corpus instead of files: tinystories, tinystories-train, shakespeare, pystdlib",
+        help="a named corpus instead of files: tinystories, tinystories-train, shakespeare, pystdlib, pydocs (Python's help text)",
     )
     p.add_argument("--out", required=True, help="output directory (replaced as a whole when done)")
     p.add_argument(

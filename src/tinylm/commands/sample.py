@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tinylm.threads import add_threads_argument
+
 NAME = "sample"
 ORDER = 50
 HELP = "Generate text from a checkpoint, streamed to the terminal (torch engine or the NumPy runtime)."
@@ -45,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the decode step (slow start, fast tokens)"
     )
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the torch engine")
+    add_threads_argument(p)
     p.add_argument(
         "--truncate", action="store_true", help="keep the end of a prompt that is too long for the context"
     )
@@ -54,17 +56,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from tinylm.threads import use_threads
+
+    use_threads(args.threads)  # before torch or NumPy start their thread pools
     from tinylm.errors import TinyLMError
     from tinylm.generate.generator import ENGINES, Generator
 
     if args.engine not in ENGINES:
         raise TinyLMError(f"unknown engine {args.engine!r}; choose one of: {', '.join(ENGINES)}")
-    if args.threads is not None and args.threads < 1:
-        raise TinyLMError(f"--threads must be at least 1, not {args.threads}")
-    if args.threads is not None and args.engine == "torch":
-        import torch
-
-        torch.set_num_threads(args.threads)
     if args.engine == "torch":
         from tinylm.train.device import pick_device
 

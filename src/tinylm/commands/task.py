@@ -17,6 +17,7 @@ EXAMPLES = """
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from tinylm.commands.train import add_model_arguments, add_train_arguments
+    from tinylm.train.tasks import ADDITION_SETTINGS, ADDITION_SHAPE, CHARLM_SETTINGS, CHARLM_SHAPE
 
     sub = p.add_subparsers(dest="task", metavar="<task>", required=True)
     add = sub.add_parser("addition", help="a + b with n-digit operands; exact match over every pair",
@@ -26,18 +27,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           description="Train a character-level model on a text file (90/10 split), then sample.")  # fmt: skip
     char.add_argument("--data", required=True, help="a UTF-8 text file")
     char.add_argument("--prompt", default="\n", help="start of the printed samples")
-    add_model_arguments(add, "gpt2, 2 layers, dim 64, 4 heads", skip=("preset", "context", "init"))
-    add_model_arguments(char, "gpt2, 4 layers, dim 128, 4 heads, context 64", skip=("preset", "init"))
-    for q in (add, char):
-        add_train_arguments(q)
+    add_model_arguments(add, _shape(ADDITION_SHAPE), skip=("preset", "context", "init"))
+    add_model_arguments(char, _shape(CHARLM_SHAPE), skip=("preset", "init"))
+    add_train_arguments(add, {**ADDITION_SETTINGS, "out_dir": "runs/addition<digits>"})
+    add_train_arguments(char, CHARLM_SETTINGS)
+
+
+def _shape(s: dict) -> str:
+    context = f", context {s['context_length']}" if "context_length" in s else ""
+    return f"{s['family']}, {s['n_layers']} layers, dim {s['dim']}, {s['n_heads']} heads{context}"
 
 
 def run(args: argparse.Namespace) -> None:
     from tinylm.commands.train import MODEL_KEYS
+    from tinylm.threads import use_threads
 
+    use_threads(args.threads)
     given = vars(args)
     model_args = {k: given[k] for k in MODEL_KEYS if k in given}
-    skip = {*MODEL_KEYS, "resume", "overwrite", "quiet", "command", "task", "_run", "digits", "data", "prompt"}
+    skip = {*MODEL_KEYS, "resume", "overwrite", "quiet", "threads", "command", "task", "_run", "digits", "data", "prompt"}
     train_args = {k: v for k, v in given.items() if k not in skip}
     if args.task == "addition":
         _addition(args, model_args, train_args)
@@ -67,13 +75,11 @@ def _charlm(args: argparse.Namespace, model_args: dict, train_args: dict) -> Non
     from tinylm.train import TrainConfig, train
     from tinylm.train.samples import print_samples
     from tinylm.train.shapes import build_config
+    from tinylm.train.tasks import CHARLM_SETTINGS, CHARLM_SHAPE
     from tinylm.train.tasks.charlm import char_data
 
-    # nanoGPT's CPU Shakespeare settings (and its exact GELU) unless told otherwise
-    shape = {"family": "gpt2", "n_layers": 4, "dim": 128, "n_heads": 4, "context_length": 64, "gelu": "exact",
-             **model_args}  # fmt: skip
-    settings = {"out_dir": "runs/charlm", "batch_size": 12, "max_steps": 2000, "lr": 1e-3, "min_lr": 1e-4,
-                "beta2": 0.99, "warmup_steps": 100, "eval_interval": 250, **train_args}  # fmt: skip
+    shape = {**CHARLM_SHAPE, **model_args}
+    settings = {**CHARLM_SETTINGS, **train_args}
     data = char_data(args.data, shape["context_length"])
     cfg = TrainConfig(data=args.data, **settings)
     result = train(cfg, data, build_config(data.tokenizer.vocab_size, **shape), resume=args.resume,  # type: ignore[union-attr]

@@ -25,10 +25,17 @@ from tqdm import tqdm
 
 from tinylm import __version__
 from tinylm.data.clean import Cleaner, CleanReport
-from tinylm.data.download import fetch
+from tinylm.data.download import cache_dir, fetch
 from tinylm.data.minhash import MinHashConfig
 from tinylm.data.shards import MANIFEST, VERSIONS, Manifest, ShardWriter, dtype_for_vocab
-from tinylm.data.sources import MAX_DOC_CHARS, SourceStats, expand_inputs, read_documents, stdlib_files
+from tinylm.data.sources import (
+    MAX_DOC_CHARS,
+    SourceStats,
+    expand_inputs,
+    pydoc_file,
+    read_documents,
+    stdlib_files,
+)
 from tinylm.data.workers import ordered_map
 from tinylm.errors import TinyLMError
 from tinylm.fileio import atomic_dir, write_json
@@ -48,6 +55,7 @@ DATASETS = {
     "tinystories-train": ("tinystories-train", "eot"),  # the full training file (~2.2 GB)
     "shakespeare": ("shakespeare", "blank"),  # tiny Shakespeare, one document per speech
     "pystdlib": (None, "file"),  # this interpreter's standard library, one document per .py file
+    "pydocs": (None, "eot"),  # this interpreter's English help text, one document per topic
 }
 BATCH_DOCS = 256  # documents cleaned at once
 ENCODE_BATCH_DOCS = 1024  # documents tokenised at once (larger batches keep a parallel encoder busy)
@@ -68,6 +76,8 @@ def _resolve_inputs(
     if dataset not in DATASETS:
         raise TinyLMError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
     remote, separator = DATASETS[dataset]
+    if dataset == "pydocs":
+        return [pydoc_file(cache_dir())], separator
     if remote is None:
         return stdlib_files(max_mb), separator
     return [fetch(remote)], separator
@@ -225,7 +235,7 @@ def prepare(
     """Turn text into token shards in `out` (see module doc); returns the written manifest.
 
     `inputs`: files, directories or globs (.txt/.md split by `separator`, .jsonl reading `text_field`,
-    .gz of either), or `dataset` ("tinystories", "tinystories-train", "shakespeare", "pystdlib").
+    .gz of either), or `dataset` ("tinystories", "tinystories-train", "shakespeare", "pystdlib", "pydocs").
     `tokenizer`: a trainable kind ("bpe", "sentencepiece", "char", trained on up to
     `tokenizer_train_mb` of the cleaned text), a published one ("llama2", "gpt2"), a path, or a
     Tokenizer. `bos` gives a trained BPE a BOS token. `max_mb` stops reading after that much text.

@@ -210,6 +210,24 @@ def read_documents(
             yield from _split(chunks, separator, stats)
 
 
+def pydoc_file(cache: Path) -> Path:
+    """This interpreter's English help text as one file, a document per topic: the language reference
+    pages that `help("if")` shows (`pydoc_data.topics`, about half a megabyte of prose with code
+    examples), written under `cache` once per Python version. Prose to learn, with nothing to download."""
+    import sys
+
+    from tinylm.fileio import write_text
+
+    path = cache / f"pydoc_topics_{sys.version_info.major}.{sys.version_info.minor}.txt"
+    if not path.is_file():
+        try:
+            from pydoc_data.topics import topics
+        except ImportError:
+            raise TinyLMError("this Python has no pydoc_data (its help text); use another --dataset") from None
+        write_text(path, "".join(f"{text.strip()}\n{EOT}\n" for _, text in sorted(topics.items())))
+    return path
+
+
 def stdlib_files(max_mb: float | None = None) -> list[Path]:
     """The running interpreter's standard-library `.py` files (no tests, no site-packages), sorted,
     up to `max_mb` megabytes: a real text corpus on every machine, with nothing to download."""

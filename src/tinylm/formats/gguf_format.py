@@ -132,11 +132,12 @@ def _add_tokenizer(w: Any, tok: Tokenizer, n_vocab: int) -> str:
             f"GGUF stores SentencePiece or byte-level BPE vocabularies, not a {tok.kind!r} tokenizer; "
             "train with a bpe or sentencepiece tokenizer"
         )
-    if tok.bos_id is not None:
-        w.add_bos_token_id(tok.bos_id)
+    start = V.document_start(tok)  # what tinylm starts a prompt with: BOS, or GPT-2's <|endoftext|>
+    if start is not None:
+        w.add_bos_token_id(start)
     if tok.eos_id is not None:
         w.add_eos_token_id(tok.eos_id)
-    w.add_add_bos_token(kind == "llama" and tok.bos_id is not None)
+    w.add_add_bos_token(start is not None)
     return kind
 
 
@@ -310,6 +311,7 @@ def read_tokenizer(reader: Any) -> tuple[Tokenizer | None, str | None]:
         tokens, types = tokens[:-1], types[:-1]
     bos, eos = _field(reader, "tokenizer.ggml.bos_token_id"), _field(reader, "tokenizer.ggml.eos_token_id")
     bos, eos = (int(x) if x is not None else None for x in (bos, eos))
+    bos = None if bos == eos else bos  # BOS = EOS: documents are separated by EOS alone (GPT-2)
     if kind == "llama":
         scores = [float(s) for s in _field(reader, "tokenizer.ggml.scores", [0.0] * len(tokens))][
             : len(tokens)

@@ -38,9 +38,10 @@ TORCH_INDEX = "pytorch_model.bin.index.json"
 
 
 def write_tokenizer(tok: Tokenizer, folder: Path, context_length: int) -> None:
-    from tinylm.formats.vocab import to_hf
+    from tinylm.formats.vocab import document_start, starting_with, to_hf
 
-    hf_tok = to_hf(tok)
+    start = document_start(tok)
+    hf_tok = to_hf(tok) if start is None else starting_with(to_hf(tok), start)
     write_text(folder / "tokenizer.json", hf_tok.to_str(pretty=True))
     if tok.kind == "sentencepiece":
         write_bytes(folder / "tokenizer.model", tok.model_proto)  # type: ignore[attr-defined]  # for llama.cpp's converter
@@ -48,12 +49,13 @@ def write_tokenizer(tok: Tokenizer, folder: Path, context_length: int) -> None:
     # add_special_tokens inserts the real BOS
     config: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": context_length,
                               "clean_up_tokenization_spaces": False, "split_special_tokens": True}  # fmt: skip
-    for name, i in (("bos_token", tok.bos_id), ("eos_token", tok.eos_id)):
+    # bos_token: the document start, which is GPT-2's <|endoftext|> too (transformers then adds it as tinylm does)
+    for name, i in (("bos_token", start), ("eos_token", tok.eos_id)):
         if i is not None:
             config[name] = hf_tok.id_to_token(i)
+    config["add_bos_token"] = start is not None
     if tok.kind in ("sentencepiece", "llama2c"):
         config["unk_token"] = "<unk>" if hf_tok.token_to_id("<unk>") is not None else None
-        config["add_bos_token"] = tok.bos_id is not None
     write_json(folder / "tokenizer_config.json", config)
 
 
@@ -63,7 +65,9 @@ def export(model: Model, tokenizer: Tokenizer | None, out: Path, dtype: str | No
     torch_dtype = DTYPES.get(dtype or str(next(model.parameters()).dtype).removeprefix("torch."))
     if torch_dtype is None:
         raise TinyLMError(f"Hugging Face export takes --dtype float32, bfloat16 or float16, not {dtype}")
-    bos = tokenizer.bos_id if tokenizer is not None else None
+    from tinylm.formats.vocab import document_start
+
+    bos = document_start(tokenizer) if tokenizer is not None else None  # what tinylm starts a prompt with
     eos = tokenizer.eos_id if tokenizer is not None else None
     config = to_hf_config(cfg, bos_id=bos, eos_id=eos)
     config["torch_dtype"] = str(torch_dtype).removeprefix("torch.")
@@ -148,7 +152,8 @@ def _special_ids(folder: Path, config: dict[str, Any]) -> tuple[int | None, int 
         value = gen.get(key, config.get(key))
         return value[0] if isinstance(value, list) and value else value if isinstance(value, int) else None
 
-    return first("bos_token_id"), first("eos_token_id")
+    bos, eos = first("bos_token_id"), first("eos_token_id")
+    return (None if bos == eos else bos), eos  # BOS = EOS: documents are separated by EOS alone (GPT-2)
 
 
 def read_tokenizer(folder: Path, bos: int | None, eos: int | None) -> Tokenizer | None:

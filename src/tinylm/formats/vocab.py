@@ -341,6 +341,25 @@ def char_to_hf(tok: Tokenizer) -> HFTokenizer:
     return hf
 
 
+def document_start(tok: Tokenizer) -> int | None:
+    """The token tinylm puts before a text prompt, as training put it before every document: BOS, or the
+    EOS that separates documents when the tokenizer has no BOS (GPT-2's <|endoftext|>). Exports declare
+    it, so other runtimes start the same prompt the same way."""
+    return tok.bos_id if tok.bos_id is not None else tok.eos_id
+
+
+def starting_with(hf: HFTokenizer, start: int) -> HFTokenizer:
+    """A copy of `hf` whose encode (with special tokens, transformers' default) puts `start` first."""
+    from tokenizers import Tokenizer, processors
+
+    out = Tokenizer.from_str(hf.to_str())
+    piece = out.id_to_token(start)
+    out.post_processor = processors.TemplateProcessing(
+        single=f"{piece} $A", pair=f"{piece} $A {piece} $B", special_tokens=[(piece, start)]
+    )
+    return out
+
+
 def to_hf(tok: Tokenizer) -> HFTokenizer:
     """The HF `tokenizers` form of any tinylm tokenizer."""
     if tok.kind == "bpe":

@@ -32,7 +32,7 @@ from tinylm.train.metrics import METRICS_FILE, MetricsLog, Window, duration, hum
 from tinylm.train.order import Sampler, eval_rows
 from tinylm.train.plot import plot_loss
 from tinylm.train.progress import BEST, LAST, PLOT_FILE, Progress, bad_step, check_writable
-from tinylm.train.schedule import lr_at
+from tinylm.train.schedule import eval_interval, lr_at, resumed_length
 from tinylm.train.windows import Windows
 
 
@@ -107,7 +107,7 @@ def _setup(cfg: TrainConfig, data: Data, model_config: ModelConfig | None, weigh
             raise TinyLMError(f"the training data has {len(data.train):,} examples but the saved run had "
                               f"{progress.data_size:,}; resume with the same --data")  # fmt: skip
         saved.restore(model, opt, sampler)
-        progress.max_steps = cfg.max_steps
+        resumed_length(cfg, progress, saved.path)
     check_writable(out)
     log = MetricsLog(out / METRICS_FILE, resume_step=progress.step if saved else None)
     if not quiet:
@@ -141,7 +141,7 @@ def _loop(run: _Run, stop_at: int | None, quiet: bool) -> Result:
                                     + (f" | val {val_loss:.3f}" if val_loss is not None else ""))  # fmt: skip
                 window = Window()
             stop = run.stop_requested or (stop_at is not None and p.step >= stop_at)
-            if p.step % cfg.eval_interval == 0 or p.step >= p.max_steps or stop:
+            if p.step % eval_interval(cfg, p.max_steps) == 0 or p.step >= p.max_steps or stop:
                 val_loss = evaluate(run.model, run.data.val, cfg)
                 _checkpoint(run, val_loss)
             if stop:
@@ -192,8 +192,7 @@ def _checkpoint(run: _Run, val_loss: float) -> None:
         p.best_val_loss = val_loss
     run.log.write({"step": p.step, "val_loss": val_loss, "tokens": p.tokens, "time": round(p.seconds, 2)})
     plot = run.out / PLOT_FILE
-    if not plot_loss(run.log.records(), plot, title=f"{run.data.name}  ({human(run.model.num_params())} params)"):
-        plot = Path()
+    plot_loss(run.log.records(), plot, title=f"{run.data.name}  ({human(run.model.num_params())} params)")
     files = (run.log.path, plot)
     tok = run.data.tokenizer
     checkpoint.save(run.out / LAST, run.model, tok, run.cfg, p, run.optimizer, run.sampler, files)

@@ -10,9 +10,11 @@ Schemes (one module each, NumPy only so the torch-free runtime can use them):
 in torch modules with nn.Linear's call signature; `transform` declares them in a checkpoint.
 """
 
+from tinylm.quantize import w8a8
 from tinylm.quantize.schemes import SCHEMES, get_scheme
 from tinylm.quantize.transform import register
 
 register()  # the "quantization" checkpoint transform: tinylm.transforms imports this package to find it
+w8a8.register()  # its "w8a8" kind (SmoothQuant's int8 weights x int8 activations)
 
 __all__ = ["SCHEMES", "get_scheme"]

@@ -45,14 +45,15 @@ def _cpu() -> str:
     return "".join(line for line in text.splitlines()[:30] if line.startswith(("model name", "flags")))
 
 
-def compile_library(out: Path, flags: tuple[str, ...] = FLAGS) -> bool:
-    """Build the library at `out` (atomically: a crash leaves no half-written file); False if we cannot."""
+def compile_library(out: Path, flags: tuple[str, ...] = FLAGS, source: Path = SOURCE) -> bool:
+    """Build `source` into the library at `out` (atomically: a crash leaves no half-written file);
+    False if we cannot."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
     try:
         for attempt in (flags, tuple(f for f in flags if f != "-fopenmp")):  # OpenMP is optional
-            done = subprocess.run(["cc", *attempt, "-o", tmp, str(SOURCE)], capture_output=True, timeout=120)
+            done = subprocess.run(["cc", *attempt, "-o", tmp, str(source)], capture_output=True, timeout=120)
             if done.returncode == 0:
                 os.replace(tmp, out)
                 return True

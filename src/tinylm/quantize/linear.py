@@ -68,12 +68,16 @@ class QuantLinear(nn.Module):
     def from_linear(cls, linear: nn.Linear, scheme: str, group: int, name: str = "") -> QuantLinear:
         w = linear.weight.detach().float().cpu().numpy()
         out = cls(linear.in_features, linear.out_features, linear.bias is not None, scheme, group, name, "cpu")
-        for part, value in schemes.get_scheme(scheme).quantize(w, out.group).items():
-            getattr(out, part).copy_(torch.from_numpy(np.ascontiguousarray(value)))
-        if linear.bias is not None:
-            out.bias.data.copy_(linear.bias.detach().float().cpu())
-        out.refresh()
-        return out
+        return out.set_parts(schemes.get_scheme(scheme).quantize(w, out.group), linear.bias)
+
+    def set_parts(self, parts: dict[str, np.ndarray], bias: torch.Tensor | None = None) -> QuantLinear:
+        """Store `parts` (as the scheme's quantize returns them, e.g. from GPTQ) and the float bias."""
+        for part, value in parts.items():
+            getattr(self, part).copy_(torch.from_numpy(np.ascontiguousarray(value)))
+        if bias is not None:
+            self.bias.data.copy_(bias.detach().float().cpu())
+        self.refresh()
+        return self
 
     def parts(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k).cpu().numpy() for k in schemes.get_scheme(self.scheme).PARTS}

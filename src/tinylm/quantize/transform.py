@@ -87,6 +87,8 @@ def register() -> None:
 def numpy_forms(spec: dict[str, Any], weights: dict[str, Any]) -> tuple[dict[str, Form], dict[str, Any]]:
     """For the NumPy runtime: (weight name -> Form of each quantized layer, the other tensors). The
     packed arrays stay as they are in memory; only the small per-group scales are widened to float32."""
+    if spec.get("kind") == "w8a8":
+        raise TinyLMError("the NumPy runtime does not run w8a8 checkpoints (int8 activations) yet; use the torch engine")
     scheme, group, _ = read_spec(spec)
     parts_of = schemes.get_scheme(scheme).PARTS
     layers = {k.rsplit(".", 1)[0] for k in weights if k.endswith(".qweight")}

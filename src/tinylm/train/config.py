@@ -29,14 +29,14 @@ class TrainConfig:
     lr: float = 1e-3
     min_lr: float | None = None  # None: lr / 10
     schedule: str = "cosine"  # "cosine", "wsd" (warmup-stable-decay) or "constant" (after warmup)
-    warmup_steps: int = 100
+    warmup_steps: int | None = None  # None: 5% of the run's steps, at most 100 (see train.schedule)
     decay_frac: float = 0.2  # wsd: share of max_steps spent decaying at the end
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0: no clipping
     # evaluation, logging, checkpoints
-    eval_interval: int = 200
+    eval_interval: int | None = None  # None: about 8 evaluations per run, at least every 200 steps
     eval_batches: int = 20
     log_interval: int = 10
     max_bad_steps: int = 5  # stop after this many NaN/inf losses in a row
@@ -49,7 +49,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         problems = []
         for name in ("batch_size", "max_steps", "eval_interval", "eval_batches", "log_interval", "max_bad_steps"):
-            if getattr(self, name) <= 0:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive")
         if self.batch_tokens is not None and self.batch_tokens <= 0:
             problems.append("batch_tokens must be positive")
@@ -57,7 +57,7 @@ class TrainConfig:
             problems.append("minutes must be positive")
         if self.lr <= 0:
             problems.append("lr must be positive")
-        if self.warmup_steps < 0:
+        if self.warmup_steps is not None and self.warmup_steps < 0:
             problems.append("warmup_steps must be >= 0")
         if not 0.0 < self.decay_frac <= 1.0:
             problems.append("decay_frac must be in (0, 1]")

@@ -49,6 +49,8 @@ def _run(out: Path, train_args: dict[str, Any], model_args: dict[str, Any], init
     saved_model = None
     if resume:
         cfg = Saved.load(out / LAST).cfg.replace(**train_args)
+        if "max_steps" in train_args and "minutes" not in train_args:
+            cfg = cfg.replace(minutes=None)  # --steps extends a --minutes run by steps
         saved_model = load_config(out / LAST)
     else:
         cfg = TrainConfig(**train_args)

@@ -39,7 +39,7 @@ from tinylm.train.objectives import Objective, next_token
 from tinylm.train.optim import make_optimizer
 from tinylm.train.plot import plot_loss
 from tinylm.train.progress import BEST, LAST, PLOT_FILE, Progress, bad_step, check_writable
-from tinylm.train.schedule import decay_start, lr_at
+from tinylm.train.schedule import decay_start, eval_interval, lr_at, resumed_length
 from tinylm.train.state import Saved, capture_rng, finite, writer
 from tinylm.transforms import applied
 
@@ -86,6 +86,8 @@ class _Run:
     stop_requested: bool = False
     objective: Objective = next_token  # the training loss
     base: str | Path | None = None  # trainable-only checkpoints on top of this one
+    eval_seconds: float = 0.0  # spent evaluating and saving in this session
+    eval_cost: float = 0.0  # the last evaluation and save, in training steps' time
 
 
 def train(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None = None, *, model: Model | None = None,
@@ -202,8 +204,7 @@ def _progress(cfg: TrainConfig, data: TrainData, saved: Saved | None, optimizer:
             "resume with the same --data"
         )
     saved.restore(optimizer, precision.scaler, sampler, d, device)
-    if not cfg.minutes:
-        progress.max_steps = cfg.max_steps  # a resumed run may be given more steps
+    resumed_length(cfg, progress, saved.path)
     return progress
 
 
@@ -224,20 +225,25 @@ def _announce(run: _Run, accum: int, resumed: bool) -> None:
     T = _seq_len(run.data.train)
     print(f"training a {human(run.model.num_params())}-parameter {c.family} model ({c.n_layers} layers, dim {c.dim}, "
           f"{c.n_heads} heads, context {c.context_length}) on {run.data.name or 'the data'}\n"
-          f"  {run.device} {run.precision.name}{' compiled' if cfg.compile else ''}, {d.world} process(es), "
+          f"  {run.device}{_threads(run.device)} {run.precision.name}{' compiled' if cfg.compile else ''}, {d.world} process(es), "
           f"{run.tokens_per_step:,} tokens per step ({cfg.batch_size} x {T}"
           f"{f' x {d.world}' if d.enabled else ''}{f' x {accum} accumulated' if accum > 1 else ''}), "
           f"{'resuming at step ' + str(p.step) + ', ' if resumed else ''}"
           f"{f'{cfg.minutes:g} minutes' if cfg.minutes else f'{p.max_steps:,} steps'} -> {run.out}")  # fmt: skip
 
 
+def _threads(device: torch.device) -> str:
+    n = torch.get_num_threads()
+    return f" ({n} thread{'s' if n > 1 else ''})" if device.type == "cpu" else ""
+
+
 def _loop(run: _Run, stop_at: int | None, on_eval: EvalHook | None, quiet: bool) -> Result:
     cfg, p, d = run.cfg, run.progress, run.d
     bar = tqdm(total=p.max_steps, initial=p.step, unit="step", dynamic_ncols=True, disable=quiet or not d.main,
                smoothing=0.05)  # fmt: skip
-    start, seconds_before, session_tokens = time.perf_counter(), p.seconds, 0
+    start, seconds_before, session_tokens, first = time.perf_counter(), p.seconds, 0, p.step
     clock = _Clock(cfg, p) if cfg.minutes else None
-    window, val_loss, metrics, done = Window(), None, {}, False
+    window, val_loss, metrics, done, shown = Window(), None, {}, False, (math.nan, 0.0)
     with _on_interrupt(run) as interrupted:
         while p.step < p.max_steps and not done:
             loss, gnorm, lr = _optimizer_step(run)
@@ -251,8 +257,8 @@ def _loop(run: _Run, stop_at: int | None, on_eval: EvalHook | None, quiet: bool)
                 rec = {"step": p.step, "loss": window.loss(), "lr": lr, "grad_norm": gnorm, "tokens": p.tokens,
                        "tok_s": window.rate(), "time": round(p.seconds, 2)}  # fmt: skip
                 run.log.write(rec)  # type: ignore[union-attr]
-                bar.set_postfix_str(f"loss {rec['loss']:.3f} | {human(rec['tok_s'])} tok/s"
-                                    + (f" | val {val_loss:.3f}" if val_loss is not None else ""))  # fmt: skip
+                shown = (rec["loss"], rec["tok_s"])
+                bar.set_postfix_str(_postfix(*shown, val_loss, metrics))
                 window = Window()
             stop = interrupted() or (stop_at is not None and p.step >= stop_at)
             if clock is not None:
@@ -261,12 +267,11 @@ def _loop(run: _Run, stop_at: int | None, on_eval: EvalHook | None, quiet: bool)
                     agreed = distributed.all_reduce(d, torch.tensor([p.max_steps, stop], device=run.device), "max")
                     p.max_steps, stop = int(agreed[0]), bool(agreed[1])
                 bar.total = p.max_steps
-            if p.step % cfg.eval_interval == 0 or p.step >= p.max_steps or stop:
-                val_loss = evaluate(run)
-                if on_eval is not None:
-                    metrics = on_eval(run.model)
-                    done = bool(metrics.get("done"))
-                _checkpoint(run, val_loss, metrics)
+            if p.step % _eval_every(run) == 0 or p.step >= p.max_steps or stop:
+                per_step = (time.perf_counter() - start - run.eval_seconds) / (p.step - first)
+                val_loss, metrics = _evaluate_and_save(run, on_eval, per_step, metrics)
+                done = bool(metrics.get("done"))
+                bar.set_postfix_str(_postfix(*shown, val_loss, metrics))  # the final evaluation shows too
             if stop:
                 break
     bar.close()
@@ -275,21 +280,63 @@ def _loop(run: _Run, stop_at: int | None, on_eval: EvalHook | None, quiet: bool)
                     metrics)  # fmt: skip
     if d.main and not quiet:
         _summary(run, result, stopped=p.step < p.max_steps and not done)
+        if done:
+            print(f"stopped early at step {p.step:,}: the task is solved ({_metrics_text(metrics)})")
     return result
 
 
+def _eval_every(run: _Run) -> int:
+    """Steps between evaluations: as set, or fitted to the run's length and spaced so that evaluating
+    and saving take at most a tenth of the time (a short run on a slow machine would do little else)."""
+    every = eval_interval(run.cfg, run.progress.max_steps)
+    return every if run.cfg.eval_interval is not None else max(every, math.ceil(10 * run.eval_cost))
+
+
+def _evaluate_and_save(run: _Run, on_eval: EvalHook | None, per_step: float,
+                       metrics: dict[str, Any]) -> tuple[float, dict[str, Any]]:  # fmt: skip
+    """Validation loss, the task's metrics (the previous ones without a hook) and a checkpoint; notes
+    what that cost in training steps (the same figure in every process, which must agree on when)."""
+    t0 = time.perf_counter()
+    val_loss = evaluate(run)
+    if on_eval is not None:
+        metrics = on_eval(run.model)
+    _checkpoint(run, val_loss, metrics)
+    spent = time.perf_counter() - t0
+    run.eval_seconds += spent
+    cost = torch.tensor([spent / max(per_step, 1e-9)], device=run.device)
+    run.eval_cost = float(distributed.all_reduce(run.d, cost, "max").item()) if run.d.enabled else float(cost)
+    return val_loss, metrics
+
+
+def _postfix(loss: float, tok_s: float, val_loss: float | None, metrics: dict[str, Any]) -> str:
+    val = f" | val {val_loss:.3f}" if val_loss is not None else ""
+    extra = f" | {_metrics_text(metrics)}" if _metrics_text(metrics) else ""
+    return f"loss {loss:.3f} | {human(tok_s)} tok/s{val}{extra}"
+
+
+def _metrics_text(metrics: dict[str, Any]) -> str:
+    """A task's numbers from on_eval, e.g. "exact_match 97.3%" (fractions as percentages)."""
+    return ", ".join(f"{k} {v:.1%}" if 0 <= v <= 1 else f"{k} {v:.4g}" for k, v in metrics.items()
+                     if k != "done" and isinstance(v, float))  # fmt: skip
+
+
 class _Clock:
-    """Fits max_steps of a run with a wall-clock budget to the measured time per step (from a few steps in,
-    after compilation), until the schedule starts to depend on max_steps; stops an overrunning run."""
+    """Fits max_steps of a run with a wall-clock budget (in total, resumed runs included) to the time per
+    step measured from a few steps after each start (after compilation), until the schedule starts to
+    depend on max_steps; a resumed run re-plans over its first steps even past that (it may have been
+    extended). Stops an overrunning run."""
+
+    REFIT_AFTER_RESUME = 10  # steps
 
     def __init__(self, cfg: TrainConfig, p: Progress):
         self.cfg, self.budget = cfg, 60 * (cfg.minutes or 0)
         self.from_step, self.from_time = p.step + 3, 0.0
+        self.refit_until = self.from_step + self.REFIT_AFTER_RESUME if p.step else 0
 
     def update(self, p: Progress) -> bool:
         if p.step == self.from_step:
             self.from_time = p.seconds
-        elif p.step > self.from_step and p.step <= decay_start(self.cfg, p.max_steps):
+        elif p.step > self.from_step and (p.step <= decay_start(self.cfg, p.max_steps) or p.step <= self.refit_until):
             per_step = (p.seconds - self.from_time) / (p.step - self.from_step)
             p.max_steps = p.step + max(1, int((0.97 * self.budget - p.seconds) / per_step))
         return p.seconds > 1.1 * self.budget
@@ -370,8 +417,7 @@ def _checkpoint(run: _Run, val_loss: float, metrics: dict[str, Any]) -> None:
     run.log.write({"step": p.step, "val_loss": val_loss, "tokens": p.tokens, "time": round(p.seconds, 2),
                    **{k: v for k, v in metrics.items() if k != "done"}})  # fmt: skip
     plot = run.out / PLOT_FILE
-    if not plot_loss(run.log.records(), plot, title=f"{run.data.name}  ({human(run.model.num_params())} params)"):
-        plot = Path()
+    plot_loss(run.log.records(), plot, title=f"{run.data.name}  ({human(run.model.num_params())} params)")
     files = (run.log.path, plot)
     tok = run.data.tokenizer
     save_checkpoint(run.out / LAST, run.model, tok, extra=writer(cfg, p, run.optimizer, run.precision.scaler, rng, files),
@@ -386,9 +432,8 @@ def _summary(run: _Run, r: Result, stopped: bool) -> None:
     print(f"{'stopped' if stopped else 'done'} at step {p.step:,} of {p.max_steps:,}: params {human(run.model.num_params())}, "
           f"tokens seen {human(p.tokens)}, best val loss {best}, time {duration(p.seconds)}, "
           f"{human(r.tokens_per_s)} tokens/s")  # fmt: skip
-    plot = run.out / PLOT_FILE
-    print(f"checkpoints: {run.out / LAST} (resumable), {run.out / BEST} (best val loss); log: {run.log.path if run.log else ''}"
-          + (f"; plot: {plot}" if plot.is_file() else "; no loss plot: pip install 'tinylm[plot]' for matplotlib"))  # fmt: skip
+    print(f"checkpoints: {run.out / LAST} (resumable), {run.out / BEST} (best val loss); "
+          f"log: {run.log.path if run.log else ''}; plot: {run.out / PLOT_FILE}")  # fmt: skip
     if stopped:
         print(f"continue with the same command plus --resume (out: {run.out})")
 

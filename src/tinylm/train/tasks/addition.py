@@ -16,6 +16,7 @@ from tinylm.tokenizer import CharTokenizer
 from tinylm.train.batches import Examples
 from tinylm.train.config import TrainConfig
 from tinylm.train.shapes import build_config
+from tinylm.train.tasks import ADDITION_SETTINGS, ADDITION_SHAPE
 from tinylm.train.trainer import Result, TrainData, train
 
 DIGITS = "0123456789"
@@ -98,10 +99,10 @@ def train_addition(n: int = 2, out_dir: str = "runs/addition", quiet: bool = Fal
     Returns (training result, score on all pairs, score on the held-out pairs)."""
     train_pairs, held_out = split(n)
     data = TrainData(examples(train_pairs, n), examples(held_out, n), tokenizer(), f"{n}-digit addition")
-    shape = {"family": "gpt2", "n_layers": 2, "dim": 64, "n_heads": 4, **(model_args or {})}
+    shape = {**ADDITION_SHAPE, **(model_args or {})}
     model_config = build_config(len(DIGITS) + 1, context_length=3 * n, **shape)
-    settings = {"batch_size": min(256, len(train_pairs)), "max_steps": 3000, "lr": 3e-3, "warmup_steps": 100, "weight_decay": 0.1,
-                "eval_interval": 250, "eval_batches": 2, "log_interval": 50, **train_args}  # fmt: skip
+    # 1-digit addition has fewer training pairs than the default batch
+    settings = {**ADDITION_SETTINGS, "batch_size": min(ADDITION_SETTINGS["batch_size"], len(train_pairs)), **train_args}
     cfg = TrainConfig(out_dir=out_dir, data=f"addition-{n}", **settings)
 
     def on_eval(model: torch.nn.Module) -> dict:
