@@ -32,8 +32,8 @@ from tinylm.config import ModelConfig, get_preset  # noqa: E402
 from tinylm.model import Model  # noqa: E402
 from tinylm.nptrain.adamw import AdamW, clip_grad_norm  # noqa: E402
 from tinylm.nptrain.model import Transformer  # noqa: E402
-from tinylm.nptrain.order import Sampler  # noqa: E402
 from tinylm.train.config import TrainConfig  # noqa: E402
+from tinylm.train.order import Sampler  # noqa: E402
 from tinylm.train.schedule import lr_at  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"

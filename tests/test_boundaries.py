@@ -16,6 +16,11 @@ TORCH_FREE = [
     "tinylm.transforms",
     "tinylm.runtime",
     "tinylm.train.schedule",
+    "tinylm.train.progress",
+    "tinylm.train.order",
+    "tinylm.train.interrupt",
+    "tinylm.train.windows",
+    "tinylm.nptrain.trainer",
     "tinylm.generate.loop",
     "tinylm.generate.sampling",
 ]

@@ -30,15 +30,13 @@ from safetensors.torch import save_file
 from torch import nn
 
 from tinylm import transforms as tf
-from tinylm.config import CONFIG_FILE, ModelConfig, read_config
+from tinylm.config import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, ModelConfig, read_config
 from tinylm.errors import TinyLMError
 from tinylm.fileio import atomic_dir, write_json
 from tinylm.layout import FLOAT, check_tensors
 from tinylm.model import Model
 from tinylm.tokenizer import Tokenizer, load_tokenizer, save_tokenizer
 
-WEIGHTS_FILE = "model.safetensors"
-TOKENIZER_DIR = "tokenizer"
 BASE_FILE = "base.json"
 
 

@@ -14,6 +14,8 @@ from tinylm.fields import from_json
 from tinylm.fileio import pending_dir, recover_dir
 
 CONFIG_FILE = "config.json"  # a checkpoint's model settings
+WEIGHTS_FILE = "model.safetensors"  # ... its weights
+TOKENIZER_DIR = "tokenizer"  # ... and its tokenizer
 # optional objects in config.json beside the model fields, in the order they apply (see tinylm.transforms)
 TRANSFORM_SECTIONS = ("quantization", "adapters")
 

@@ -15,13 +15,12 @@ from tests.train.conftest import CONTEXT, stream_data
 from tinylm.checkpoint import load_checkpoint
 from tinylm.cli import main
 from tinylm.model import Model
-from tinylm.nptrain import checkpoint
-from tinylm.nptrain.order import Sampler, eval_rows
 from tinylm.nptrain.trainer import Data, Windows
 from tinylm.nptrain.trainer import train as np_train
 from tinylm.runtime import NumpyModel, load_weights
 from tinylm.train import TrainConfig, batches, state, train
 from tinylm.train.metrics import METRICS_FILE, read_metrics
+from tinylm.train.order import Sampler, eval_rows
 
 FAMILIES = {"llama": tiny_llama(vocab_size=20, context_length=CONTEXT),
             "gpt2": tiny_gpt2(vocab_size=20, context_length=CONTEXT, tie_embeddings=False)}  # fmt: skip
@@ -112,27 +111,24 @@ def test_numpy_resume_is_bit_exact(tmp_path, data):
     assert all(np.array_equal(wa[k], wb[k]) for k in wa)
 
 
-def test_data_order_is_the_torch_samplers(tmp_path):
-    for size, accum, seed in [(1000, 1, 1337), (3000, 3, 0), (2**28 - 3, 1, 2**40 + 3), (2**28 + 5, 2, 7)]:
-        t, n = batches.Sampler(size, 8, accum, seed=seed), Sampler(size, 8, accum, seed=seed)
+def test_data_order_is_torch_generators_draws():
+    """The one data order (tinylm.train.order) is torch.randint's from a seeded torch.Generator, and its
+    state torch's bytes, so runs saved with the torch generator continue with the same batches."""
+    for size, accum, seed in [(1000, 1, 1337), (3000, 3, 0), (2**28 - 3, 1, 2**40 + 3), (2**28 + 5, 2, 7), (50, 1, -1)]:
+        g, n = torch.Generator().manual_seed(seed), Sampler(size, 8, accum, seed=seed)
         for _ in range(3):
-            assert all(np.array_equal(a.numpy(), b) for a, b in zip(t.step(), n.step(), strict=True))
-            assert np.array_equal(t.generator.get_state().numpy(), n.get_state())
+            expected = torch.randint(size, (accum * 8,), generator=g).numpy()
+            assert np.array_equal(np.concatenate(n.step()), expected)
+            assert np.array_equal(g.get_state().numpy(), n.get_state())
         other = Sampler(size, 8, accum)  # a state handed over from torch draws on as torch does
-        other.set_state(t.generator.get_state().numpy())
-        assert all(np.array_equal(a.numpy(), b) for a, b in zip(t.step(), other.step(), strict=True))
+        other.set_state(g.get_state().numpy())
+        assert np.array_equal(np.concatenate(other.step()), torch.randint(size, (accum * 8,), generator=g).numpy())
+    ranks = [Sampler(100, 4, 2, rank=r, world=3, seed=5).step() for r in range(3)]  # each process its slice
+    whole = torch.randint(100, (2 * 3 * 4,), generator=torch.Generator().manual_seed(5)).numpy()
+    assert np.array_equal(np.concatenate([ranks[r][m] for m in range(2) for r in range(3)]), whole)
     for size in (2, 101, 99991):
         expected = [r.numpy() for r in batches.eval_rows(size, 4, 5)]
         assert all(np.array_equal(a, b) for a, b in zip(expected, eval_rows(size, 4, 5), strict=True))
-
-
-def test_file_names_are_the_torch_trainers():
-    import tinylm.checkpoint
-
-    assert (checkpoint.STATE_FILE, checkpoint.OPTIMIZER_FILE, checkpoint.RNG_FILE) == (
-        state.STATE_FILE, state.OPTIMIZER_FILE, state.RNG_FILE)  # fmt: skip
-    assert (checkpoint.WEIGHTS_FILE, checkpoint.TOKENIZER_DIR) == (
-        tinylm.checkpoint.WEIGHTS_FILE, tinylm.checkpoint.TOKENIZER_DIR)  # fmt: skip
 
 
 NO_TORCH = """

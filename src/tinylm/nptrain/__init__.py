@@ -3,9 +3,12 @@
   ops.py         every op's forward and hand-written backward, side by side, gradients derived
   model.py       the transformer: forward keeping activations, backward, flat parameter array
   adamw.py       AdamW (decay on matrices only) and gradient-norm clipping, as torch computes them
-  order.py       the torch trainer's data order (its MT19937 draws), so runs continue across trainers
   checkpoint.py  the torch trainer's checkpoint files (weights, optimizer, data position)
   trainer.py     the loop behind `tinylm train --engine numpy`
+
+The data order (tinylm.train.order), token windows (tinylm.train.windows), the run's file names,
+counters and saved state (tinylm.train.progress) and the clean stop (tinylm.train.interrupt) are the
+torch trainer's own, shared.
 
 Checked against finite differences and torch autograd in tests/nptrain.
 """

@@ -1,5 +1,6 @@
 """Checkpoints of the NumPy trainer, file for file those of the torch trainer (tinylm.checkpoint and
-tinylm.train.state), so either trainer resumes the other's run and either engine samples it:
+tinylm.train.state; the file names and train_state.json's reading are tinylm.train.progress's, shared),
+so either trainer resumes the other's run and either engine samples it:
 
   config.json, model.safetensors, tokenizer/   the model (tinylm.checkpoint's layout)
   train_state.json        TrainConfig, progress counters, AdamW's param groups, Python/NumPy RNG
@@ -10,8 +11,6 @@ tinylm.train.state), so either trainer resumes the other's run and either engine
 from __future__ import annotations
 
 import dataclasses
-import json
-import random
 from pathlib import Path
 from typing import Any
 
@@ -19,30 +18,15 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from tinylm.config import CONFIG_FILE, ModelConfig, read_config
+from tinylm.config import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, ModelConfig, read_config
 from tinylm.errors import TinyLMError
 from tinylm.fileio import atomic_dir, write_json
 from tinylm.nptrain.adamw import AdamW
 from tinylm.nptrain.model import Transformer
-from tinylm.nptrain.order import Sampler
 from tinylm.train.config import TrainConfig
-
-# the torch trainer's file names (tinylm.checkpoint, tinylm.train.state; a test keeps them equal)
-WEIGHTS_FILE, TOKENIZER_DIR = "model.safetensors", "tokenizer"
-STATE_FILE, OPTIMIZER_FILE, RNG_FILE = "train_state.json", "optimizer.safetensors", "rng.safetensors"
-
-
-@dataclasses.dataclass
-class Progress:
-    """The counters of a run (the fields of tinylm.train.state.Progress)."""
-
-    step: int = 0
-    max_steps: int = 0
-    tokens: int = 0
-    seconds: float = 0.0
-    best_val_loss: float | None = None
-    bad_steps: int = 0
-    data_size: int = 0
+from tinylm.train.order import Sampler
+from tinylm.train.progress import OPTIMIZER_FILE, RNG_FILE, STATE_FILE, Progress, host_rng
+from tinylm.train.progress import Saved as SavedState
 
 
 def load_plain(path: Path) -> tuple[ModelConfig, dict[str, np.ndarray]]:
@@ -73,7 +57,7 @@ def save(path: Path, model: Transformer, tokenizer: Any, cfg: TrainConfig, progr
             if optimizer is not None and sampler is not None:
                 save_file(_optimizer_tensors(model, optimizer), tmp / OPTIMIZER_FILE)
                 save_file({"batches": sampler.get_state()}, tmp / RNG_FILE)
-                state |= {"optimizer": {"param_groups": _param_groups(model, optimizer)}, "rng": _host_rng(),
+                state |= {"optimizer": {"param_groups": _param_groups(model, optimizer)}, "rng": host_rng(),
                           "grad_scaler": {}}  # fmt: skip
             write_json(tmp / STATE_FILE, state)
             for f in files:
@@ -103,31 +87,8 @@ def _param_groups(model: Transformer, opt: AdamW) -> list[dict[str, Any]]:
             {"weight_decay": 0.0, **base, "params": list(range(n_mats, len(model.names)))}]  # fmt: skip
 
 
-def _host_rng() -> dict[str, Any]:
-    """Python's and NumPy's global RNG states, as the torch trainer saves them (it restores them)."""
-    py, npy = random.getstate(), np.random.get_state()
-    return {"python": [py[0], list(py[1]), py[2]], "numpy": [npy[0], npy[1].tolist(), *npy[2:]]}
-
-
-@dataclasses.dataclass
-class Saved:
-    """A run's saved state, read back from a checkpoint directory (either trainer's)."""
-
-    path: Path
-    cfg: TrainConfig
-    progress: Progress
-    raw: dict[str, Any]
-
-    @classmethod
-    def load(cls, path: Path) -> Saved:
-        f = path / STATE_FILE
-        if not f.is_file():
-            raise TinyLMError(f"{path}: no {STATE_FILE}, so no run to resume here; drop --resume or check --out")
-        try:
-            raw = json.loads(f.read_text(encoding="utf-8"))
-            return cls(path, TrainConfig.from_dict(raw["train_config"]), Progress(**raw["progress"]), raw)
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-            raise TinyLMError(f"{f}: unreadable training state ({e}); start a new run without --resume") from None
+class Saved(SavedState):
+    """A run's saved state, read back from a checkpoint directory (either trainer's, `Saved.load`)."""
 
     def restore(self, model: Transformer, opt: AdamW, sampler: Sampler) -> None:
         """Optimizer moments, step count and hyper-parameters, and the data position."""

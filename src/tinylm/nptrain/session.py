@@ -7,8 +7,9 @@ from pathlib import Path
 from tinylm.config import ModelConfig
 from tinylm.data.shards import TokenShards
 from tinylm.nptrain.checkpoint import load_plain
-from tinylm.nptrain.trainer import Data, Result, Windows, train
+from tinylm.nptrain.trainer import Data, Result, train
 from tinylm.train.config import TrainConfig
+from tinylm.train.windows import Windows
 
 
 def train_on_shards(cfg: TrainConfig, where: Path, model_config: ModelConfig, *, init: str | None = None,

@@ -11,10 +11,7 @@ One optimizer step:
 
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,42 +21,19 @@ import numpy as np
 from tqdm import tqdm
 
 from tinylm.config import ModelConfig
-from tinylm.data.shards import TokenShards
 from tinylm.errors import TinyLMError
 from tinylm.nptrain import checkpoint
 from tinylm.nptrain.adamw import AdamW, clip_grad_norm
-from tinylm.nptrain.checkpoint import Progress, Saved
+from tinylm.nptrain.checkpoint import Saved
 from tinylm.nptrain.model import Transformer
-from tinylm.nptrain.order import Sampler, eval_rows
 from tinylm.train.config import TrainConfig
-from tinylm.train.metrics import METRICS_FILE, MetricsLog, duration, human
+from tinylm.train.interrupt import on_interrupt
+from tinylm.train.metrics import METRICS_FILE, MetricsLog, Window, duration, human
+from tinylm.train.order import Sampler, eval_rows
 from tinylm.train.plot import plot_loss
+from tinylm.train.progress import BEST, LAST, PLOT_FILE, Progress, bad_step, check_writable
 from tinylm.train.schedule import eval_interval, lr_at, resumed_length
-
-LAST, BEST, PLOT_FILE = "last", "best", "loss.png"
-
-
-class Windows:
-    """Windows of `context` input tokens and their next tokens from one token sequence (an array or
-    the shards of a split), as NumPy arrays: what tinylm.train.batches.TokenWindows gives torch."""
-
-    def __init__(self, tokens: np.ndarray | TokenShards, context: int, name: str = "data"):
-        if isinstance(tokens, TokenShards) and len(tokens.arrays) == 1:
-            tokens = tokens.arrays[0]  # one memmap: windows by fancy indexing
-        if len(tokens) <= context:
-            raise TinyLMError(f"{name} has {len(tokens):,} tokens, not more than the context of {context}; "
-                              "use a shorter --context or more data")  # fmt: skip
-        self.tokens, self.context = tokens, context
-
-    def __len__(self) -> int:
-        return len(self.tokens) - self.context
-
-    def get(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if isinstance(self.tokens, TokenShards):
-            w = self.tokens.batch(rows, self.context + 1)
-        else:
-            w = self.tokens[rows[:, None] + np.arange(self.context + 1)].astype(np.int64)
-        return w[:, :-1], w[:, 1:]
+from tinylm.train.windows import Windows
 
 
 @dataclass
@@ -134,7 +108,7 @@ def _setup(cfg: TrainConfig, data: Data, model_config: ModelConfig | None, weigh
                               f"{progress.data_size:,}; resume with the same --data")  # fmt: skip
         saved.restore(model, opt, sampler)
         resumed_length(cfg, progress, saved.path)
-    _check_writable(out)
+    check_writable(out)
     log = MetricsLog(out / METRICS_FILE, resume_step=progress.step if saved else None)
     if not quiet:
         c = model_config
@@ -149,26 +123,23 @@ def _loop(run: _Run, stop_at: int | None, quiet: bool) -> Result:
     cfg, p = run.cfg, run.progress
     bar = tqdm(total=p.max_steps, initial=p.step, unit="step", dynamic_ncols=True, disable=quiet, smoothing=0.05)
     start, seconds_before, session_tokens = time.perf_counter(), p.seconds, 0
-    window_t0, losses, window_tokens, val_loss = time.perf_counter(), [], 0, None
-    with _on_interrupt(run):
+    window, val_loss = Window(), None
+    with on_interrupt(run):
         while p.step < p.max_steps:
             loss, gnorm, lr = _optimizer_step(run)
             p.step += 1
             p.tokens += run.tokens_per_step
             session_tokens += run.tokens_per_step
-            window_tokens += run.tokens_per_step
             p.seconds = seconds_before + time.perf_counter() - start
-            if math.isfinite(loss):
-                losses.append(loss)
+            window.add(loss, run.tokens_per_step)
             bar.update(1)
             if p.step % cfg.log_interval == 0 or p.step == p.max_steps:
-                rate = window_tokens / max(time.perf_counter() - window_t0, 1e-9)
-                rec = {"step": p.step, "loss": sum(losses) / len(losses) if losses else math.nan, "lr": lr,
-                       "grad_norm": gnorm, "tokens": p.tokens, "tok_s": rate, "time": round(p.seconds, 2)}  # fmt: skip
+                rec = {"step": p.step, "loss": window.loss(), "lr": lr, "grad_norm": gnorm, "tokens": p.tokens,
+                       "tok_s": window.rate(), "time": round(p.seconds, 2)}  # fmt: skip
                 run.log.write(rec)
-                bar.set_postfix_str(f"loss {rec['loss']:.3f} | {human(rate)} tok/s"
+                bar.set_postfix_str(f"loss {rec['loss']:.3f} | {human(rec['tok_s'])} tok/s"
                                     + (f" | val {val_loss:.3f}" if val_loss is not None else ""))  # fmt: skip
-                window_t0, losses, window_tokens = time.perf_counter(), [], 0
+                window = Window()
             stop = run.stop_requested or (stop_at is not None and p.step >= stop_at)
             if p.step % eval_interval(cfg, p.max_steps) == 0 or p.step >= p.max_steps or stop:
                 val_loss = evaluate(run.model, run.data.val, cfg)
@@ -202,19 +173,9 @@ def _optimizer_step(run: _Run) -> tuple[float, float, float]:
         opt.step(model.flat, model.flat_grad)
         run.progress.bad_steps = 0
     else:
-        _bad_step(run, loss, gnorm)
+        bad_step(run.progress, cfg.max_bad_steps, loss, gnorm, "lower --lr or raise --warmup-steps")
     model.zero_grad()
     return loss, gnorm, lr
-
-
-def _bad_step(run: _Run, loss: float, gnorm: float) -> None:
-    p = run.progress
-    p.bad_steps += 1
-    what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {gnorm}"
-    if p.bad_steps >= run.cfg.max_bad_steps:
-        raise TinyLMError(f"{what} at step {p.step + 1}: {p.bad_steps} non-finite steps in a row, stopping (the last "
-                          "checkpoint is kept); lower --lr or raise --warmup-steps")  # fmt: skip
-    tqdm.write(f"warning: {what} at step {p.step + 1}; skipped the update ({p.bad_steps} in a row)", file=sys.stderr)
 
 
 def evaluate(model: Transformer, val: Windows, cfg: TrainConfig) -> float:
@@ -237,34 +198,3 @@ def _checkpoint(run: _Run, val_loss: float) -> None:
     checkpoint.save(run.out / LAST, run.model, tok, run.cfg, p, run.optimizer, run.sampler, files)
     if improved:
         checkpoint.save(run.out / BEST, run.model, tok, run.cfg, p, files=files)
-
-
-@contextlib.contextmanager
-def _on_interrupt(run: _Run):
-    """The first Ctrl-C (or SIGTERM) finishes the current step, saves last/ and stops; a second one aborts."""
-
-    def handler(signum: int, frame: Any) -> None:
-        if run.stop_requested:
-            raise KeyboardInterrupt
-        run.stop_requested = True
-        tqdm.write("stopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
-
-    old = {}
-    with contextlib.suppress(ValueError):  # not the main thread: no signal handlers
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-
-
-def _check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".tinylm_write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise TinyLMError(f"cannot write to output directory {out} ({e.strerror}); choose another --out") from None

@@ -6,21 +6,18 @@ nanoGPT samples), `Examples` (fixed rows with targets, -1 where the loss ignores
 `Strided` (every n-th example of another dataset). A training dataset may yield more tensors per example
 after (x, y); the trainer hands them to the objective.
 
-`Sampler` draws the example indices of each optimizer step from an explicit torch.Generator, so the
-data order is a part of the resumable state. Every process draws the same indices for the whole global
-batch and takes its own slice: 2 processes x batch B see exactly what 1 process x batch 2B sees, and so
-does 1 process x B with 2 steps of gradient accumulation.
+`Sampler` draws the example indices of each optimizer step (tinylm.train.order: torch.Generator's draws,
+one definition for both trainers), so the data order is a part of the resumable state.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-import numpy as np
 import torch
 
-from tinylm.data.shards import TokenShards
-from tinylm.errors import TinyLMError
+from tinylm.train import order
+from tinylm.train.windows import Windows
 
 
 class Dataset(Protocol):
@@ -29,36 +26,13 @@ class Dataset(Protocol):
     def get(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
-class TokenWindows:
+class TokenWindows(Windows):
     """Windows of `context` input tokens (and the next token of each as target) from one token sequence:
-    a numpy array (or memmap) or all shards of a split."""
+    a numpy array (or memmap) or all shards of a split (tinylm.train.windows), as torch tensors."""
 
-    def __init__(self, tokens: np.ndarray | TokenShards, context: int, name: str = "data"):
-        if isinstance(tokens, TokenShards) and len(tokens.arrays) == 1:
-            tokens = tokens.arrays[0]  # one memmap: windows by fancy indexing, no per-window copies
-        self.tokens, self.context = tokens, context
-        if len(tokens) <= context:
-            raise TinyLMError(
-                f"{name} has {len(tokens):,} tokens, not more than the context of {context}; "
-                "use a shorter --context or more data"
-            )
-        self._offsets = np.arange(context + 1)
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.tokens)
-
-    def __len__(self) -> int:
-        return len(self.tokens) - self.context
-
-    def get(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        starts = rows.numpy()
-        if isinstance(self.tokens, TokenShards):
-            w = self.tokens.batch(starts, self.context + 1)
-        else:
-            w = self.tokens[starts[:, None] + self._offsets].astype(np.int64)
-        w = torch.from_numpy(w)
-        return w[:, :-1], w[:, 1:]
+    def get(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        x, y = super().get(rows.numpy())
+        return torch.from_numpy(x), torch.from_numpy(y)
 
 
 class Examples:
@@ -97,18 +71,11 @@ class Strided:
         return self.data.get(rows * self.stride)
 
 
-class Sampler:
-    """Uniformly random example indices (with replacement) for each optimizer step."""
+class Sampler(order.Sampler):
+    """tinylm.train.order's example indices, as torch tensors."""
 
-    def __init__(self, size: int, batch_size: int, accum: int, rank: int = 0, world: int = 1, seed: int = 0):
-        self.size, self.batch_size, self.accum, self.rank, self.world = size, batch_size, accum, rank, world
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def step(self) -> list[torch.Tensor]:
-        """This process's rows for each micro-batch of the next optimizer step."""
-        B, W = self.batch_size, self.world
-        rows = torch.randint(self.size, (self.accum * W * B,), generator=self.generator)
-        return [rows[(m * W + self.rank) * B : (m * W + self.rank + 1) * B] for m in range(self.accum)]
+    def step(self) -> list[torch.Tensor]:  # type: ignore[override]
+        return [torch.from_numpy(rows) for rows in super().step()]
 
 
 def eval_rows(size: int, batch_size: int, batches: int) -> list[torch.Tensor]:

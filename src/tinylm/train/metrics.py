@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 from pathlib import Path
 from typing import Any
 
 from tinylm.fileio import write_text
 
 METRICS_FILE = "metrics.jsonl"
+
+
+class Window:
+    """Mean loss and tokens/s since the last log line."""
+
+    def __init__(self) -> None:
+        self.t0, self.losses, self.tokens = time.perf_counter(), [], 0
+
+    def add(self, loss: float, tokens: int) -> None:
+        if math.isfinite(loss):
+            self.losses.append(loss)
+        self.tokens += tokens
+
+    def loss(self) -> float:
+        return sum(self.losses) / len(self.losses) if self.losses else math.nan
+
+    def rate(self) -> float:
+        return self.tokens / max(time.perf_counter() - self.t0, 1e-9)
 
 
 class MetricsLog:

@@ -1,9 +1,11 @@
-"""Everything a run needs to continue exactly where it stopped, stored beside the weights.
+"""Everything a run needs to continue exactly where it stopped, stored beside the weights: the torch
+parts over the torch-free tinylm.train.progress (file names, counters, reading train_state.json).
 
 In a checkpoint directory (written in the same atomic swap as the weights):
   train_state.json       TrainConfig, counters, optimizer hyper-parameters, GradScaler, Python/NumPy RNG
   optimizer.safetensors  AdamW moments and step counts, named "<param index>.<state name>"
-  rng.safetensors        torch generator states as uint8 tensors: the batch sampler (the data position)
+  rng.safetensors        generator states as uint8 tensors: the batch sampler's (the data position, in
+                         torch.Generator's format: tinylm.train.order)
                          and each process's global CPU (and CUDA) generator, which dropout draws from
 Only safetensors and JSON: nothing here is ever unpickled.
 """
@@ -11,67 +13,43 @@ Only safetensors and JSON: nothing here is ever unpickled.
 from __future__ import annotations
 
 import dataclasses
-import json
-import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tinylm.errors import TinyLMError
-from tinylm.fields import from_json
-from tinylm.fileio import recover_dir, write_json
+from tinylm.fileio import write_json
 from tinylm.train import distributed
 from tinylm.train.config import TrainConfig
 from tinylm.train.optim import load_optimizer_tensors, optimizer_tensors
-
-STATE_FILE = "train_state.json"
-OPTIMIZER_FILE = "optimizer.safetensors"
-RNG_FILE = "rng.safetensors"
-
-
-@dataclass
-class Progress:
-    """The counters of a run."""
-
-    step: int = 0  # optimizer steps taken
-    max_steps: int = 0  # planned length (fitted to the clock when TrainConfig.minutes is set)
-    tokens: int = 0  # training tokens seen, all processes
-    seconds: float = 0.0  # training wall time, all sessions
-    best_val_loss: float | None = None
-    bad_steps: int = 0  # NaN/inf losses in a row
-    data_size: int = 0  # examples in the training set (a resumed run must see the same data)
+from tinylm.train.order import Sampler
+from tinylm.train.progress import OPTIMIZER_FILE, RNG_FILE, STATE_FILE, Progress, host_rng, restore_host_rng
+from tinylm.train.progress import Saved as SavedState
 
 
-def capture_rng(generator: torch.Generator, d: distributed.Dist, device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def capture_rng(sampler: Sampler, d: distributed.Dist, device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Every random state of the run (collective: all processes call it)."""
-    tensors = {"batches": generator.get_state()}
+    tensors = {"batches": torch.from_numpy(sampler.get_state())}
     comm = device if device.type == "cuda" else torch.device("cpu")  # NCCL moves only GPU tensors
     for r, s in enumerate(distributed.all_gather(d, torch.get_rng_state().to(comm))):
         tensors[f"torch_cpu.{r}"] = s.cpu()
     if device.type == "cuda":
         for r, s in enumerate(distributed.all_gather(d, torch.cuda.get_rng_state(device).to(comm))):
             tensors[f"torch_cuda.{r}"] = s.cpu()
-    py = random.getstate()
-    npy = np.random.get_state()
-    return tensors, {"python": [py[0], list(py[1]), py[2]], "numpy": [npy[0], npy[1].tolist(), *npy[2:]]}
+    return tensors, host_rng()
 
 
-def restore_rng(tensors: dict[str, torch.Tensor], states: dict[str, Any], generator: torch.Generator,
+def restore_rng(tensors: dict[str, torch.Tensor], states: dict[str, Any], sampler: Sampler,
                 d: distributed.Dist, device: torch.device) -> None:  # fmt: skip
-    generator.set_state(tensors["batches"])
+    sampler.set_state(tensors["batches"].numpy())
     if f"torch_cpu.{d.rank}" in tensors:
         torch.set_rng_state(tensors[f"torch_cpu.{d.rank}"])
     if device.type == "cuda" and f"torch_cuda.{d.rank}" in tensors:
         torch.cuda.set_rng_state(tensors[f"torch_cuda.{d.rank}"], device)
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, *rest = states["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+    restore_host_rng(states)
 
 
 def writer(cfg: TrainConfig, progress: Progress, optimizer: torch.optim.Optimizer | None,
@@ -95,35 +73,10 @@ def writer(cfg: TrainConfig, progress: Progress, optimizer: torch.optim.Optimize
     return write
 
 
-@dataclass
-class Saved:
-    """A run's saved state, read back from a checkpoint directory."""
+class Saved(SavedState):
+    """A run's saved state, read back from a checkpoint directory (`Saved.load`), restored into torch."""
 
-    path: Path
-    cfg: TrainConfig
-    progress: Progress
-    raw: dict[str, Any]
-
-    @classmethod
-    def load(cls, path: Path) -> Saved:
-        f = recover_dir(path) / STATE_FILE  # a save interrupted by a crash is finished first
-        if not f.is_file():
-            raise TinyLMError(f"{path}: no {STATE_FILE}, so no run to resume here; check --out "
-                              "(or start a new run with --overwrite)")  # fmt: skip
-        try:
-            raw = json.loads(f.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise TinyLMError(f"{f}: unreadable training state ({e}); restore it or start a new run") from None
-        if not isinstance(raw, dict) or not {"train_config", "progress"} <= raw.keys():
-            raise TinyLMError(f"{f}: not a training state (no train_config/progress); restore it or start a new run")
-        cfg = TrainConfig.from_dict(raw["train_config"], source=f"{f}: train_config")
-        progress = from_json(Progress, raw["progress"], f"{f}: progress")
-        negative = [k for k, v in dataclasses.asdict(progress).items() if isinstance(v, int | float) and v < 0]
-        if negative:
-            raise TinyLMError(f"{f}: progress {', '.join(negative)} negative; the file is damaged")
-        return cls(path, cfg, progress, raw)
-
-    def restore(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, generator: torch.Generator,
+    def restore(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, sampler: Sampler,
                 d: distributed.Dist, device: torch.device) -> None:  # fmt: skip
         if "optimizer" not in self.raw:
             raise TinyLMError(f"{self.path}: a weights-only snapshot (no optimizer state); resume from <out>/last")
@@ -137,7 +90,7 @@ class Saved:
         try:
             if self.raw.get("grad_scaler"):
                 scaler.load_state_dict(self.raw["grad_scaler"])
-            restore_rng(rng_tensors, self.raw["rng"], generator, d, device)
+            restore_rng(rng_tensors, self.raw["rng"], sampler, d, device)
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
             raise TinyLMError(f"{self.path}: damaged RNG or grad-scaler state ({str(e)[:120]}); "
                               "restore the checkpoint or start a new run") from None  # fmt: skip

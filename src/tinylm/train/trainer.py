@@ -3,7 +3,7 @@ evaluation on a fixed validation set, best/last checkpoints, exact resume and DD
 
 One optimizer step:
   1. set the learning rate for this step (a pure function of the step);
-  2. draw this step's example indices (all micro-batches, all processes) from the sampler's generator;
+  2. draw this step's example indices (all micro-batches, all processes) from the sampler (tinylm.train.order);
   3. for each micro-batch: forward under autocast, backward of loss / accum (DDP syncs on the last);
   4. unscale (fp16), clip the gradient norm; skip the update if the loss or the norm is NaN/inf;
   5. AdamW step, zero the gradients.
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,15 +33,16 @@ from tinylm.train import distributed
 from tinylm.train.batches import Dataset, Sampler, eval_rows
 from tinylm.train.config import TrainConfig
 from tinylm.train.device import Precision, pick_device, pick_precision
-from tinylm.train.metrics import METRICS_FILE, MetricsLog, duration, human
+from tinylm.train.interrupt import on_interrupt
+from tinylm.train.metrics import METRICS_FILE, MetricsLog, Window, duration, human
 from tinylm.train.objectives import Objective, next_token
 from tinylm.train.optim import make_optimizer
 from tinylm.train.plot import plot_loss
+from tinylm.train.progress import BEST, LAST, PLOT_FILE, Progress, bad_step, check_writable
 from tinylm.train.schedule import decay_start, eval_interval, lr_at, resumed_length
-from tinylm.train.state import Progress, Saved, capture_rng, finite, writer
+from tinylm.train.state import Saved, capture_rng, finite, writer
 from tinylm.transforms import applied
 
-LAST, BEST, PLOT_FILE = "last", "best", "loss.png"
 EvalHook = Callable[[Model], dict[str, Any]]
 
 
@@ -140,7 +139,7 @@ def _setup(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None, 
     optimizer and data order (restored on resume), the compiled/DDP forward and the metrics log."""
     out = Path(cfg.out_dir)
     if d.main:
-        _check_writable(out)
+        check_writable(out)
     saved = Saved.load(out / LAST) if resume else None
     model = _model(cfg, model_config, model, saved)
     _check_data(data, model.config, cfg)
@@ -204,7 +203,7 @@ def _progress(cfg: TrainConfig, data: TrainData, saved: Saved | None, optimizer:
             f"the training data has {len(data.train):,} examples but the saved run had {progress.data_size:,}; "
             "resume with the same --data"
         )
-    saved.restore(optimizer, precision.scaler, sampler.generator, d, device)
+    saved.restore(optimizer, precision.scaler, sampler, d, device)
     resumed_length(cfg, progress, saved.path)
     return progress
 
@@ -244,7 +243,7 @@ def _loop(run: _Run, stop_at: int | None, on_eval: EvalHook | None, quiet: bool)
                smoothing=0.05)  # fmt: skip
     start, seconds_before, session_tokens, first = time.perf_counter(), p.seconds, 0, p.step
     clock = _Clock(cfg, p) if cfg.minutes else None
-    window, val_loss, metrics, done, shown = _Window(), None, {}, False, (math.nan, 0.0)
+    window, val_loss, metrics, done, shown = Window(), None, {}, False, (math.nan, 0.0)
     with _on_interrupt(run) as interrupted:
         while p.step < p.max_steps and not done:
             loss, gnorm, lr = _optimizer_step(run)
@@ -260,7 +259,7 @@ def _loop(run: _Run, stop_at: int | None, on_eval: EvalHook | None, quiet: bool)
                 run.log.write(rec)  # type: ignore[union-attr]
                 shown = (rec["loss"], rec["tok_s"])
                 bar.set_postfix_str(_postfix(*shown, val_loss, metrics))
-                window = _Window()
+                window = Window()
             stop = interrupted() or (stop_at is not None and p.step >= stop_at)
             if clock is not None:
                 stop |= clock.update(p)
@@ -377,23 +376,11 @@ def _optimizer_step(run: _Run) -> tuple[float, float, float]:
         scaler.step(opt)
         run.progress.bad_steps = 0
     else:
-        _bad_step(run, loss_v, gnorm_v)
+        bad_step(run.progress, cfg.max_bad_steps, loss_v, gnorm_v,
+                 "lower --lr, raise --warmup-steps or use --precision fp32", announce=run.d.main)  # fmt: skip
     scaler.update()
     opt.zero_grad(set_to_none=True)
     return loss_v, gnorm_v, lr
-
-
-def _bad_step(run: _Run, loss: float, gnorm: float) -> None:
-    p = run.progress
-    p.bad_steps += 1
-    what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {gnorm}"
-    if p.bad_steps >= run.cfg.max_bad_steps:
-        raise TinyLMError(
-            f"{what} at step {p.step + 1}: {p.bad_steps} non-finite steps in a row, stopping (the last checkpoint "
-            f"is kept); lower --lr, raise --warmup-steps or use --precision fp32"
-        )
-    if run.d.main:
-        tqdm.write(f"warning: {what} at step {p.step + 1}; skipped the update ({p.bad_steps} in a row)", file=sys.stderr)
 
 
 @torch.no_grad()
@@ -423,7 +410,7 @@ def _checkpoint(run: _Run, val_loss: float, metrics: dict[str, Any]) -> None:
     improved = p.best_val_loss is None or val_loss < p.best_val_loss
     if improved:
         p.best_val_loss = val_loss
-    rng = capture_rng(run.sampler.generator, run.d, run.device)  # collective: every process takes part
+    rng = capture_rng(run.sampler, run.d, run.device)  # collective: every process takes part
     if not run.d.main:
         return
     assert run.log is not None
@@ -451,48 +438,16 @@ def _summary(run: _Run, r: Result, stopped: bool) -> None:
         print(f"continue with the same command plus --resume (out: {run.out})")
 
 
-class _Window:
-    """Mean loss and tokens/s since the last log line."""
-
-    def __init__(self) -> None:
-        self.t0, self.losses, self.tokens = time.perf_counter(), [], 0
-
-    def add(self, loss: float, tokens: int) -> None:
-        if math.isfinite(loss):
-            self.losses.append(loss)
-        self.tokens += tokens
-
-    def loss(self) -> float:
-        return sum(self.losses) / len(self.losses) if self.losses else math.nan
-
-    def rate(self) -> float:
-        return self.tokens / max(time.perf_counter() - self.t0, 1e-9)
-
-
 @contextlib.contextmanager
 def _on_interrupt(run: _Run):
-    """The first Ctrl-C (or SIGTERM) finishes the current step, saves last/ and stops; a second one aborts."""
-
-    def handler(signum: int, frame: Any) -> None:
-        if run.stop_requested:
-            raise KeyboardInterrupt
-        run.stop_requested = True
-        if run.d.main:
-            tqdm.write("stopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+    """tinylm.train.interrupt's clean stop; yields `interrupted()`: whether any process was asked to stop."""
 
     def interrupted() -> bool:
         flag = torch.tensor([float(run.stop_requested)], device=run.device)
         return bool(distributed.all_reduce(run.d, flag, "max").item()) if run.d.enabled else run.stop_requested
 
-    old = {}
-    with contextlib.suppress(ValueError):  # not the main thread: no signal handlers
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.signal(sig, handler)
-    try:
+    with on_interrupt(run, announce=run.d.main):
         yield interrupted
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
 
 
 def _seq_len(ds: Dataset) -> int:
@@ -511,16 +466,6 @@ def _check_data(data: TrainData, cfg_m: ModelConfig, cfg: TrainConfig) -> None:
     if data.tokenizer is not None and data.tokenizer.vocab_size > cfg_m.vocab_size:
         raise TinyLMError(f"the tokenizer has {data.tokenizer.vocab_size:,} tokens but the model only "
                           f"{cfg_m.vocab_size:,}; use a model with vocab_size >= {data.tokenizer.vocab_size}")  # fmt: skip
-
-
-def _check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".tinylm_write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise TinyLMError(f"cannot write to output directory {out} ({e.strerror}); choose another --out") from None
 
 
 def _oom_hint(run: _Run) -> str:

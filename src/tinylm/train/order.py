@@ -1,13 +1,13 @@
-"""The order the training data is drawn in, identical to the torch trainer's (tinylm.train.batches),
-computed with NumPy alone, so a run continues on either trainer with the same batches.
+"""The order the training data is drawn in, for both trainers: torch.Generator's draws
+(`torch.randint(size, (n,), generator=g)`), computed with NumPy alone, so runs saved with the torch
+generator's state continue with the same batches, on either trainer.
 
-The torch trainer draws `torch.randint(size, (n,), generator=g)` from a CPU torch.Generator, which is
-a Mersenne Twister (MT19937): each index is the next 32-bit output modulo `size` (for `size` of 2^28
-or more torch combines two outputs into a 64-bit number first). NumPy's MT19937 bit generator is the
-same twister, so it reproduces those draws when given the same 624-word state. The state is saved as
-torch saves a generator's: its 5056-byte CPUGeneratorImplState, laid out as below.
+A CPU torch.Generator is a Mersenne Twister (MT19937): each index is the next 32-bit output modulo
+`size` (for `size` of 2^28 or more torch combines two outputs into a 64-bit number first). NumPy's
+MT19937 bit generator is the same twister, so it reproduces those draws when given the same 624-word
+state. The state is saved as torch saves a generator's: its 5056-byte CPUGeneratorImplState, laid out
+as below.
 """
-
 from __future__ import annotations
 
 import numpy as np
@@ -23,22 +23,24 @@ WIDE_DRAWS = 1 << 28  # from this range on, torch draws 64 bits per index
 
 
 class Sampler:
-    """Uniformly random example indices (with replacement) for each optimizer step: the same as
-    tinylm.train.batches.Sampler with one process."""
+    """Uniformly random example indices (with replacement) for each optimizer step. Every process draws
+    the same indices for the whole global batch and takes its own slice: 2 processes x batch B see
+    exactly what 1 process x batch 2B sees, and so does 1 process x B with 2 steps of accumulation."""
 
-    def __init__(self, size: int, batch_size: int, accum: int, seed: int = 0):
-        self.size, self.batch_size, self.accum = size, batch_size, accum
+    def __init__(self, size: int, batch_size: int, accum: int, rank: int = 0, world: int = 1, seed: int = 0):
+        self.size, self.batch_size, self.accum, self.rank, self.world = size, batch_size, accum, rank, world
         self.bits = np.random.MT19937()
         key = np.random.RandomState(seed & 0xFFFFFFFF).get_state()[1]  # the twister's standard seeding
         state = np.zeros(STATE_BYTES, np.uint8)  # as torch.Generator().manual_seed(seed) holds it
-        state[SEED : SEED + 8] = np.frombuffer(np.uint64(seed).tobytes(), np.uint8)
+        state[SEED : SEED + 8] = np.frombuffer(np.uint64(seed & (2**64 - 1)).tobytes(), np.uint8)
         state[LEFT], state[SEEDED] = 1, 1
         state[WORDS : WORDS + 8 * N_WORDS] = np.frombuffer(key.astype(np.uint64).tobytes(), np.uint8)
         self.set_state(state)
 
     def step(self) -> list[np.ndarray]:
-        """The rows of each micro-batch of the next optimizer step."""
-        n = self.accum * self.batch_size
+        """This process's rows for each micro-batch of the next optimizer step."""
+        B, W, r = self.batch_size, self.world, self.rank
+        n = self.accum * W * B
         if self.size < WIDE_DRAWS:
             rows = self.bits.random_raw(n) % np.uint64(self.size)
         else:
@@ -46,7 +48,7 @@ class Sampler:
             rows = ((hi << np.uint64(32)) | lo) % np.uint64(self.size)
         rows = rows.astype(np.int64)
         self._drawn = True
-        return [rows[m * self.batch_size : (m + 1) * self.batch_size] for m in range(self.accum)]
+        return [rows[(m * W + r) * B : (m * W + r + 1) * B] for m in range(self.accum)]
 
     def get_state(self) -> np.ndarray:
         """The generator state in torch.Generator.get_state()'s format (uint8, 5056 bytes)."""
@@ -62,10 +64,10 @@ class Sampler:
         return out
 
     def set_state(self, state: np.ndarray) -> None:
-        raw = np.ascontiguousarray(state, np.uint8)
-        if raw.size != STATE_BYTES:
-            raise TinyLMError(f"a data-order state of {raw.size} bytes; expected torch's {STATE_BYTES}-byte "
-                              "generator state (start a new run without --resume)")  # fmt: skip
+        if state.dtype != np.uint8 or state.size != STATE_BYTES:
+            raise TinyLMError(f"damaged RNG state: the data order's is {state.size} {state.dtype} values, not torch's "
+                              f"{STATE_BYTES}-byte generator state; restore the checkpoint or start a new run")  # fmt: skip
+        raw = np.ascontiguousarray(state)
         left = int(raw[LEFT : LEFT + 4].view(np.int32)[0])
         nxt = int(raw[NEXT : NEXT + 8].view(np.uint64)[0])
         key = raw[WORDS : WORDS + 8 * N_WORDS].view(np.uint64).astype(np.uint32)
