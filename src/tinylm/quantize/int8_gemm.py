@@ -32,7 +32,6 @@ def library() -> ctypes.CDLL | None:
 
     key = hashlib.sha256(SOURCE.read_bytes() + " ".join(kernels.FLAGS).encode() + kernels._cpu().encode())
     path = cache_dir() / "kernels" / f"tinylm_int8_{key.hexdigest()[:16]}.so"
-    os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # see kernels.library
     try:
         if not path.is_file() and not kernels.compile_library(path, source=SOURCE):
             return None

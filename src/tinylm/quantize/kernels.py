@@ -84,10 +84,10 @@ def library() -> ctypes.CDLL | None:
 
     key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu().encode()).hexdigest()[:16]
     path = cache_dir() / "kernels" / f"tinylm_quant_{key}.so"
-    # Threads that wait for work by sleeping, not spinning: on a busy machine (more runnable threads than
-    # cores) a spinning OpenMP barrier made 2 threads ~5x slower than 1; sleeping costs a wake-up per
-    # product on a quiet one. Read when libgomp loads; OMP_WAIT_POLICY=active in the environment wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+    # OMP_WAIT_POLICY is left alone: "passive" (sleeping threads) helped these kernels on a busy machine but
+    # made every process started after it (torch's own OpenMP pool reads the same variable) decode ~3x slower
+    # on a quiet one (stories15M fp32, 2 threads: 82 vs 240 tok/s). Busy machines get fewer threads instead
+    # (tinylm.threads picks the idle cores).
     try:
         if not path.is_file() and not compile_library(path):
             return None
