@@ -35,7 +35,8 @@ def library() -> ctypes.CDLL | None:
     try:
         if not path.is_file() and not kernels.compile_library(path, source=SOURCE):
             return None
-        lib = ctypes.CDLL(str(path))
+        with kernels.sleeping_threads():  # see there
+            lib = ctypes.CDLL(str(path))
     except OSError:
         return None
     p, i = ctypes.c_void_p, ctypes.c_int

@@ -16,12 +16,14 @@ faster where arithmetic, not memory, limits, at the cost of the activations' rou
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -84,16 +86,30 @@ def library() -> ctypes.CDLL | None:
 
     key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu().encode()).hexdigest()[:16]
     path = cache_dir() / "kernels" / f"tinylm_quant_{key}.so"
-    # OMP_WAIT_POLICY is left alone: "passive" (sleeping threads) helped these kernels on a busy machine but
-    # made every process started after it (torch's own OpenMP pool reads the same variable) decode ~3x slower
-    # on a quiet one (stories15M fp32, 2 threads: 82 vs 240 tok/s). Busy machines get fewer threads instead
-    # (tinylm.threads picks the idle cores).
     try:
         if not path.is_file() and not compile_library(path):
             return None
-        return load_library(path)
+        with sleeping_threads():
+            return load_library(path)
     except OSError:
         return None
+
+
+@contextlib.contextmanager
+def sleeping_threads() -> Iterator[None]:
+    """Load a kernel library with OMP_WAIT_POLICY=passive (unless the user set it), for this load only.
+
+    The system libgomp our kernels link reads the variable once, when it loads. Sleeping rather than
+    spinning threads matter beside NumPy's BLAS threads (the runtime's q8_0 decode on stories110M: 37 vs 11
+    tok/s, 2 threads). Left in the environment it would also reach every process started later, whose
+    torch reads it too and then decodes ~3x slower (stories15M fp32: 82 vs 240 tok/s), so it is restored."""
+    given = os.environ.get("OMP_WAIT_POLICY")
+    os.environ["OMP_WAIT_POLICY"] = given or "passive"
+    try:
+        yield
+    finally:
+        if given is None:
+            del os.environ["OMP_WAIT_POLICY"]
 
 
 def default_threads() -> int:
