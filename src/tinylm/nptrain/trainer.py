@@ -127,15 +127,12 @@ def _loop(run: _Run, stop_at: int | None, quiet: bool) -> Result:
     with on_interrupt(run):
         while p.step < p.max_steps:
             loss, gnorm, lr = _optimizer_step(run)
-            p.step += 1
-            p.tokens += run.tokens_per_step
+            p.advance(run.tokens_per_step, seconds_before + time.perf_counter() - start)
             session_tokens += run.tokens_per_step
-            p.seconds = seconds_before + time.perf_counter() - start
             window.add(loss, run.tokens_per_step)
             bar.update(1)
             if p.step % cfg.log_interval == 0 or p.step == p.max_steps:
-                rec = {"step": p.step, "loss": window.loss(), "lr": lr, "grad_norm": gnorm, "tokens": p.tokens,
-                       "tok_s": window.rate(), "time": round(p.seconds, 2)}  # fmt: skip
+                rec = p.record(window.loss(), lr, gnorm, window.rate())
                 run.log.write(rec)
                 bar.set_postfix_str(f"loss {rec['loss']:.3f} | {human(rec['tok_s'])} tok/s"
                                     + (f" | val {val_loss:.3f}" if val_loss is not None else ""))  # fmt: skip

@@ -44,6 +44,17 @@ class Progress:
     bad_steps: int = 0  # NaN/inf losses in a row
     data_size: int = 0  # examples in the training set (a resumed run must see the same data)
 
+    def advance(self, tokens: int, seconds: float) -> None:
+        """Count one optimizer step of `tokens` tokens; `seconds` is the run's training time so far."""
+        self.step += 1
+        self.tokens += tokens
+        self.seconds = seconds
+
+    def record(self, loss: float, lr: float, grad_norm: float, tok_s: float) -> dict:
+        """The metrics-log line of a training step (both trainers write the same fields)."""
+        return {"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": self.tokens,
+                "tok_s": tok_s, "time": round(self.seconds, 2)}  # fmt: skip
+
 
 @dataclass
 class Saved:

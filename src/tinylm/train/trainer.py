@@ -247,15 +247,12 @@ def _loop(run: _Run, stop_at: int | None, on_eval: EvalHook | None, quiet: bool)
     with _on_interrupt(run) as interrupted:
         while p.step < p.max_steps and not done:
             loss, gnorm, lr = _optimizer_step(run)
-            p.step += 1
-            p.tokens += run.tokens_per_step
+            p.advance(run.tokens_per_step, seconds_before + time.perf_counter() - start)
             session_tokens += run.tokens_per_step
-            p.seconds = seconds_before + time.perf_counter() - start
             window.add(loss, run.tokens_per_step)
             bar.update(1)
             if d.main and (p.step % cfg.log_interval == 0 or p.step == p.max_steps):
-                rec = {"step": p.step, "loss": window.loss(), "lr": lr, "grad_norm": gnorm, "tokens": p.tokens,
-                       "tok_s": window.rate(), "time": round(p.seconds, 2)}  # fmt: skip
+                rec = p.record(window.loss(), lr, gnorm, window.rate())
                 run.log.write(rec)  # type: ignore[union-attr]
                 shown = (rec["loss"], rec["tok_s"])
                 bar.set_postfix_str(_postfix(*shown, val_loss, metrics))
