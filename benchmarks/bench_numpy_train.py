@@ -2,40 +2,39 @@
 (eager fp32: forward, cross-entropy, backward, clip, torch.optim.AdamW), measured in one run on the
 same machine with the same thread count, model, weights and batches.
 
-1. tokens/s on the stories260K and gpt-micro shapes: the two engines alternate in chunks of --steps
-   steps, --repeats times, so both see the same machine load; the table gives the range over repeats.
+1. tokens/s on the stories260K and gpt-micro shapes, for each --threads count: the two engines
+   alternate in chunks of --steps steps, --repeats times, so both see the same machine load; the
+   table gives the range over repeats and the median.
 2. loss curves: --curve-steps steps of each on the same character-level text and the same batches
-   (warmup + cosine, weight decay, clipping, as the trainers run them); prints a few points and the
-   largest gap. The two are the same computation in float32, so the curves must overlap.
+   (warmup + cosine, weight decay, clipping, as the trainers run them): a table every 50 steps, the
+   largest gap, and both curves drawn into --plot. The two are the same computation in float32, so
+   the curves must overlap.
 
-python benchmarks/bench_numpy_train.py --text ../shared/data/tinyshakespeare.txt
-python benchmarks/bench_numpy_train.py --threads 2 --batch 8 --context 256 --repeats 5 --curve-steps 0
+python benchmarks/bench_numpy_train.py                      # 1 and 2 threads, then the 500-step curves
+python benchmarks/bench_numpy_train.py --threads 2 --repeats 5 --curve-steps 0
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 from pathlib import Path
 
-THREADS = next((sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--threads"), "2")
-for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # read when NumPy loads BLAS
-    os.environ[var] = THREADS
+import numpy as np
+import torch
+import torch.nn.functional as F
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+from tinylm.blas import set_blas_threads
+from tinylm.config import ModelConfig, get_preset
+from tinylm.model import Model
+from tinylm.nptrain.adamw import AdamW, clip_grad_norm
+from tinylm.nptrain.memory import keep_freed_memory
+from tinylm.nptrain.model import Transformer
+from tinylm.train.config import TrainConfig
+from tinylm.train.order import Sampler
+from tinylm.train.schedule import lr_at
 
-from tinylm.config import ModelConfig, get_preset  # noqa: E402
-from tinylm.model import Model  # noqa: E402
-from tinylm.nptrain.adamw import AdamW, clip_grad_norm  # noqa: E402
-from tinylm.nptrain.model import Transformer  # noqa: E402
-from tinylm.train.config import TrainConfig  # noqa: E402
-from tinylm.train.order import Sampler  # noqa: E402
-from tinylm.train.schedule import lr_at  # noqa: E402
-
+TORCH = "torch eager fp32"
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
 
 
@@ -82,10 +81,10 @@ class NumpyLoop:
 def engines(cfg: ModelConfig, train: TrainConfig) -> dict[str, TorchLoop | NumpyLoop]:
     ref = TorchLoop(cfg, train)
     weights = {k: v.detach().numpy().copy() for k, v in ref.model.state_dict().items()}
-    return {"numpy": NumpyLoop(cfg, train, weights), "torch eager fp32": ref}
+    return {"numpy": NumpyLoop(cfg, train, weights), TORCH: ref}
 
 
-def throughput(name: str, cfg: ModelConfig, args: argparse.Namespace) -> None:
+def throughput(name: str, cfg: ModelConfig, threads: int, args: argparse.Namespace) -> None:
     train = TrainConfig(lr=1e-3, max_steps=10**6)
     loops = engines(cfg, train)
     rng = np.random.default_rng(0)
@@ -100,13 +99,14 @@ def throughput(name: str, cfg: ModelConfig, args: argparse.Namespace) -> None:
             for _ in range(args.steps):
                 loop.step(x, y, 1e-3)
             rates[key].append(args.steps * x.size / (time.perf_counter() - t0))
-    ratios = [a / b for a, b in zip(rates["numpy"], rates["torch eager fp32"], strict=True)]
+    ratios = [a / b for a, b in zip(rates["numpy"], rates[TORCH], strict=True)]
     for key, r in rates.items():
-        print(f"| {name} | {cfg.num_params() / 1e3:.0f}K | {key} | {min(r):,.0f} - {max(r):,.0f} | {np.median(r):,.0f} |")
-    print(f"| {name} | | numpy / torch | {min(ratios):.2f} - {max(ratios):.2f}x | {np.median(ratios):.2f}x |")
+        print(f"| {name} | {threads} | {key} | {min(r):,.0f} - {max(r):,.0f} | {np.median(r):,.0f} |")
+    print(f"| {name} | {threads} | numpy / torch | {min(ratios):.2f} - {max(ratios):.2f}x | {np.median(ratios):.2f}x |")
 
 
-def curves(name: str, cfg: ModelConfig, ids: np.ndarray, args: argparse.Namespace) -> None:
+def curves(cfg: ModelConfig, ids: np.ndarray, args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """Both engines' training losses, step by step, on the same batches."""
     train = TrainConfig(lr=1e-3, max_steps=args.curve_steps, warmup_steps=args.curve_steps // 10, beta2=0.99)
     loops = engines(cfg, train)
     sampler = Sampler(len(ids) - args.curve_context, args.curve_batch, 1, seed=train.seed)
@@ -116,13 +116,37 @@ def curves(name: str, cfg: ModelConfig, ids: np.ndarray, args: argparse.Namespac
         w = ids[sampler.step()[0][:, None] + windows]
         for key, loop in loops.items():
             losses[key].append(loop.step(w[:, :-1], w[:, 1:], lr_at(step, train)))
-    a, b = np.array(losses["numpy"]), np.array(losses["torch eager fp32"])
-    show = sorted({1, *range(50, args.curve_steps + 1, max(50, args.curve_steps // 10)), args.curve_steps})
-    print(f"\n{name}: loss at step " + ", ".join(f"{s}: {a[s - 1]:.4f} / {b[s - 1]:.4f}" for s in show)
-          + " (numpy / torch)")  # fmt: skip
+    return {k: np.array(v) for k, v in losses.items()}
+
+
+def report_curves(runs: dict[str, dict[str, np.ndarray]], steps: int, plot: Path) -> None:
+    """A table every 50 steps (and the last), the largest gaps, and the plot."""
+    names = list(runs)
+    print(f"\ntraining loss on the same batches, numpy / torch eager fp32 ({steps} steps)\n")
+    print("| step | " + " | ".join(f"{n} numpy | {n} torch" for n in names) + " |")
+    print("|---|" + "---|---|" * len(names))
+    for s in sorted({1, *range(50, steps + 1, 50), steps}):
+        print(f"| {s} | " + " | ".join(f"{runs[n]['numpy'][s - 1]:.4f} | {runs[n][TORCH][s - 1]:.4f}" for n in names) + " |")
     smooth = np.ones(20) / 20
-    print(f"{name}: largest gap {np.abs(a - b).max():.2e} (one step), "
-          f"{np.abs(np.convolve(a, smooth, 'valid') - np.convolve(b, smooth, 'valid')).max():.2e} (20-step mean)")  # fmt: skip
+    for n, r in runs.items():
+        a, b = r["numpy"], r[TORCH]
+        print(f"{n}: largest gap {np.abs(a - b).max():.2e} (one step), "
+              f"{np.abs(np.convolve(a, smooth, 'valid') - np.convolve(b, smooth, 'valid')).max():.2e} (20-step mean)")  # fmt: skip
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for n, r in runs.items():
+        line = ax.plot(np.arange(1, steps + 1), r[TORCH], lw=3, alpha=0.4, label=f"{n} torch eager fp32")[0]
+        ax.plot(np.arange(1, steps + 1), r["numpy"], lw=1, color=line.get_color(), label=f"{n} numpy")
+    ax.set(xlabel="step", ylabel="training loss", title="NumPy trainer vs torch, same data and batches")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(plot, dpi=120)
+    plt.close(fig)
+    print(f"plot: {plot}")
 
 
 def shapes(vocab: int, context: int) -> dict[str, ModelConfig]:
@@ -132,28 +156,33 @@ def shapes(vocab: int, context: int) -> dict[str, ModelConfig]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=2, help="BLAS / intra-op threads of both engines (default 2)")
+    p.add_argument("--threads", default="1,2", help="thread counts of both engines, comma-separated (default 1,2)")
     p.add_argument("--batch", type=int, default=8, help="sequences per step (default 8)")
     p.add_argument("--context", type=int, default=256, help="tokens per sequence (default 256)")
     p.add_argument("--vocab", type=int, default=512, help="vocabulary of the speed test (stories260K's: 512)")
     p.add_argument("--steps", type=int, default=3, help="timed steps per chunk (default 3)")
-    p.add_argument("--repeats", type=int, default=3, help="alternating chunks per engine (default 3)")
+    p.add_argument("--repeats", type=int, default=5, help="alternating chunks per engine (default 5)")
     p.add_argument("--curve-steps", type=int, default=500, help="loss-curve length, 0 to skip (default 500)")
     p.add_argument("--curve-batch", type=int, default=12)
     p.add_argument("--curve-context", type=int, default=64)
     p.add_argument("--text", type=Path, default=DATA, help="text for the loss curves (default: tinyshakespeare)")
+    p.add_argument("--plot", type=Path, default=Path("numpy_vs_torch_loss.png"), help="where to draw the curves")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"threads {args.threads}, batch {args.batch} x {args.context} tokens, {args.steps} steps x {args.repeats} "
-          f"alternating repeats, torch {torch.__version__}, numpy {np.__version__}\n")  # fmt: skip
-    print("| shape | params | engine | training tokens/s (range) | median |\n|---|---|---|---|---|")
-    for name, cfg in shapes(args.vocab, args.context).items():
-        throughput(name, cfg, args)
+    keep_freed_memory()  # as the NumPy trainer does; the torch loop in this process gets the same malloc
+    print(f"batch {args.batch} x {args.context} tokens, {args.steps} steps x {args.repeats} alternating repeats, "
+          f"torch {torch.__version__}, numpy {np.__version__}\n")  # fmt: skip
+    print("| shape | threads | engine | training tokens/s (range) | median |\n|---|---|---|---|---|")
+    for threads in (int(n) for n in args.threads.split(",")):  # both engines' pools are told directly
+        torch.set_num_threads(threads)
+        if not set_blas_threads(threads):
+            print(f"(NumPy's BLAS is not OpenBLAS: its threads follow OPENBLAS_NUM_THREADS/OMP_NUM_THREADS, not {threads})")
+        for name, cfg in shapes(args.vocab, args.context).items():
+            throughput(name, cfg, threads, args)
     if args.curve_steps:
         text = args.text.read_bytes()
         chars, ids = np.unique(np.frombuffer(text, np.uint8), return_inverse=True)
-        for name, cfg in shapes(len(chars), args.curve_context).items():
-            curves(name, cfg, ids.astype(np.int64), args)
+        runs = {name: curves(cfg, ids.astype(np.int64), args) for name, cfg in shapes(len(chars), args.curve_context).items()}
+        report_curves(runs, args.curve_steps, args.plot)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import importlib
 import pkgutil
 import signal
 import sys
+from collections.abc import Callable
 from types import ModuleType
 
 from tinylm import __version__, commands
@@ -41,9 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
             epilog="examples:\n" + mod.EXAMPLES.strip("\n") if getattr(mod, "EXAMPLES", "") else None,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        mod.add_arguments(p)
+        try:
+            mod.add_arguments(p)
+        except ImportError as e:  # a package this install lacks (torch): the other commands still work
+            p.add_argument("rest", nargs=argparse.REMAINDER)
+            p.set_defaults(_run=_missing_package(e))
+            continue
         p.set_defaults(_run=mod.run)
     return parser
+
+
+def _missing_package(e: ImportError) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        raise TinyLMError(f"this command needs the package {e.name or e}, which is not installed; pip install {e.name}")
+
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,8 @@ training step can get several times slower than with fewer threads. So the defau
 that are idle right now (measured over a short window at start), at least 1.
 
 Torch-free: commands call `use_threads` before importing torch or NumPy, so the OpenMP and BLAS pools
-read the same count from the environment when they start; a torch already imported is told directly.
+read the same count from the environment when they start; a torch or NumPy (OpenBLAS, `tinylm.blas`)
+already imported is told directly.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def use_threads(n: int | None) -> int:
         os.environ[var] = str(n)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
+    if "numpy" in sys.modules:  # its OpenBLAS read the variables when it loaded: tell it directly
+        from tinylm.blas import set_blas_threads
+
+        set_blas_threads(n)
     return n
 
 

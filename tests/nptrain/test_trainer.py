@@ -131,6 +131,7 @@ def test_data_order_is_torch_generators_draws():
         assert all(np.array_equal(a, b) for a, b in zip(expected, eval_rows(size, 4, 5), strict=True))
 
 
+# Put on the path of a child process, it makes every `import torch` (and torch.*) fail
 NO_TORCH = """
 import sys
 
@@ -142,31 +143,42 @@ class NoTorch:
 
 
 sys.meta_path.insert(0, NoTorch())
-import numpy as np
-
-from tinylm.config import ModelConfig
-from tinylm.nptrain.trainer import Data, Windows, train
-from tinylm.train.config import TrainConfig
-
-ids = (np.cumsum(np.random.default_rng(0).integers(1, 3, 3000)) % 20).astype(np.uint16)
-data = Data(Windows(ids[:2700], 16), Windows(ids[2700:], 16))
-cfg = ModelConfig(vocab_size=20, context_length=16, n_layers=1, n_heads=2, dim=16, norm="rmsnorm",
-                  positions="rope", mlp="swiglu", bias=False)
-out = TrainConfig(out_dir=sys.argv[1], batch_size=4, max_steps=30, lr=1e-2, warmup_steps=2, eval_interval=30,
-                  eval_batches=2)
-result = train(out, data, cfg, quiet=True)
-assert "torch" not in sys.modules
-print(result.val_loss)
 """
 
 
-def test_trains_where_torch_cannot_be_imported(tmp_path):
+def test_cli_trains_where_torch_cannot_be_imported(tmp_path):
+    """`tinylm train --engine numpy` in a process where importing torch fails: it trains, evaluates and
+    writes a checkpoint that torch then loads and resumes."""
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(NO_TORCH, encoding="utf-8")
+    ids = (np.cumsum(np.random.default_rng(0).integers(1, 3, 4000)) % 20).astype(np.uint16)  # a noisy walk
+    text = tmp_path / "walk.txt"
+    text.write_text("".join(chr(ord("a") + i) for i in ids), encoding="utf-8")
+    out = tmp_path / "run"
+    args = ["train", "--data", str(text), "--tokenizer", "char", "--out", str(out), "--layers", "1", "--dim", "16",
+            "--heads", "2", "--context", "16", "--batch-size", "8", "--steps", "40", "--lr", "1e-2",
+            "--warmup-steps", "2", "--eval-batches", "2", "--threads", "1", "--engine", "numpy", "--quiet"]  # fmt: skip
     src = Path(__file__).resolve().parents[2] / "src"
-    done = subprocess.run([sys.executable, "-c", NO_TORCH, str(tmp_path / "run")], capture_output=True, text=True,
-                          env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"}, timeout=120)  # fmt: skip
+    env = {"PYTHONPATH": f"{blocker}:{src}", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    probe = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, text=True, env=env)
+    assert "torch is blocked" in probe.stderr  # the blocker works in the child
+    done = subprocess.run([sys.executable, "-m", "tinylm", *args], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert float(done.stdout) < np.log(20) - 0.5  # it learned something of the walk
-    assert (tmp_path / "run" / "last" / "optimizer.safetensors").is_file()
+    # a command that needs torch says so in one line instead of breaking the whole CLI
+    other = subprocess.run([sys.executable, "-m", "tinylm", "quantize", str(out / "last"), "--scheme", "q8_0"],
+                           capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert other.returncode == 1 and other.stderr.strip().count("\n") == 0 and "torch" in other.stderr, other.stderr
+    saved = state.Saved.load(out / "last")
+    assert saved.progress.step == 40 and saved.progress.best_val_loss < np.log(20) - 0.5  # it learned the walk
+    # torch loads it: its logits equal the NumPy runtime's, and the torch trainer resumes the run
+    torch_model, np_model = load_checkpoint(out / "last"), NumpyModel.from_checkpoint(out / "last")
+    prompt = torch_model.tokenizer.encode("abcbcd")
+    with torch.no_grad():
+        want = torch_model.model(torch.tensor([prompt]))[0, -1].numpy()
+    np.testing.assert_allclose(np_model.prefill([0], [prompt])[0], want, rtol=1e-4, atol=1e-5)
+    assert main(["train", "--out", str(out), "--resume", "--steps", "42", "--quiet", "--precision", "fp32"]) == 0
+    assert state.Saved.load(out / "last").progress.step == 42
 
 
 def test_cli_engine_numpy_writes_a_checkpoint_both_engines_load(tmp_path, capsys):

@@ -5,6 +5,7 @@
   adamw.py       AdamW (decay on matrices only) and gradient-norm clipping, as torch computes them
   checkpoint.py  the torch trainer's checkpoint files (weights, optimizer, data position)
   trainer.py     the loop behind `tinylm train --engine numpy`
+  memory.py      freed activations kept for the next step (no page faults)
 
 The data order (tinylm.train.order), token windows (tinylm.train.windows), the run's file names,
 counters and saved state (tinylm.train.progress) and the clean stop (tinylm.train.interrupt) are the

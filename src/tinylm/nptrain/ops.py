@@ -203,20 +203,23 @@ def rope_backward(dy: np.ndarray, rotation: np.ndarray) -> np.ndarray:
 # Causal attention with grouped-query heads: query head h reads key/value head h // G (G = H / KV).
 # q (B, T, H, hs), k and v (B, T, KV, hs).  S = q k^T / sqrt(hs),  P = softmax(S + mask),  y = P v.
 #
-# Why it is tiled: the scores are B*H*T*T numbers that a softmax passes over several times (max,
-# subtract, exp, sum, divide; in the backward four more), so this is element-wise work, not BLAS
-# work. It goes two to four times faster when the array it walks stays in the CPU's L2 cache, so
-# one tile is one sequence b and one block of queries: at most KV x (G * block) x T scores.
-# - The G query heads of a kv head are stacked as rows, so one product per kv head serves them all:
-#   queries are laid out (B, KV, T, G, hs), and a block of positions is then (KV, n*G, hs) rows in
-#   the order (position, head), without a copy.
-# - Causal: a query sees the keys up to its own position, so a block is scored only against the keys
-#   up to its end (for T = 256 and blocks of 64, 5/8 of T x T); inside the block's diagonal square
-#   the later keys get -inf (P = 0, no gradient).
+# The scores are B*H*T*T numbers that the softmax and its backward walk over several times: element-
+# wise work, not BLAS work, so the layout is chosen for NumPy's element-wise loops:
+# - Tiles: one sequence b and one block of queries at a time, at most KV x T x (G * block) scores,
+#   which stay in the CPU's L2 cache through the passes (two to four times faster than from memory).
+# - Transposed scores, S^T (keys down, queries across): the softmax's max and sum over the keys then
+#   combine whole contiguous rows, and subtracting or dividing by them is a contiguous row operation
+#   (NumPy is several times slower broadcasting one number along each short row). BLAS takes the
+#   transposes for free.
+# - The G query heads of a kv head are stacked, so one product per kv head serves them all: queries
+#   are laid out (B, KV, T, G, hs), and a block of positions is (KV, n*G, hs) in the order (position,
+#   head), without a copy.
+# - Causal: a block is scored only against the keys up to its end (for T = 256 and blocks of 64, 5/8
+#   of T x T); inside the block's diagonal square the later keys get -inf (P = 0, no gradient).
 
 
 def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, block: int = 64):
-    """Returns y (B, T, H*hs) and the cache: scaled q, k, v by head, and P per query block."""
+    """Returns y (B, T, H*hs) and the cache: q (scaled), k, v and y by head, and P^T per query block."""
     B, T, H, hs = q.shape
     KV = k.shape[2]
     G = H // KV
@@ -225,48 +228,51 @@ def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, block: int = 
                      out=np.empty((B, KV, T, G, hs), q.dtype))  # fmt: skip
     kh, vh = np.ascontiguousarray(k.transpose(0, 2, 1, 3)), np.ascontiguousarray(v.transpose(0, 2, 1, 3))  # (B, KV, T, hs)
     yh = np.empty_like(qh)
-    mask = np.repeat(causal_mask(block, q.dtype), G, axis=0)  # (block*G, block): G rows per position
-    scratch = np.empty(KV * G * block * T, q.dtype)
-    ps = []  # per query block: P (B, KV, n*G, t1), what the backward needs
+    mask = np.repeat(causal_mask(block, q.dtype), G, axis=0).T  # (keys, queries): G query rows per position
+    scratch = np.empty(KV * T * G * block, q.dtype)
+    ps = []  # per query block: P^T (B, KV, t1, n*G), what the backward needs
     for t0 in range(0, T, block):
         t1 = min(t0 + block, T)
         n = t1 - t0
-        ps.append(np.empty((B, KV, n * G, t1), q.dtype))
+        ps.append(np.empty((B, KV, t1, n * G), q.dtype))
         for b in range(B):
-            s = np.matmul(qh[b, :, t0:t1].reshape(KV, n * G, hs), kh[b, :, :t1].transpose(0, 2, 1),
-                          out=scratch[: KV * n * G * t1].reshape(KV, n * G, t1))  # fmt: skip
-            s[:, :, t0:] += mask[: n * G, :n]
-            s -= s.max(-1, keepdims=True)  # softmax: subtracting the row max changes nothing but overflow
-            np.exp(s, out=s)
-            p = np.divide(s, s.sum(-1, keepdims=True), out=ps[-1][b])
-            np.matmul(p, vh[b, :, :t1], out=yh[b, :, t0:t1].reshape(KV, n * G, hs))
+            qt = qh[b, :, t0:t1].reshape(KV, n * G, hs)
+            st = np.matmul(kh[b, :, :t1], qt.transpose(0, 2, 1), out=scratch[: KV * t1 * n * G].reshape(KV, t1, n * G))
+            st[:, t0:] += mask[:n, : n * G]
+            st -= st.max(1, keepdims=True)  # softmax over the keys; the max shift changes nothing but overflow
+            np.exp(st, out=st)
+            pt = np.divide(st, st.sum(1, keepdims=True), out=ps[-1][b])
+            np.matmul(pt.transpose(0, 2, 1), vh[b, :, :t1], out=yh[b, :, t0:t1].reshape(KV, n * G, hs))
     y = yh.transpose(0, 2, 1, 3, 4).reshape(B, T, H * hs)  # heads back beside each other: a copy
-    return y, (qh, kh, vh, ps, block)
+    return y, (qh, kh, vh, yh, ps, block)
 
 
 def attention_backward(dy: np.ndarray, cache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """dy (B, T, H*hs) -> dq (B, T, H, hs), dk, dv (B, T, KV, hs), tile by tile as the forward:
         y = P v                 ->  dP = dy v^T,  dv = P^T dy (summed over the G heads sharing v)
-        P = softmax(S) by rows  ->  dS_ij = P_ij (dP_ij - sum_l dP_il P_il)
+        P = softmax(S) by rows  ->  dS_ij = P_ij (dP_ij - D_i),  D_i = sum_j dP_ij P_ij
         S = q k^T / sqrt(hs)    ->  dq = dS k / sqrt(hs),  dk = dS^T q / sqrt(hs)
-    (the cached q is already divided by sqrt(hs)). Every query block adds into dk and dv."""
-    qh, kh, vh, ps, block = cache
+    and D_i = sum_j (dy_i . v_j) P_ij = dy_i . y_i, a dot product per query instead of a pass over the
+    scores (FlashAttention's trick). The cached q is already divided by sqrt(hs). Every query block adds
+    into dk and dv."""
+    qh, kh, vh, yh, ps, block = cache
     B, KV, T, G, hs = qh.shape
     dyh = np.ascontiguousarray(dy.reshape(B, T, KV, G, hs).transpose(0, 2, 1, 3, 4))  # (B, KV, T, G, hs)
+    D = np.einsum("bktgh,bktgh->bktg", dyh, yh)  # (B, KV, T, G)
     dqh = np.empty_like(qh)
     dk, dv = np.zeros_like(kh), np.zeros_like(vh)  # (B, KV, T, hs)
-    scratch = np.empty(KV * G * block * T, dy.dtype)
+    scratch = np.empty(KV * T * G * block, dy.dtype)
     for t0, pb in zip(range(0, T, block), ps, strict=True):
         t1 = min(t0 + block, T)
         n = t1 - t0
         for b in range(B):
-            p, dyt, qt = pb[b], dyh[b, :, t0:t1].reshape(KV, n * G, hs), qh[b, :, t0:t1].reshape(KV, n * G, hs)
-            dv[b, :, :t1] += p.transpose(0, 2, 1) @ dyt
-            ds = np.matmul(dyt, vh[b, :, :t1].transpose(0, 2, 1), out=scratch[: KV * n * G * t1].reshape(KV, n * G, t1))
-            ds -= np.einsum("kij,kij->ki", ds, p)[..., None]  # dP, then dS in place
-            ds *= p
-            dk[b, :, :t1] += ds.transpose(0, 2, 1) @ qt
-            np.matmul(ds, kh[b, :, :t1], out=dqh[b, :, t0:t1].reshape(KV, n * G, hs))
+            pt, dyt, qt = pb[b], dyh[b, :, t0:t1].reshape(KV, n * G, hs), qh[b, :, t0:t1].reshape(KV, n * G, hs)
+            dv[b, :, :t1] += pt @ dyt
+            dst = np.matmul(vh[b, :, :t1], dyt.transpose(0, 2, 1), out=scratch[: KV * t1 * n * G].reshape(KV, t1, n * G))
+            dst -= D[b, :, t0:t1].reshape(KV, 1, n * G)  # dP^T, then dS^T in place
+            dst *= pt
+            dk[b, :, :t1] += dst @ qt
+            np.matmul(dst.transpose(0, 2, 1), kh[b, :, :t1], out=dqh[b, :, t0:t1].reshape(KV, n * G, hs))
     dqh *= 1.0 / math.sqrt(hs)
     dq = dqh.transpose(0, 2, 1, 3, 4).reshape(B, T, KV * G, hs)
     return dq, dk.transpose(0, 2, 1, 3), dv.transpose(0, 2, 1, 3)

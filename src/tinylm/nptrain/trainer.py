@@ -25,6 +25,7 @@ from tinylm.errors import TinyLMError
 from tinylm.nptrain import checkpoint
 from tinylm.nptrain.adamw import AdamW, clip_grad_norm
 from tinylm.nptrain.checkpoint import Saved
+from tinylm.nptrain.memory import keep_freed_memory
 from tinylm.nptrain.model import Transformer
 from tinylm.train.config import TrainConfig
 from tinylm.train.interrupt import on_interrupt
@@ -76,6 +77,7 @@ def train(cfg: TrainConfig, data: Data, model_config: ModelConfig | None = None,
         raise TinyLMError("the NumPy trainer runs on the CPU in fp32 for a number of --steps: drop --device, "
                           "--precision, --compile and --minutes, or use --engine torch")  # fmt: skip
     run = _setup(cfg, data, model_config, weights, resume, quiet, dtype)
+    keep_freed_memory()  # each step then reuses the last step's pages (tinylm.nptrain.memory)
     return _loop(run, stop_at, quiet)
 
 

@@ -7,14 +7,16 @@ both with the data engineer's `prepare`, and reused on the next run (and on --re
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tinylm.data.download import cache_dir
 from tinylm.data.prepare import DATASETS, prepare
 from tinylm.data.shards import MANIFEST, Manifest, TokenShards
 from tinylm.errors import TinyLMError
 from tinylm.tokenizer import PRETRAINED, TRAINABLE, Tokenizer, load_tokenizer, tokenizer_hash
-from tinylm.train.batches import TokenWindows
-from tinylm.train.trainer import TrainData
+
+if TYPE_CHECKING:  # the torch trainer's; imported by shard_data, so `tinylm train --engine numpy` needs no torch
+    from tinylm.train.trainer import TrainData
 
 
 def prepared_dir(spec: str, out_dir: str | Path, tokenizer: str, vocab_size: int) -> tuple[Path, bool]:
@@ -66,6 +68,9 @@ def prepare_data(spec: str, where: Path, tokenizer: str, vocab_size: int, progre
 
 def shard_data(directory: Path, context: int, name: str = "") -> TrainData:
     """Train and val splits of a prepared directory as windows of `context` tokens."""
+    from tinylm.train.batches import TokenWindows
+    from tinylm.train.trainer import TrainData
+
     train, val = TokenShards(directory, "train"), TokenShards(directory, "val")
     tok = train.tokenizer if train.manifest is not None else None
     return TrainData(

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torch.distributed as dist
+if TYPE_CHECKING:  # torch is imported where a process group is used: `from_env` serves the NumPy trainer too
+    import torch
 
 
 @dataclass(frozen=True)
@@ -36,20 +37,32 @@ def from_env() -> Dist:
 
 
 def start(d: Dist, device: torch.device) -> None:
-    if d.enabled and not dist.is_initialized():
+    if not d.enabled:
+        return
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None)
 
 
 def stop(d: Dist) -> None:
-    if d.enabled and dist.is_initialized():
+    if not d.enabled:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 
 def all_reduce(d: Dist, x: torch.Tensor, op: str = "sum") -> torch.Tensor:
-    if d.enabled:
-        dist.all_reduce(x, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
+    if not d.enabled:
+        return x
+    import torch.distributed as dist
+
+    dist.all_reduce(x, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
     return x
 
 
@@ -57,11 +70,17 @@ def all_gather(d: Dist, x: torch.Tensor) -> list[torch.Tensor]:
     """`x` from every process (all the same shape), in rank order."""
     if not d.enabled:
         return [x]
+    import torch
+    import torch.distributed as dist
+
     out = [torch.empty_like(x) for _ in range(d.world)]
     dist.all_gather(out, x)
     return out
 
 
 def barrier(d: Dist) -> None:
-    if d.enabled:
-        dist.barrier()
+    if not d.enabled:
+        return
+    import torch.distributed as dist
+
+    dist.barrier()

@@ -25,6 +25,7 @@ from tinylm.errors import TinyLMError
 from tinylm.fields import from_json
 from tinylm.fileio import recover_dir
 from tinylm.train.config import TrainConfig
+from tinylm.train.metrics import METRICS_FILE
 
 LAST, BEST, PLOT_FILE = "last", "best", "loss.png"  # in the run folder (--out)
 STATE_FILE = "train_state.json"
@@ -109,6 +110,15 @@ def restore_host_rng(states: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     name, keys, *rest = states["numpy"]
     np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+
+
+def check_new_run(out: Path, resume: bool, overwrite: bool) -> None:
+    """Finish a checkpoint swap a crash interrupted, then refuse to start over an existing run unasked."""
+    for name in (LAST, BEST):
+        recover_dir(out / name)
+    if not resume and not overwrite and any((out / n).exists() for n in (LAST, BEST, METRICS_FILE)):
+        raise TinyLMError(f"{out} already holds a run; continue it with --resume, replace it with --overwrite, "
+                          "or choose another --out")  # fmt: skip
 
 
 def check_writable(out: Path) -> None:

@@ -1,32 +1,34 @@
 """A `tinylm train` run end to end: settings (new or resumed), data (prepared once, on the main
-process), model shape (vocabulary from the tokenizer), then the trainer."""
+process), model shape (vocabulary from the tokenizer), then the trainer.
+
+Torch is imported only on the torch engine's path, so `tinylm train --engine numpy` runs without it."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tinylm.checkpoint import load_checkpoint
 from tinylm.config import ModelConfig, load_config
 from tinylm.data.shards import TokenShards
 from tinylm.errors import TinyLMError
 from tinylm.runlock import run_lock
 from tinylm.train import distributed
 from tinylm.train.config import TrainConfig
-from tinylm.train.data import prepare_data, prepared_dir, shard_data
-from tinylm.train.device import pick_device
-from tinylm.train.objectives import Objective, next_token
+from tinylm.train.data import prepare_data, prepared_dir
+from tinylm.train.progress import LAST, Saved, check_new_run
 from tinylm.train.shapes import build_config
-from tinylm.train.state import Saved
-from tinylm.train.trainer import LAST, EvalHook, TrainData, check_new_run, train
+
+if TYPE_CHECKING:
+    from tinylm.train.objectives import Objective
+    from tinylm.train.trainer import EvalHook, TrainData
 
 # Another objective for the run, chosen once data and model shape are known: (cfg, data, model config) ->
 # (training data, possibly with more per example, the objective, an evaluation hook or None)
-Setup = Callable[[TrainConfig, TrainData, ModelConfig], tuple[TrainData, Objective, EvalHook | None]]
+Setup = Callable[[TrainConfig, "TrainData", ModelConfig], "tuple[TrainData, Objective, EvalHook | None]"]
 
 
 def run_training(train_args: dict[str, Any], model_args: dict[str, Any], *, init: str | None = None,
@@ -62,6 +64,8 @@ def _run(out: Path, train_args: dict[str, Any], model_args: dict[str, Any], init
     if engine == "numpy" and setup is not None:
         raise TinyLMError("the NumPy trainer knows only next-token prediction; use --engine torch")
     if engine == "torch":
+        from tinylm.train.device import pick_device
+
         distributed.start(d, pick_device(cfg.device, d.local_rank))
     try:
         where, todo = prepared_dir(cfg.data, cfg.out_dir, cfg.tokenizer, cfg.vocab_size)
@@ -83,6 +87,11 @@ def _run(out: Path, train_args: dict[str, Any], model_args: dict[str, Any], init
             from tinylm.nptrain.session import train_on_shards
 
             return train_on_shards(cfg, where, model_config, init=init, resume=resume, quiet=quiet)
+        from tinylm.checkpoint import load_checkpoint  # the torch engine from here on
+        from tinylm.train.data import shard_data
+        from tinylm.train.objectives import next_token
+        from tinylm.train.trainer import train
+
         model = load_checkpoint(init).model.train() if init is not None else None
         data = shard_data(where, model_config.context_length, name=Path(cfg.data).name)
         if data.tokenizer is None and model is not None:

@@ -25,7 +25,6 @@ from tqdm import tqdm
 from tinylm.checkpoint import load_into, load_weights, save_checkpoint
 from tinylm.config import ModelConfig, load_config, read_config
 from tinylm.errors import TinyLMError
-from tinylm.fileio import recover_dir
 from tinylm.model import Model
 from tinylm.runlock import run_lock
 from tinylm.tokenizer import Tokenizer
@@ -38,7 +37,7 @@ from tinylm.train.metrics import METRICS_FILE, MetricsLog, Window, duration, hum
 from tinylm.train.objectives import Objective, next_token
 from tinylm.train.optim import make_optimizer
 from tinylm.train.plot import plot_loss
-from tinylm.train.progress import BEST, LAST, PLOT_FILE, Progress, bad_step, check_writable
+from tinylm.train.progress import BEST, LAST, PLOT_FILE, Progress, bad_step, check_new_run, check_writable
 from tinylm.train.schedule import decay_start, eval_interval, lr_at, resumed_length
 from tinylm.train.state import Saved, capture_rng, finite, writer
 from tinylm.transforms import applied
@@ -122,15 +121,6 @@ def train(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None = 
             return _loop(run, stop_at, on_eval, quiet)
     finally:
         distributed.stop(d)
-
-
-def check_new_run(out: Path, resume: bool, overwrite: bool) -> None:
-    """Finish a checkpoint swap a crash interrupted, then refuse to start over an existing run unasked."""
-    for name in (LAST, BEST):
-        recover_dir(out / name)
-    if not resume and not overwrite and any((out / n).exists() for n in (LAST, BEST, METRICS_FILE)):
-        raise TinyLMError(f"{out} already holds a run; continue it with --resume, replace it with --overwrite, "
-                          "or choose another --out")  # fmt: skip
 
 
 def _setup(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None, model: Model | None, resume: bool,
