@@ -64,8 +64,8 @@ class TorchLoop:
 class NumpyLoop:
     """The NumPy trainer's step (tinylm.nptrain.trainer._optimizer_step without the bookkeeping)."""
 
-    def __init__(self, cfg: ModelConfig, train: TrainConfig, weights: dict[str, np.ndarray]):
-        self.model, self.train = Transformer(cfg, weights), train
+    def __init__(self, cfg: ModelConfig, train: TrainConfig, weights: dict[str, np.ndarray], threads: int):
+        self.model, self.train = Transformer(cfg, weights, threads=threads), train
         self.opt = AdamW(self.model.flat.size, self.model.n_decay, train.lr, (train.beta1, train.beta2), 1e-8,
                          train.weight_decay)  # fmt: skip
 
@@ -78,15 +78,15 @@ class NumpyLoop:
         return loss
 
 
-def engines(cfg: ModelConfig, train: TrainConfig) -> dict[str, TorchLoop | NumpyLoop]:
+def engines(cfg: ModelConfig, train: TrainConfig, threads: int) -> dict[str, TorchLoop | NumpyLoop]:
     ref = TorchLoop(cfg, train)
     weights = {k: v.detach().numpy().copy() for k, v in ref.model.state_dict().items()}
-    return {"numpy": NumpyLoop(cfg, train, weights), TORCH: ref}
+    return {"numpy": NumpyLoop(cfg, train, weights, threads), TORCH: ref}
 
 
 def throughput(name: str, cfg: ModelConfig, threads: int, args: argparse.Namespace) -> None:
     train = TrainConfig(lr=1e-3, max_steps=10**6)
-    loops = engines(cfg, train)
+    loops = engines(cfg, train, threads)
     rng = np.random.default_rng(0)
     x = rng.integers(0, cfg.vocab_size, (args.batch, args.context))
     y = np.roll(x, -1, axis=1)
@@ -105,10 +105,10 @@ def throughput(name: str, cfg: ModelConfig, threads: int, args: argparse.Namespa
     print(f"| {name} | {threads} | numpy / torch | {min(ratios):.2f} - {max(ratios):.2f}x | {np.median(ratios):.2f}x |")
 
 
-def curves(cfg: ModelConfig, ids: np.ndarray, args: argparse.Namespace) -> dict[str, np.ndarray]:
+def curves(cfg: ModelConfig, ids: np.ndarray, threads: int, args: argparse.Namespace) -> dict[str, np.ndarray]:
     """Both engines' training losses, step by step, on the same batches."""
     train = TrainConfig(lr=1e-3, max_steps=args.curve_steps, warmup_steps=args.curve_steps // 10, beta2=0.99)
-    loops = engines(cfg, train)
+    loops = engines(cfg, train, threads)
     sampler = Sampler(len(ids) - args.curve_context, args.curve_batch, 1, seed=train.seed)
     windows = np.arange(args.curve_context + 1)
     losses: dict[str, list[float]] = {k: [] for k in loops}
@@ -149,6 +149,14 @@ def report_curves(runs: dict[str, dict[str, np.ndarray]], steps: int, plot: Path
     print(f"plot: {plot}")
 
 
+def use(threads: int) -> None:
+    """As the trainers do: torch's pool gets the threads; the NumPy trainer splits its batch between
+    them (tinylm.nptrain.model), with one BLAS thread under each."""
+    torch.set_num_threads(threads)
+    if not set_blas_threads(1 if threads > 1 else threads):
+        print("(NumPy's BLAS is not OpenBLAS: its threads follow OPENBLAS_NUM_THREADS, set before the run)")
+
+
 def shapes(vocab: int, context: int) -> dict[str, ModelConfig]:
     return {"stories260K": get_preset("stories260K").replace(vocab_size=vocab, context_length=context),
             "gpt-micro": get_preset("gpt-micro").replace(vocab_size=vocab, context_length=context)}  # fmt: skip
@@ -172,16 +180,16 @@ def main() -> None:
     print(f"batch {args.batch} x {args.context} tokens, {args.steps} steps x {args.repeats} alternating repeats, "
           f"torch {torch.__version__}, numpy {np.__version__}\n")  # fmt: skip
     print("| shape | threads | engine | training tokens/s (range) | median |\n|---|---|---|---|---|")
-    for threads in (int(n) for n in args.threads.split(",")):  # both engines' pools are told directly
-        torch.set_num_threads(threads)
-        if not set_blas_threads(threads):
-            print(f"(NumPy's BLAS is not OpenBLAS: its threads follow OPENBLAS_NUM_THREADS/OMP_NUM_THREADS, not {threads})")
+    counts = [int(n) for n in args.threads.split(",")]
+    for threads in counts:
+        use(threads)
         for name, cfg in shapes(args.vocab, args.context).items():
             throughput(name, cfg, threads, args)
     if args.curve_steps:
         text = args.text.read_bytes()
         chars, ids = np.unique(np.frombuffer(text, np.uint8), return_inverse=True)
-        runs = {name: curves(cfg, ids.astype(np.int64), args) for name, cfg in shapes(len(chars), args.curve_context).items()}
+        runs = {name: curves(cfg, ids.astype(np.int64), counts[-1], args)
+                for name, cfg in shapes(len(chars), args.curve_context).items()}  # fmt: skip
         report_curves(runs, args.curve_steps, args.plot)
 
 

@@ -115,3 +115,19 @@ def test_a_sequence_of_several_attention_blocks_equals_autograd(monkeypatch):
     assert model.loss_and_backward(x.numpy(), y.numpy()) == pytest.approx(loss.item(), rel=1e-9)
     for n, p in ref.named_parameters():
         assert rel(model.grads[n], p.grad.numpy()) < 1e-9, n
+
+
+def test_threads_split_the_batch_and_sum_to_the_same_loss_and_gradients():
+    """threads > 1: each thread takes a part of the batch (one part with every target ignored, one
+    with none left over: 3 threads, 5 sequences); loss and gradients are the one-thread ones."""
+    cfg = tiny_llama(n_kv_heads=2)
+    rng = np.random.default_rng(4)
+    x, y = rng.integers(cfg.vocab_size, size=(5, 12)), rng.integers(cfg.vocab_size, size=(5, 12))
+    y[2:4] = -1  # the second thread's part: nothing to score
+    y[4, :5] = -1
+    one, three = Transformer(cfg, dtype=np.float64, seed=1), Transformer(cfg, dtype=np.float64, seed=1, threads=3)
+    for _ in range(2):  # gradients accumulate over calls, as over micro-batches
+        assert three.loss_and_backward(x, y, scale=0.5) == pytest.approx(one.loss_and_backward(x, y, scale=0.5), rel=1e-12)
+    np.testing.assert_allclose(three.flat_grad, one.flat_grad, rtol=1e-10, atol=1e-14)
+    assert not three.passes[1].flat_grad.any()  # the threads' own gradients were handed over
+    assert three.loss(x, y) == pytest.approx(one.loss(x, y), rel=1e-12)

@@ -8,10 +8,17 @@ index torch's optimizer state uses, which makes optimizer checkpoints interchang
 
     model = Transformer(cfg)                          # float32, initialised like tinylm.model.Model
     loss = model.loss_and_backward(x, y)              # x, y (B, T) int arrays; gradients in model.grads
+
+Threads: NumPy runs one element-wise operation on one core, so with threads > 1 the batch's sequences
+are split between threads instead (as data-parallel processes split it), each with its own activations
+and gradients, summed at the end; BLAS then runs one thread per call. NumPy releases the GIL inside its
+loops and BLAS, so the parts run at once.
 """
 
 from __future__ import annotations
 
+import math
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import numpy as np
@@ -41,12 +48,24 @@ def optimizer_order(cfg: ModelConfig) -> list[str]:
     return [n for n, s in shapes.items() if len(s) >= 2] + [n for n, s in shapes.items() if len(s) < 2]
 
 
+class Pass:
+    """What one forward pass keeps for its backward (per layer, and for the embeddings and head), and
+    the gradients that backward adds into: the model's own, or a thread's (see `Transformer`)."""
+
+    def __init__(self, flat_grad: np.ndarray, grads: dict[str, np.ndarray]):
+        self.flat_grad, self.grads = flat_grad, grads
+        self.acts: list[SimpleNamespace] = []  # per layer
+        self.top = SimpleNamespace()
+        self.logits = np.empty(0, flat_grad.dtype)  # the largest activation, (N, vocab): reused across steps
+
+
 class Transformer:
     """tinylm.model.Model in NumPy, for training: `forward` keeps every activation its `backward`
-    needs; `backward` adds the gradients into `grads` (views of `flat_grad`, as `params` are of `flat`)."""
+    needs; `backward` adds the gradients into `grads` (views of `flat_grad`, as `params` are of `flat`).
+    threads > 1: `loss_and_backward` and `loss` split the batch between that many threads."""
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray] | None = None, *,
-                 dtype: type = np.float32, seed: int = 0):  # fmt: skip
+                 dtype: type = np.float32, seed: int = 0, threads: int = 1):  # fmt: skip
         if cfg.dropout:
             raise TinyLMError("the NumPy trainer has no dropout; train with --dropout 0 or --engine torch")
         self.config, self.dtype = cfg, np.dtype(dtype)
@@ -55,13 +74,11 @@ class Transformer:
         self.n_decay = sum(int(np.prod(shapes[n])) for n in self.names if len(shapes[n]) >= 2)
         self.flat = np.zeros(sum(int(np.prod(s)) for s in shapes.values()), self.dtype)
         self.flat_grad = np.zeros_like(self.flat)
-        self.params, self.grads, self.offsets, at = {}, {}, {}, 0
+        self.offsets, at = {}, 0
         for n in self.names:
-            size = int(np.prod(shapes[n]))
             self.offsets[n] = at
-            self.params[n] = self.flat[at : at + size].reshape(shapes[n])
-            self.grads[n] = self.flat_grad[at : at + size].reshape(shapes[n])
-            at += size
+            at += int(np.prod(shapes[n]))
+        self.params, self.grads = self._views(self.flat), self._views(self.flat_grad)
         if weights is None:
             self._init_weights(seed)
         else:
@@ -73,9 +90,17 @@ class Transformer:
                                             else (ops.gelu_exact_forward, ops.gelu_exact_backward))  # fmt: skip
         if cfg.positions == "rope":
             self.rotation = ops.rope_rotation(cfg.context_length, cfg.head_dim, cfg.rope_theta, self.dtype)
-        self.acts: list[SimpleNamespace] = []  # per layer: what its backward needs
-        self.top = SimpleNamespace()  # the same for the embeddings and the head
-        self._logits = np.empty(0, self.dtype)  # the largest activation, (N, vocab): reused across steps
+        # one pass per thread; the first adds into the model's gradients, the others into their own
+        self.passes = [Pass(self.flat_grad, self.grads)]
+        for _ in range(threads - 1):
+            flat_grad = np.zeros_like(self.flat)
+            self.passes.append(Pass(flat_grad, self._views(flat_grad)))
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="nptrain") if threads > 1 else None
+
+    def _views(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """Every named tensor as a view into a flat array laid out as `self.flat`."""
+        shapes = parameter_shapes(self.config)
+        return {n: flat[at : at + int(np.prod(shapes[n]))].reshape(shapes[n]) for n, at in self.offsets.items()}
 
     def _init_weights(self, seed: int) -> None:
         """As tinylm.model.Model (other random numbers): N(0, 0.02) matrices and embeddings, the two
@@ -112,33 +137,36 @@ class Transformer:
 
     # ---- forward and backward of the whole model
 
-    def forward(self, idx: np.ndarray) -> np.ndarray:
-        """Logits (B, T, vocab) for token ids idx (B, T), keeping the activations for `backward`.
-        The logits live in a buffer the next forward (and the loss, in place) overwrites."""
-        cfg, P, top = self.config, self.params, self.top
+    def forward(self, idx: np.ndarray, run: Pass | None = None) -> np.ndarray:
+        """Logits (B, T, vocab) for token ids idx (B, T), keeping the activations for `backward` in
+        `run` (default: the model's own pass). The logits live in a buffer the next forward (and the
+        loss, in place) overwrites."""
+        cfg, P, run = self.config, self.params, run or self.passes[0]
         B, T = idx.shape
         if T > cfg.context_length:
             raise TinyLMError(f"sequence of {T} tokens is longer than the context ({cfg.context_length})")
+        top = run.top
         top.idx, top.shape = idx.reshape(-1), (B, T)
         x = P["tok_emb.weight"][top.idx]  # (N, C), N = B*T
         if cfg.positions == "learned":
             x.reshape(B, T, -1)[...] += P["pos_emb.weight"][:T]
-        self.acts = []
+        run.acts = []
         for i in range(cfg.n_layers):
-            x = self._block_forward(f"layers.{i}.", x)
+            x = self._block_forward(f"layers.{i}.", x, run)
         top.xf, top.norm = self.norm_fwd(x, P["norm.weight"], P.get("norm.bias"), cfg.norm_eps)
-        if self._logits.shape != (B * T, cfg.vocab_size):
-            self._logits = np.empty((B * T, cfg.vocab_size), self.dtype)
-        return ops.linear_forward(top.xf, self._head(P), None, out=self._logits).reshape(B, T, -1)
+        if run.logits.shape != (B * T, cfg.vocab_size):
+            run.logits = np.empty((B * T, cfg.vocab_size), self.dtype)
+        return ops.linear_forward(top.xf, self._head(P), None, out=run.logits).reshape(B, T, -1)
 
-    def backward(self, dlogits: np.ndarray) -> None:
-        """Add the gradients of every parameter, given dL/dlogits (B, T, vocab), to self.grads."""
-        cfg, P, G, top = self.config, self.params, self.grads, self.top
+    def backward(self, dlogits: np.ndarray, run: Pass | None = None) -> None:
+        """Add the gradients of every parameter, given dL/dlogits (B, T, vocab), to the pass's grads."""
+        cfg, P, run = self.config, self.params, run or self.passes[0]
+        G, top = run.grads, run.top
         B, T = top.shape
         dxf = ops.linear_backward(dlogits.reshape(B * T, -1), top.xf, self._head(P), self._head(G), None)
         dx = self.norm_bwd(dxf, top.norm, P["norm.weight"], G["norm.weight"], G.get("norm.bias"))
         for i in reversed(range(cfg.n_layers)):
-            dx = self._block_backward(f"layers.{i}.", self.acts[i], dx)
+            dx = self._block_backward(f"layers.{i}.", run.acts[i], dx, run)
         if cfg.positions == "learned":  # added to every sequence of the batch: sum over B
             G["pos_emb.weight"][:T] += dx.reshape(B, T, -1).sum(0)
         ops.embedding_backward(dx, top.idx, G["tok_emb.weight"])
@@ -148,23 +176,44 @@ class Transformer:
 
     def loss_and_backward(self, idx: np.ndarray, targets: np.ndarray, scale: float = 1.0) -> float:
         """Mean cross-entropy of the batch; adds the gradients of `scale` * loss to self.grads."""
-        logits = self.forward(idx)
-        t = targets.reshape(-1)
-        loss, probs = ops.cross_entropy_forward(logits.reshape(t.size, -1), t)
-        self.backward(ops.cross_entropy_backward(probs, t, scale))
+        loss = self._split(idx, targets, lambda run, x, y, share: self._loss(run, x, y, scale * share, backward=True))
+        for run in self.passes[1:]:  # the threads' gradients, in a fixed order (same sums every run)
+            self.flat_grad += run.flat_grad
+            run.flat_grad.fill(0.0)
         return loss
 
     def loss(self, idx: np.ndarray, targets: np.ndarray) -> float:
-        logits = self.forward(idx)
-        return ops.cross_entropy_forward(logits.reshape(targets.size, -1), targets.reshape(-1))[0]
+        return self._split(idx, targets, lambda run, x, y, share: self._loss(run, x, y))
+
+    def _loss(self, run: Pass, idx: np.ndarray, targets: np.ndarray, scale: float = 1.0, backward: bool = False) -> float:
+        logits = self.forward(idx, run)
+        t = targets.reshape(-1)
+        loss, probs = ops.cross_entropy_forward(logits.reshape(t.size, -1), t)
+        if backward:
+            self.backward(ops.cross_entropy_backward(probs, t, scale), run)
+        return loss
+
+    def _split(self, idx: np.ndarray, targets: np.ndarray, f) -> float:
+        """f(pass, idx part, targets part, share) on each thread's part of the batch; returns the mean
+        loss over all scored targets: each part's mean weighted by its share of them (share, passed
+        to f, also weights the part's gradients)."""
+        if self.pool is None or len(idx) < 2:
+            return f(self.passes[0], idx, targets, 1.0)
+        parts = [p for p in np.array_split(np.arange(len(idx)), len(self.passes)) if p.size]
+        scored = [int((targets[p] >= 0).sum()) for p in parts]
+        shares = [n / max(sum(scored), 1) for n in scored]
+        jobs = [self.pool.submit(f, run, idx[p], targets[p], share)
+                for run, p, share in zip(self.passes[: len(parts)], parts, shares, strict=True)]  # fmt: skip
+        losses = [j.result() for j in jobs]
+        return sum(loss * share for loss, share in zip(losses, shares, strict=True) if share) if any(shares) else math.nan
 
     # ---- one block:  x = x + attn(norm(x));  x = x + mlp(norm(x))
 
-    def _block_forward(self, p: str, x: np.ndarray) -> np.ndarray:
-        cfg, P, (B, T) = self.config, self.params, self.top.shape
+    def _block_forward(self, p: str, x: np.ndarray, run: Pass) -> np.ndarray:
+        cfg, P, (B, T) = self.config, self.params, run.top.shape
         H, KV, hs = cfg.n_heads, cfg.kv_heads, cfg.head_dim
         a = SimpleNamespace()
-        self.acts.append(a)
+        run.acts.append(a)
         a.xn, a.norm1 = self.norm_fwd(x, P[p + "attn_norm.weight"], P.get(p + "attn_norm.bias"), cfg.norm_eps)
         qkv = ops.linear_forward(a.xn, P[p + "attn.wqkv.weight"], P.get(p + "attn.wqkv.bias"))
         qkv = qkv.reshape(B, T, H + 2 * KV, hs)  # heads [q (H) | k (KV) | v (KV)]
@@ -183,10 +232,10 @@ class Transformer:
         x += ops.linear_forward(a.h, P[p + "mlp.w2.weight"], P.get(p + "mlp.w2.bias"))
         return x
 
-    def _block_backward(self, p: str, a: SimpleNamespace, dx: np.ndarray) -> np.ndarray:
+    def _block_backward(self, p: str, a: SimpleNamespace, dx: np.ndarray, run: Pass) -> np.ndarray:
         """dx = dL/d(block output) -> dL/d(block input). A residual x + f(x) passes dx straight
         through and adds f's own backward of dx."""
-        cfg, P, G, (B, T) = self.config, self.params, self.grads, self.top.shape
+        cfg, P, G, (B, T) = self.config, self.params, run.grads, run.top.shape
         H, KV, hs = cfg.n_heads, cfg.kv_heads, cfg.head_dim
         # MLP branch
         dh = ops.linear_backward(dx, a.h, P[p + "mlp.w2.weight"], G[p + "mlp.w2.weight"], G.get(p + "mlp.w2.bias"))

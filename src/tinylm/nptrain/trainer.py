@@ -12,6 +12,7 @@ One optimizer step:
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from tinylm.blas import set_blas_threads
 from tinylm.config import ModelConfig
 from tinylm.errors import TinyLMError
 from tinylm.nptrain import checkpoint
@@ -70,19 +72,21 @@ class _Run:
 
 def train(cfg: TrainConfig, data: Data, model_config: ModelConfig | None = None, *,
           weights: dict[str, np.ndarray] | None = None, resume: bool = False, stop_at: int | None = None,
-          quiet: bool = False, dtype: type = np.float32) -> Result:  # fmt: skip
+          quiet: bool = False, dtype: type = np.float32, threads: int | None = None) -> Result:  # fmt: skip
     """Train a model of `model_config` (initial `weights` if given, else a seeded random init) on
-    `data`, as tinylm.train.train does; resume: continue <out_dir>/last, whichever trainer wrote it."""
+    `data`, as tinylm.train.train does; resume: continue <out_dir>/last, whichever trainer wrote it.
+    threads: default OMP_NUM_THREADS (which `--threads` sets, tinylm.threads), else 1."""
     if cfg.device not in ("auto", "cpu") or cfg.precision not in ("auto", "fp32") or cfg.compile or cfg.minutes:
         raise TinyLMError("the NumPy trainer runs on the CPU in fp32 for a number of --steps: drop --device, "
                           "--precision, --compile and --minutes, or use --engine torch")  # fmt: skip
-    run = _setup(cfg, data, model_config, weights, resume, quiet, dtype)
+    threads = threads or int(os.environ.get("OMP_NUM_THREADS", "").strip() or 1)
+    run = _setup(cfg, data, model_config, weights, resume, quiet, dtype, threads)
     keep_freed_memory()  # each step then reuses the last step's pages (tinylm.nptrain.memory)
     return _loop(run, stop_at, quiet)
 
 
 def _setup(cfg: TrainConfig, data: Data, model_config: ModelConfig | None, weights: dict[str, np.ndarray] | None,
-           resume: bool, quiet: bool, dtype: type) -> _Run:  # fmt: skip
+           resume: bool, quiet: bool, dtype: type, threads: int) -> _Run:  # fmt: skip
     out = Path(cfg.out_dir)
     saved = Saved.load(out / LAST) if resume else None
     if saved is not None:
@@ -93,7 +97,9 @@ def _setup(cfg: TrainConfig, data: Data, model_config: ModelConfig | None, weigh
         model_config = saved_config
     if model_config is None:
         raise TinyLMError("train() needs a model_config")
-    model = Transformer(model_config, weights, dtype=dtype, seed=cfg.seed)
+    model = Transformer(model_config, weights, dtype=dtype, seed=cfg.seed, threads=threads)
+    if threads > 1:  # the model's threads each take a part of the batch: one BLAS thread under each
+        set_blas_threads(1)
     T = data.train.context
     if T > model_config.context_length or cfg.batch_size * T > len(data.train.tokens):
         raise TinyLMError(f"examples of {T} tokens in batches of {cfg.batch_size} do not fit the model's context "
