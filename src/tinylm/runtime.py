@@ -120,8 +120,8 @@ def swiglu(h: np.ndarray) -> np.ndarray:
 
 
 class Layer:
-    """One block's weights. Each matrix is stored transposed, (in, out), because `x @ w` streams
-    through a row-major (in, out) matrix faster than through its transpose; SwiGLU's gate and up
+    """One block's weights. Each matrix is stored as the checkpoint has it, (out, in): our C kernel
+    (tinylm.quantize.kernels) reads it row by row, one dot product per output; SwiGLU's gate and up
     projections are stacked into one matrix so they cost one product. A quantized matrix stays
     packed (a tinylm.quantize Form, (out, in)), its gate and up rows stacked the same way."""
 
@@ -133,7 +133,7 @@ class Layer:
             packed = [forms.get(f"layers.{i}.{n}") for n in names]
             if packed[0] is not None:
                 return packed[0].rows(*packed[1:])  # type: ignore[arg-type]
-            return np.ascontiguousarray(np.concatenate([get(n) for n in names]).T)
+            return np.ascontiguousarray(np.concatenate([get(n) for n in names]))
 
         def bias(*names: str) -> np.ndarray | None:
             return np.concatenate([get(n) for n in names]) if cfg.bias else None
@@ -148,7 +148,7 @@ class Layer:
 
 
 def linear(x: np.ndarray, w: np.ndarray | Form, b: np.ndarray | None) -> np.ndarray:
-    y = matmul(x, w) if isinstance(w, Form) else x @ w
+    y = matmul(x, w)
     if b is not None:
         y += b
     return y
@@ -166,11 +166,11 @@ class NumpyModel:
         if quantization is not None:
             forms, weights = numpy_forms(quantization, weights)
         w = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
-        # the output head as (dim, vocab); a tied embedding is read through it (a column per token)
-        self.head: np.ndarray | Form = forms.get("lm_head.weight") or np.ascontiguousarray(
-            (w["tok_emb.weight"] if cfg.tie_embeddings else w["lm_head.weight"]).T
+        # the output head as (vocab, dim), a tied one the embedding table itself
+        self.tok_emb = w["tok_emb.weight"]
+        self.head: np.ndarray | Form = forms.get("lm_head.weight") or (
+            self.tok_emb if cfg.tie_embeddings else w["lm_head.weight"]
         )
-        self.tok_emb = self.head.T if cfg.tie_embeddings else w["tok_emb.weight"]  # type: ignore[union-attr]
         self.pos_emb = w.get("pos_emb.weight")
         self.norm_w = (w["norm.weight"], w.get("norm.bias"))
         self.layers = [Layer(w, i, cfg, forms) for i in range(cfg.n_layers)]

@@ -1,121 +1,190 @@
-/* Matrix products of float32 activations with quantized weights, for decoding on a CPU.
+/* Matrix products of float32 activations with quantized (or float32) weights, for decoding on a CPU.
 
    y (B, m) = x (B, n) @ W^T, where W (m, n) is stored row by row in groups of `group` values:
      8-bit:  W[o, i] = scale[o, i / group] * q[o, i]                       (q int8)
      4-bit:  W[o, i] = scale[o, i / group] * lut[nibble(o, i)] + mins[o, i / group]
+     float:  W[o, i] as float32
    4-bit values are packed per 32 as GGUF's Q4_0: byte j of a 32-block holds element j in its low
    nibble and element j + 16 in its high nibble. `mins` may be NULL; `lut` NULL means lut[v] = v (a
    conversion instead of a table lookup: q4_0 and int4 pass their offsets in `mins`).
 
-   Decoding one token reads every weight once, so the time is the bytes read: the loops read each
-   weight row once for all B activation rows, rows are split over threads (OpenMP), and the inner
-   dot products use AVX2 + FMA when the compiler targets them (-march=native), plain C otherwise.
-   Sums are float32, in a fixed order per build: results equal a float32 matmul with the
-   dequantized weights up to float32 rounding. */
+   Decoding one token reads every weight once, so the time should be the bytes read. Two things
+   keep the arithmetic from being the limit instead: a block of ROWS weight rows is multiplied at
+   once (each activation vector loaded feeds ROWS multiply-adds, and the ROWS running sums are
+   independent, so the loop never waits on one add's latency), and the vectors are as wide as the
+   compiler targets (-march=native): AVX-512, AVX2 + FMA, or one float in plain C. Blocks of rows
+   are split over threads (OpenMP). Sums are float32, in a fixed order per build: results equal a
+   float32 matmul with the dequantized weights up to float32 rounding. */
 
 #include <stdint.h>
 #include <math.h>
 #include <string.h>
-#ifdef __AVX2__
+#if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
+#define ROWS 4  /* weight rows per block: 4 independent sums hide the 4-cycle latency of an FMA */
+#define INLINE static inline __attribute__((always_inline))
+
 #ifdef __AVX2__
-static float hsum(__m256 v) {
+INLINE float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 #endif
 
-/* sum_i q[i] * x[i] * scale[i / group] over one row of n values */
-static float row_q8(const int8_t *q, const float *x, const float *scale, int n, int group) {
-#ifdef __AVX2__
-    if (group % 8 == 0) {
-        __m256 total = _mm256_setzero_ps();
-        for (int g = 0; g < n; g += group) {
-            __m256 acc = _mm256_setzero_ps();
-            for (int i = g; i < g + group; i += 8) {
-                __m256i w = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + i)));
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(w), _mm256_loadu_ps(x + i), acc);
-            }
-            total = _mm256_fmadd_ps(_mm256_set1_ps(scale[g / group]), acc, total);
-        }
-        return hsum(total);
-    }
+/* ---- vectors of VLEN floats: the few operations the kernels need, per instruction set.
+   vf a vector, vi the same number of int32; nibbles(p, shift): bytes p[0..VLEN) >> shift (0 or 4), low 4 bits;
+   table/lookup: a 16-entry float table held in registers, and its values at VLEN nibbles. */
+#if defined(__AVX512F__)
+#define VLEN 16
+typedef __m512 vf;
+typedef __m512i vi;
+typedef __m512 vtable;
+INLINE vf vzero(void) { return _mm512_setzero_ps(); }
+INLINE vf vset1(float a) { return _mm512_set1_ps(a); }
+INLINE vf vload(const float *p) { return _mm512_loadu_ps(p); }
+INLINE vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+INLINE float vsum(vf v) { return _mm512_reduce_add_ps(v); }
+INLINE vf load_i8(const int8_t *q) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)q))); }
+INLINE vi nibbles(const uint8_t *p, int shift) {
+    vi b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm512_and_si512(shift ? _mm512_srli_epi32(b, 4) : b, _mm512_set1_epi32(15));
+}
+INLINE vf to_float(vi v) { return _mm512_cvtepi32_ps(v); }
+INLINE vtable load_table(const float *lut) { return _mm512_loadu_ps(lut); }
+INLINE vf lookup(vi v, vtable t) { return _mm512_permutexvar_ps(v, t); }
+#elif defined(__AVX2__) && defined(__FMA__)
+#define VLEN 8
+typedef __m256 vf;
+typedef __m256i vi;
+typedef struct { __m256 lo, hi; } vtable;
+INLINE vf vzero(void) { return _mm256_setzero_ps(); }
+INLINE vf vset1(float a) { return _mm256_set1_ps(a); }
+INLINE vf vload(const float *p) { return _mm256_loadu_ps(p); }
+INLINE vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+INLINE float vsum(vf v) { return hsum(v); }
+INLINE vf load_i8(const int8_t *q) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)q))); }
+INLINE vi nibbles(const uint8_t *p, int shift) {
+    vi b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+    return _mm256_and_si256(shift ? _mm256_srli_epi32(b, 4) : b, _mm256_set1_epi32(15));
+}
+INLINE vf to_float(vi v) { return _mm256_cvtepi32_ps(v); }
+INLINE vtable load_table(const float *lut) { vtable t = {_mm256_loadu_ps(lut), _mm256_loadu_ps(lut + 8)}; return t; }
+INLINE vf lookup(vi v, vtable t) {  /* two 8-entry permutes, picked by bit 3 of each nibble */
+    vf lo = _mm256_permutevar8x32_ps(t.lo, v), hi = _mm256_permutevar8x32_ps(t.hi, v);
+    return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(v, 28)));
+}
+#else
+#define VLEN 1
+typedef float vf;
+typedef int vi;
+typedef const float *vtable;
+INLINE vf vzero(void) { return 0.0f; }
+INLINE vf vset1(float a) { return a; }
+INLINE vf vload(const float *p) { return *p; }
+INLINE vf vfma(vf a, vf b, vf c) { return a * b + c; }
+INLINE float vsum(vf v) { return v; }
+INLINE vf load_i8(const int8_t *q) { return (float)*q; }
+INLINE vi nibbles(const uint8_t *p, int shift) { return (*p >> shift) & 15; }
+INLINE vf to_float(vi v) { return (float)v; }
+INLINE vtable load_table(const float *lut) { return lut; }
+INLINE vf lookup(vi v, vtable t) { return t[v]; }
 #endif
+
+/* ---- one block of R <= ROWS weight rows times one activation row x: y[r] for r < R.
+   Each is inlined with R constant (ROWS, or 1 for the last rows), so the R sums live in registers. */
+
+/* 8-bit rows q (R rows of n), scales s (R rows of n / group); group a multiple of VLEN */
+INLINE void block_q8(float *y, const int8_t *q, const float *s, const float *x, int n, int group, int R) {
+    vf total[ROWS], acc[ROWS];
+    for (int r = 0; r < R; r++) total[r] = vzero();
+    for (int g = 0; g < n; g += group) {
+        for (int r = 0; r < R; r++) acc[r] = vzero();
+        for (int i = g; i < g + group; i += VLEN) {
+            vf xv = vload(x + i);
+            for (int r = 0; r < R; r++) acc[r] = vfma(load_i8(q + (int64_t)r * n + i), xv, acc[r]);
+        }
+        for (int r = 0; r < R; r++) total[r] = vfma(vset1(s[r * (n / group) + g / group]), acc[r], total[r]);
+    }
+    for (int r = 0; r < R; r++) y[r] = vsum(total[r]);
+}
+
+/* 4-bit rows (R rows of n / 2 packed bytes), table lut (NULL: the nibble itself), scales s;
+   group a multiple of 32. The offsets (mins) are added by the caller. */
+INLINE void block_q4(float *y, const uint8_t *q, const float *s, const float *lut, const float *x,
+                     int n, int group, int R) {
+    vf total[ROWS], acc[ROWS];
+    vtable t = load_table(lut ? lut : (const float *)x);  /* unused without a table */
+    for (int r = 0; r < R; r++) total[r] = vzero();
+    for (int g = 0; g < n; g += group) {
+        for (int r = 0; r < R; r++) acc[r] = vzero();
+        for (int b = g; b < g + group; b += 32)  /* one packed block: 16 bytes, 32 values */
+            for (int e = 0; e < 32; e += VLEN) {  /* values e..e+VLEN of the block */
+                vf xv = vload(x + b + e);
+                for (int r = 0; r < R; r++) {
+                    vi v = nibbles(q + (int64_t)r * (n / 2) + b / 2 + e % 16, e < 16 ? 0 : 4);
+                    acc[r] = vfma(lut ? lookup(v, t) : to_float(v), xv, acc[r]);
+                }
+            }
+        for (int r = 0; r < R; r++) total[r] = vfma(vset1(s[r * (n / group) + g / group]), acc[r], total[r]);
+    }
+    for (int r = 0; r < R; r++) y[r] = vsum(total[r]);
+}
+
+/* float32 rows w (R rows of n); n a multiple of VLEN */
+INLINE void block_f32(float *y, const float *w, const float *x, int n, int R) {
+    vf acc[ROWS];
+    for (int r = 0; r < R; r++) acc[r] = vzero();
+    for (int i = 0; i < n; i += VLEN) {
+        vf xv = vload(x + i);
+        for (int r = 0; r < R; r++) acc[r] = vfma(vload(w + (int64_t)r * n + i), xv, acc[r]);
+    }
+    for (int r = 0; r < R; r++) y[r] = vsum(acc[r]);
+}
+
+/* sum_i W[o, i] x[i] over one row in plain C, for rows that do not fit the vector loops */
+static float row_plain_q8(const int8_t *q, const float *s, const float *x, int n, int group) {
     float total = 0.0f;
     for (int g = 0; g < n; g += group) {
         float acc = 0.0f;
         for (int i = g; i < g + group; i++) acc += (float)q[i] * x[i];
-        total += scale[g / group] * acc;
+        total += s[g / group] * acc;
     }
     return total;
 }
 
-#ifdef __AVX2__
-/* the values of the 8 nibbles in the low 8 bytes of v: lut[v] by two 8-entry permutes picked by bit 3,
-   or v itself */
-static inline __m256 decode8(__m128i v, const float *lut, __m256 lut_lo, __m256 lut_hi) {
-    __m256i idx = _mm256_cvtepu8_epi32(v);
-    if (!lut) return _mm256_cvtepi32_ps(idx);
-    __m256 lo = _mm256_permutevar8x32_ps(lut_lo, idx), hi = _mm256_permutevar8x32_ps(lut_hi, idx);
-    return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+static float row_plain_f32(const float *w, const float *x, int n) {
+    float acc = 0.0f;
+    for (int i = 0; i < n; i++) acc += w[i] * x[i];
+    return acc;
 }
-#endif
 
-/* sum_i (scale * lut[nibble] + min) * x[i] over one row; xsum[g] = sum of x over group g */
-static float row_q4(const uint8_t *q, const float *x, const float *scale, const float *mins,
-                    const float *xsum, const float *lut, int n, int group) {
-    float total = 0.0f;
-#ifdef __AVX2__
-    const __m256 lut_lo = lut ? _mm256_loadu_ps(lut) : _mm256_setzero_ps();
-    const __m256 lut_hi = lut ? _mm256_loadu_ps(lut + 8) : _mm256_setzero_ps();
-    const __m128i low4 = _mm_set1_epi8(15);
-    __m256 vtotal = _mm256_setzero_ps();
-    for (int g = 0; g < n; g += group) {
-        __m256 acc = _mm256_setzero_ps();
-        for (int b = g; b < g + group; b += 32) {  /* one packed block: 16 bytes, 32 values */
-            __m128i bytes = _mm_loadu_si128((const __m128i *)(q + b / 2));
-            __m128i lo = _mm_and_si128(bytes, low4), hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low4);
-            const float *xb = x + b;
-            acc = _mm256_fmadd_ps(decode8(lo, lut, lut_lo, lut_hi), _mm256_loadu_ps(xb), acc);
-            acc = _mm256_fmadd_ps(decode8(_mm_srli_si128(lo, 8), lut, lut_lo, lut_hi), _mm256_loadu_ps(xb + 8), acc);
-            acc = _mm256_fmadd_ps(decode8(hi, lut, lut_lo, lut_hi), _mm256_loadu_ps(xb + 16), acc);
-            acc = _mm256_fmadd_ps(decode8(_mm_srli_si128(hi, 8), lut, lut_lo, lut_hi), _mm256_loadu_ps(xb + 24), acc);
-        }
-        vtotal = _mm256_fmadd_ps(_mm256_set1_ps(scale[g / group]), acc, vtotal);
-    }
-    total = hsum(vtotal);
-#else
-    for (int g = 0; g < n; g += group) {
-        float acc = 0.0f;
-        for (int b = g; b < g + group; b += 32) {
-            for (int j = 0; j < 16; j++) {
-                uint8_t byte = q[b / 2 + j];
-                float lo = lut ? lut[byte & 15] : (float)(byte & 15), hi = lut ? lut[byte >> 4] : (float)(byte >> 4);
-                acc += lo * x[b + j] + hi * x[b + j + 16];
-            }
-        }
-        total += scale[g / group] * acc;
-    }
-#endif
-    if (mins)
-        for (int g = 0; g < n / group; g++) total += mins[g] * xsum[g];
-    return total;
-}
+/* ---- the products: blocks of ROWS rows split over threads, each block against every activation row
+   (the block's weights stay in the L1 cache across the B rows). Output o of row b lands at y[b * m + o]. */
 
 void matmul_q8(float *y, const float *x, const int8_t *q, const float *scale,
                int B, int n, int m, int group, int threads) {
     int groups = n / group;
     #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int o = 0; o < m; o++)
-        for (int b = 0; b < B; b++)
-            y[(int64_t)b * m + o] = row_q8(q + (int64_t)o * n, x + (int64_t)b * n, scale + (int64_t)o * groups, n, group);
+    for (int o = 0; o < m; o += ROWS) {
+        float out[ROWS];
+        int R = m - o < ROWS ? m - o : ROWS;
+        const int8_t *qo = q + (int64_t)o * n;
+        const float *so = scale + (int64_t)o * groups;
+        for (int b = 0; b < B; b++) {
+            const float *xb = x + (int64_t)b * n;
+            if (group % VLEN) for (int r = 0; r < R; r++) out[r] = row_plain_q8(qo + (int64_t)r * n, so + r * groups, xb, n, group);
+            else if (R == ROWS) block_q8(out, qo, so, xb, n, group, ROWS);
+            else for (int r = 0; r < R; r++) block_q8(out + r, qo + (int64_t)r * n, so + r * groups, xb, n, group, 1);
+            for (int r = 0; r < R; r++) y[(int64_t)b * m + o + r] = out[r];
+        }
+    }
 }
 
-/* xsum: scratch of B * n / group floats (used when mins is not NULL) */
+/* xsum: scratch of B * n / group floats (used when mins is not NULL): each group's sum of x, which
+   the offsets multiply */
 void matmul_q4(float *y, const float *x, const uint8_t *q, const float *scale, const float *mins,
                const float *lut, float *xsum, int B, int n, int m, int group, int threads) {
     int groups = n / group;
@@ -127,10 +196,37 @@ void matmul_q4(float *y, const float *x, const uint8_t *q, const float *scale, c
                 xsum[b * groups + g] = s;
             }
     #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int o = 0; o < m; o++)
-        for (int b = 0; b < B; b++)
-            y[(int64_t)b * m + o] = row_q4(q + (int64_t)o * (n / 2), x + (int64_t)b * n, scale + (int64_t)o * groups,
-                                           mins ? mins + (int64_t)o * groups : 0, xsum + b * groups, lut, n, group);
+    for (int o = 0; o < m; o += ROWS) {
+        float out[ROWS];
+        int R = m - o < ROWS ? m - o : ROWS;
+        const uint8_t *qo = q + (int64_t)o * (n / 2);
+        const float *so = scale + (int64_t)o * groups;
+        for (int b = 0; b < B; b++) {
+            if (R == ROWS) block_q4(out, qo, so, lut, x + (int64_t)b * n, n, group, ROWS);
+            else for (int r = 0; r < R; r++) block_q4(out + r, qo + (int64_t)r * (n / 2), so + r * groups, lut, x + (int64_t)b * n, n, group, 1);
+            for (int r = 0; r < R; r++) {
+                if (mins) for (int g = 0; g < groups; g++) out[r] += mins[(int64_t)(o + r) * groups + g] * xsum[b * groups + g];
+                y[(int64_t)b * m + o + r] = out[r];
+            }
+        }
+    }
+}
+
+/* float32 weights w (m, n): the output head kept in float, and float checkpoints' layers */
+void matmul_f32(float *y, const float *x, const float *w, int B, int n, int m, int threads) {
+    #pragma omp parallel for num_threads(threads) schedule(static)
+    for (int o = 0; o < m; o += ROWS) {
+        float out[ROWS];
+        int R = m - o < ROWS ? m - o : ROWS;
+        const float *wo = w + (int64_t)o * n;
+        for (int b = 0; b < B; b++) {
+            const float *xb = x + (int64_t)b * n;
+            if (n % VLEN) for (int r = 0; r < R; r++) out[r] = row_plain_f32(wo + (int64_t)r * n, xb, n);
+            else if (R == ROWS) block_f32(out, wo, xb, n, ROWS);
+            else for (int r = 0; r < R; r++) block_f32(out + r, wo + (int64_t)r * n, xb, n, 1);
+            for (int r = 0; r < R; r++) y[(int64_t)b * m + o + r] = out[r];
+        }
+    }
 }
 
 /* ---- int8 activations, as llama.cpp multiplies q8_0/q4_0: x is rounded to int8 in blocks of 32
