@@ -8,7 +8,6 @@ import pytest
 from tinylm.quantize import kernels, schemes
 from tinylm.quantize.blocks import round_away
 
-
 ROWS = 38  # blocks of 4 rows in the kernels, and 2 left over
 
 
