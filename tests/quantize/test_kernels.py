@@ -42,8 +42,8 @@ def test_kernel_equals_float64_reference(lib, scheme, batch):
     exact = x.astype(np.float64) @ w.dequantize().astype(np.float64).T
     y = kernels.matmul(x, w, threads=2)
     # float32 sums of 256 products: error below a few ulps of the sum of the terms' magnitudes
-    terms = np.abs(w.values()).reshape(ROWS, -1, w.group) * np.abs(w.scale)[:, :, None]
-    if w.mins is not None:  # int4 sums scale * q * x and min * x separately
+    terms = (np.abs(w.values()) + abs(w.offset)).reshape(ROWS, -1, w.group) * np.abs(w.scale)[:, :, None]
+    if w.mins is not None:  # int4 sums scale * q * x and min * x separately (q4_0: q * x and -8 * x)
         terms += np.abs(w.mins)[:, :, None]
     bound = 1e-6 * (np.abs(x).astype(np.float64) @ terms.reshape(ROWS, 256).astype(np.float64).T) + 1e-30
     assert y.shape == (batch, ROWS) and np.all(np.abs(y - exact) <= bound)

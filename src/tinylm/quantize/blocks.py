@@ -60,9 +60,10 @@ def group_for(name: str, in_features: int, group: int, smallest: int = PACK_BLOC
 
 @dataclass
 class Form:
-    """A quantized matrix (out, in) as the kernels read it: w[o, i] = scale[o, i // group] * v + mins,
+    """A quantized matrix (out, in) as the kernels read it: w[o, i] = scale[o, i // group] * (v + offset) + mins,
     where v = q[o, i] for 8-bit forms (q int8 (out, in)) and v = lut[nibble] for 4-bit ones
-    (q packed by pack_nibbles (out, in / 2), lut 16 float32 values); `mins` (out, in // group) or None."""
+    (q packed by pack_nibbles (out, in / 2), lut 16 float32 values); `mins` (out, in // group) or None;
+    `offset` one number for the whole matrix (q4_0's -8), which costs no bytes to read."""
 
     bits: int
     group: int
@@ -70,6 +71,7 @@ class Form:
     scale: np.ndarray  # float32 (out, in // group)
     mins: np.ndarray | None = None
     lut: np.ndarray | None = None
+    offset: float = 0.0
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -84,7 +86,7 @@ class Form:
     def dequantize(self) -> np.ndarray:
         """The float32 matrix (out, in) these numbers stand for."""
         out, n = self.shape
-        w = self.values().reshape(out, -1, self.group) * self.scale[:, :, None]
+        w = (self.values() + np.float32(self.offset)).reshape(out, -1, self.group) * self.scale[:, :, None]
         if self.mins is not None:
             w += self.mins[:, :, None]
         return w.reshape(out, n)
@@ -95,4 +97,4 @@ class Form:
             parts = [getattr(f, name) for f in (self, *others)]
             return None if parts[0] is None else np.ascontiguousarray(np.concatenate(parts))
 
-        return Form(self.bits, self.group, cat("q"), cat("scale"), cat("mins"), self.lut)  # type: ignore[arg-type]
+        return Form(self.bits, self.group, cat("q"), cat("scale"), cat("mins"), self.lut, self.offset)  # type: ignore[arg-type]

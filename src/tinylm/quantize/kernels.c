@@ -2,11 +2,12 @@
 
    y (B, m) = x (B, n) @ W^T, where W (m, n) is stored row by row in groups of `group` values:
      8-bit:  W[o, i] = scale[o, i / group] * q[o, i]                       (q int8)
-     4-bit:  W[o, i] = scale[o, i / group] * lut[nibble(o, i)] + mins[o, i / group]
+     4-bit:  W[o, i] = scale[o, i / group] * (lut[nibble(o, i)] + offset) + mins[o, i / group]
      float:  W[o, i] as float32
    4-bit values are packed per 32 as GGUF's Q4_0: byte j of a 32-block holds element j in its low
    nibble and element j + 16 in its high nibble. `mins` may be NULL; `lut` NULL means lut[v] = v (a
-   conversion instead of a table lookup: q4_0 and int4 pass their offsets in `mins`).
+   conversion instead of a table lookup: q4_0 passes its -8 in `offset`, int4 its offsets in `mins`).
+   The offsets multiply each group's sum of activations (xsum), once per group, not per weight.
 
    Decoding one token reads every weight once, so the time should be the bytes read. Two things
    keep the arithmetic from being the limit instead: a block of ROWS weight rows is multiplied at
@@ -144,6 +145,23 @@ INLINE void block_f32(float *y, const float *w, const float *x, int n, int R) {
     for (int r = 0; r < R; r++) y[r] = vsum(acc[r]);
 }
 
+/* the offsets' share of one output: sum over groups of (mins[g] + offset * s[g]) * xsum[g] */
+static float offset_sum(const float *mins, float offset, const float *s, const float *xsum, int groups) {
+    float t = 0.0f;
+    for (int g = 0; g < groups; g++) t += ((mins ? mins[g] : 0.0f) + offset * s[g]) * xsum[g];
+    return t;
+}
+
+/* xsum (B, groups): each group's sum of x */
+static void group_sums(float *xsum, const float *x, int B, int n, int group) {
+    for (int b = 0; b < B; b++)
+        for (int g = 0; g < n / group; g++) {
+            float s = 0.0f;
+            for (int i = 0; i < group; i++) s += x[(int64_t)b * n + g * group + i];
+            xsum[b * (n / group) + g] = s;
+        }
+}
+
 /* sum_i W[o, i] x[i] over one row in plain C, for rows that do not fit the vector loops */
 static float row_plain_q8(const int8_t *q, const float *s, const float *x, int n, int group) {
     float total = 0.0f;
@@ -183,18 +201,12 @@ void matmul_q8(float *y, const float *x, const int8_t *q, const float *scale,
     }
 }
 
-/* xsum: scratch of B * n / group floats (used when mins is not NULL): each group's sum of x, which
-   the offsets multiply */
+/* xsum: scratch of B * n / group floats (used with mins or an offset) */
 void matmul_q4(float *y, const float *x, const uint8_t *q, const float *scale, const float *mins,
-               const float *lut, float *xsum, int B, int n, int m, int group, int threads) {
+               const float *lut, float offset, float *xsum, int B, int n, int m, int group, int threads) {
     int groups = n / group;
-    if (mins)
-        for (int b = 0; b < B; b++)
-            for (int g = 0; g < groups; g++) {
-                float s = 0.0f;
-                for (int i = 0; i < group; i++) s += x[(int64_t)b * n + g * group + i];
-                xsum[b * groups + g] = s;
-            }
+    int shifted = mins || offset != 0.0f;
+    if (shifted) group_sums(xsum, x, B, n, group);
     #pragma omp parallel for num_threads(threads) schedule(static)
     for (int o = 0; o < m; o += ROWS) {
         float out[ROWS];
@@ -205,7 +217,8 @@ void matmul_q4(float *y, const float *x, const uint8_t *q, const float *scale, c
             if (R == ROWS) block_q4(out, qo, so, lut, x + (int64_t)b * n, n, group, ROWS);
             else for (int r = 0; r < R; r++) block_q4(out + r, qo + (int64_t)r * (n / 2), so + r * groups, lut, x + (int64_t)b * n, n, group, 1);
             for (int r = 0; r < R; r++) {
-                if (mins) for (int g = 0; g < groups; g++) out[r] += mins[(int64_t)(o + r) * groups + g] * xsum[b * groups + g];
+                if (shifted)
+                    out[r] += offset_sum(mins ? mins + (int64_t)(o + r) * groups : 0, offset, so + r * groups, xsum + b * groups, groups);
                 y[(int64_t)b * m + o + r] = out[r];
             }
         }
@@ -264,7 +277,7 @@ static inline __m256i dot32(const int8_t *q8, const uint8_t *q4, const int8_t *x
 
 /* one output of matmul_act8: row o's weights (q8 or q4), activation row xb with block scales db */
 static float row_act8(const int8_t *q8, const uint8_t *q4, const int8_t *xb, const float *db, const float *s,
-                      const float *mins, const float *xsum, int n, int group) {
+                      const float *mins, float offset, const float *xsum, int n, int group) {
     float total = 0.0f;
 #ifdef __AVX2__
     __m256 vtotal = _mm256_setzero_ps();
@@ -289,19 +302,18 @@ static float row_act8(const int8_t *q8, const uint8_t *q4, const int8_t *xb, con
         total += s[g / group] * acc;
     }
 #endif
-    if (mins)
-        for (int g = 0; g < n / group; g++) total += mins[g] * xsum[g];
+    if (mins || offset != 0.0f) total += offset_sum(mins, offset, s, xsum, n / group);
     return total;
 }
 
 /* y (B, m) from activations quantized by quantize_act (xq (B, n), xd (B, n / 32)) and 8-bit (q8) or
-   linear 4-bit (q4, lut[v] = v) weights; xsum: scratch of B * n / group floats (used with mins).
-   group is a multiple of 32. */
+   linear 4-bit (q4, lut[v] = v) weights; xsum: scratch of B * n / group floats (used with mins or an
+   offset). group is a multiple of 32. */
 void matmul_act8(float *y, const int8_t *xq, const float *xd, float *xsum, const int8_t *q8,
-                 const uint8_t *q4, const float *scale, const float *mins, int B, int n, int m, int group,
-                 int threads) {
+                 const uint8_t *q4, const float *scale, const float *mins, float offset, int B, int n, int m,
+                 int group, int threads) {
     int groups = n / group, row_bytes = q8 ? n : n / 2;
-    if (mins)  /* each group's sum of the rounded activations, d * sum(xq) per block */
+    if (mins || offset != 0.0f)  /* each group's sum of the rounded activations, d * sum(xq) per block */
         for (int b = 0; b < B; b++)
             for (int g = 0; g < groups; g++) {
                 float s = 0.0f;
@@ -317,5 +329,5 @@ void matmul_act8(float *y, const int8_t *xq, const float *xd, float *xsum, const
         for (int b = 0; b < B; b++)
             y[(int64_t)b * m + o] = row_act8(q8 ? q8 + (int64_t)o * row_bytes : 0, q4 ? q4 + (int64_t)o * row_bytes : 0,
                                              xq + (int64_t)b * n, xd + (int64_t)b * (n / 32), scale + (int64_t)o * groups,
-                                             mins ? mins + (int64_t)o * groups : 0, xsum + b * groups, n, group);
+                                             mins ? mins + (int64_t)o * groups : 0, offset, xsum + b * groups, n, group);
 }

@@ -69,11 +69,11 @@ def compile_library(out: Path, flags: tuple[str, ...] = FLAGS, source: Path = SO
 
 def load_library(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
-    p, i = ctypes.c_void_p, ctypes.c_int
+    p, i, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
     lib.matmul_q8.argtypes = [p, p, p, p, i, i, i, i, i]
-    lib.matmul_q4.argtypes = [p, p, p, p, p, p, p, i, i, i, i, i]
+    lib.matmul_q4.argtypes = [p, p, p, p, p, p, f, p, i, i, i, i, i]
     lib.quantize_act.argtypes = [p, p, p, i]
-    lib.matmul_act8.argtypes = [p] * 8 + [i] * 5
+    lib.matmul_act8.argtypes = [p] * 8 + [f] + [i] * 5
     lib.matmul_f32.argtypes = [p, p, p, i, i, i, i]
     for f in (lib.matmul_q8, lib.matmul_q4, lib.quantize_act, lib.matmul_act8, lib.matmul_f32):
         f.restype = None
@@ -144,13 +144,13 @@ def matmul(x: np.ndarray, w: Form | np.ndarray, threads: int | None = None,
         xsum = np.empty(B * (n // w.group), dtype=np.float32)
         q8, q4 = (w.q, None) if w.bits == 8 else (None, w.q)
         lib.matmul_act8(_ptr(y), _ptr(xq), _ptr(xd), _ptr(xsum), _ptr(q8), _ptr(q4), _ptr(w.scale), _ptr(w.mins),
-                        B, n, m, w.group, threads)  # fmt: skip
+                        w.offset, B, n, m, w.group, threads)  # fmt: skip
     elif w.bits == 8:
         lib.matmul_q8(_ptr(y), _ptr(x), _ptr(w.q), _ptr(w.scale), B, n, m, w.group, threads)
     else:
-        xsum = np.empty(B * (n // w.group), dtype=np.float32) if w.mins is not None else None
+        xsum = np.empty(B * (n // w.group), dtype=np.float32)
         lut = None if w.lut is LINEAR else w.lut  # the kernel converts a nibble that stands for itself
-        lib.matmul_q4(_ptr(y), _ptr(x), _ptr(w.q), _ptr(w.scale), _ptr(w.mins), _ptr(lut), _ptr(xsum),
+        lib.matmul_q4(_ptr(y), _ptr(x), _ptr(w.q), _ptr(w.scale), _ptr(w.mins), _ptr(lut), w.offset, _ptr(xsum),
                       B, n, m, w.group, threads)  # fmt: skip
     return y
 
