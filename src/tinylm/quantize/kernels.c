@@ -36,7 +36,7 @@ INLINE float hsum(__m256 v) {
 #endif
 
 /* ---- vectors of VLEN floats: the few operations the kernels need, per instruction set.
-   vf a vector, vi the same number of int32; nibbles(p, shift): bytes p[0..VLEN) >> shift (0 or 4), low 4 bits;
+   vf a vector, vi the same number of int32; nibbles(p, shift): the low (shift 0) or high (shift 4) 4 bits of bytes p[0..VLEN);
    table/lookup: a 16-entry float table held in registers, and its values at VLEN nibbles. */
 #if defined(__AVX512F__)
 #define VLEN 16
@@ -51,7 +51,7 @@ INLINE float vsum(vf v) { return _mm512_reduce_add_ps(v); }
 INLINE vf load_i8(const int8_t *q) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)q))); }
 INLINE vi nibbles(const uint8_t *p, int shift) {
     vi b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
-    return _mm512_and_si512(shift ? _mm512_srli_epi32(b, 4) : b, _mm512_set1_epi32(15));
+    return shift ? _mm512_srli_epi32(b, 4) : _mm512_and_si512(b, _mm512_set1_epi32(15));
 }
 INLINE vf to_float(vi v) { return _mm512_cvtepi32_ps(v); }
 INLINE vtable load_table(const float *lut) { return _mm512_loadu_ps(lut); }
@@ -69,7 +69,7 @@ INLINE float vsum(vf v) { return hsum(v); }
 INLINE vf load_i8(const int8_t *q) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)q))); }
 INLINE vi nibbles(const uint8_t *p, int shift) {
     vi b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
-    return _mm256_and_si256(shift ? _mm256_srli_epi32(b, 4) : b, _mm256_set1_epi32(15));
+    return shift ? _mm256_srli_epi32(b, 4) : _mm256_and_si256(b, _mm256_set1_epi32(15));
 }
 INLINE vf to_float(vi v) { return _mm256_cvtepi32_ps(v); }
 INLINE vtable load_table(const float *lut) { vtable t = {_mm256_loadu_ps(lut), _mm256_loadu_ps(lut + 8)}; return t; }
