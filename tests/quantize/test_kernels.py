@@ -120,3 +120,16 @@ def test_int8_activation_kernel_equals_its_exact_reference(lib, scheme, monkeypa
     y = kernels.matmul(x, w)
     np.testing.assert_allclose(y, exact, rtol=1e-5, atol=1e-5 * np.abs(exact).max())
     assert np.abs(y - x.astype(np.float64) @ w.dequantize().T).max() > 1e-4 * np.abs(exact).max()  # it did round
+
+
+def test_one_token_attention_equals_a_float64_reference(lib):
+    """6 query heads sharing 2 kv heads; only the first 11 of 16 cache positions are read."""
+    rng = np.random.default_rng(7)
+    q = rng.normal(0, 1, (6, 8)).astype(np.float32)
+    k, v = rng.normal(0, 1, (2, 2, 16, 8)).astype(np.float32)
+    k[:, 11:] = v[:, 11:] = np.nan  # positions not yet written
+    y = kernels.attend_one(q, k, v, 11, 0.3)
+    scores = np.einsum("hgd,htd->hgt", q.reshape(2, 3, 8).astype(np.float64), k[:, :11]) * 0.3
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    exact = np.einsum("hgt,htd->hgd", p / p.sum(-1, keepdims=True), v[:, :11]).reshape(6, 8)
+    np.testing.assert_allclose(y, exact, rtol=1e-5, atol=1e-6)

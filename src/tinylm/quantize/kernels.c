@@ -331,3 +331,39 @@ void matmul_act8(float *y, const int8_t *xq, const float *xd, float *xsum, const
                                              xq + (int64_t)b * n, xd + (int64_t)b * (n / 32), scale + (int64_t)o * groups,
                                              mins ? mins + (int64_t)o * groups : 0, offset, xsum + b * groups, n, group);
 }
+
+/* ---- attention of one new token, for the NumPy runtime's decode steps: a dozen small NumPy calls
+   per layer (scores, softmax, weighted sum) cost more than the arithmetic, which is small here. */
+
+static float dot(const float *a, const float *b, int n) {
+    vf acc = vzero();
+    int i = 0;
+    for (; i + VLEN <= n; i += VLEN) acc = vfma(vload(a + i), vload(b + i), acc);
+    float s = vsum(acc);
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* y += a * x over n values (vectorised by the compiler) */
+static void axpy(float *y, float a, const float *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+/* y (H, hs) = softmax(q k^T * scale) v for each of the H query heads, q (H, hs); keys and values are
+   one cache row, (KV, context, hs), of which the first n positions are read; query head h uses
+   kv head h / (H / KV). scores: scratch of n floats. */
+void attend_one(float *y, const float *q, const float *k, const float *v, float *scores, int H, int KV,
+                int context, int hs, int n, float scale) {
+    for (int h = 0; h < H; h++) {
+        int64_t kv = (int64_t)(h / (H / KV)) * context * hs;
+        float top = -INFINITY, total = 0.0f;
+        for (int t = 0; t < n; t++) {
+            scores[t] = dot(q + (int64_t)h * hs, k + kv + (int64_t)t * hs, hs) * scale;
+            top = scores[t] > top ? scores[t] : top;
+        }
+        for (int t = 0; t < n; t++) total += scores[t] = expf(scores[t] - top);
+        float *yh = y + (int64_t)h * hs;
+        memset(yh, 0, hs * sizeof(float));
+        for (int t = 0; t < n; t++) axpy(yh, scores[t] / total, v + kv + (int64_t)t * hs, hs);
+    }
+}

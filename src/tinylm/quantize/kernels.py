@@ -75,8 +75,9 @@ def load_library(path: Path) -> ctypes.CDLL:
     lib.quantize_act.argtypes = [p, p, p, i]
     lib.matmul_act8.argtypes = [p] * 8 + [f] + [i] * 5
     lib.matmul_f32.argtypes = [p, p, p, i, i, i, i]
-    for f in (lib.matmul_q8, lib.matmul_q4, lib.quantize_act, lib.matmul_act8, lib.matmul_f32):
-        f.restype = None
+    lib.attend_one.argtypes = [p] * 5 + [i] * 5 + [f]
+    for fn in (lib.matmul_q8, lib.matmul_q4, lib.quantize_act, lib.matmul_act8, lib.matmul_f32, lib.attend_one):
+        fn.restype = None
     return lib
 
 
@@ -152,6 +153,19 @@ def matmul(x: np.ndarray, w: Form | np.ndarray, threads: int | None = None,
         lut = None if w.lut is LINEAR else w.lut  # the kernel converts a nibble that stands for itself
         lib.matmul_q4(_ptr(y), _ptr(x), _ptr(w.q), _ptr(w.scale), _ptr(w.mins), _ptr(lut), w.offset, _ptr(xsum),
                       B, n, m, w.group, threads)  # fmt: skip
+    return y
+
+
+def attend_one(q: np.ndarray, k: np.ndarray, v: np.ndarray, n: int, scale: float) -> np.ndarray | None:
+    """Attention of one token: q (H, hs) against the first n positions of one cache row's keys and
+    values (KV, context, hs), all float32 and contiguous -> (H, hs); None without the C kernels."""
+    lib = library()
+    if lib is None:
+        return None
+    H, hs = q.shape
+    y = np.empty((H, hs), dtype=np.float32)
+    scores = np.empty(n, dtype=np.float32)
+    lib.attend_one(_ptr(y), _ptr(q), _ptr(k), _ptr(v), _ptr(scores), H, k.shape[0], k.shape[1], hs, n, scale)
     return y
 
 
