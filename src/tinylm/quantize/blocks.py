@@ -9,6 +9,7 @@ depend on another row: rows can be concatenated (fused projections) and multipli
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -72,6 +73,13 @@ class Form:
     mins: np.ndarray | None = None
     lut: np.ndarray | None = None
     offset: float = 0.0
+
+    @cached_property
+    def addresses(self) -> tuple[int | None, ...]:
+        """Where q, scale, mins and a table other than LINEAR start in memory (None: absent), for the C
+        kernels, worked out once: ndarray.ctypes costs a microsecond or more, and a decode step calls ~50 times."""
+        lut = None if self.lut is LINEAR else self.lut
+        return tuple(None if a is None else a.ctypes.data for a in (self.q, self.scale, self.mins, lut))
 
     @property
     def shape(self) -> tuple[int, int]:

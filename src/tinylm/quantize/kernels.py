@@ -140,19 +140,19 @@ def matmul(x: np.ndarray, w: Form | np.ndarray, threads: int | None = None,
     threads = threads or default_threads()
     if isinstance(w, np.ndarray):
         lib.matmul_f32(_ptr(y), _ptr(x), _ptr(np.ascontiguousarray(w, dtype=np.float32)), B, n, m, threads)
-    elif ACTIVATIONS == "int8" and n % 32 == 0 and w.group % 32 == 0 and (w.bits == 8 or w.lut is LINEAR):
+        return y
+    q, scale, mins, lut = w.addresses  # a 4-bit form without a table (LINEAR): the kernel converts nibbles
+    if ACTIVATIONS == "int8" and n % 32 == 0 and w.group % 32 == 0 and (w.bits == 8 or w.lut is LINEAR):
         xq, xd = quantize_activations(x, lib)
         xsum = np.empty(B * (n // w.group), dtype=np.float32)
-        q8, q4 = (w.q, None) if w.bits == 8 else (None, w.q)
-        lib.matmul_act8(_ptr(y), _ptr(xq), _ptr(xd), _ptr(xsum), _ptr(q8), _ptr(q4), _ptr(w.scale), _ptr(w.mins),
-                        w.offset, B, n, m, w.group, threads)  # fmt: skip
+        q8, q4 = (q, None) if w.bits == 8 else (None, q)
+        lib.matmul_act8(_ptr(y), _ptr(xq), _ptr(xd), _ptr(xsum), q8, q4, scale, mins, w.offset, B, n, m, w.group,
+                        threads)  # fmt: skip
     elif w.bits == 8:
-        lib.matmul_q8(_ptr(y), _ptr(x), _ptr(w.q), _ptr(w.scale), B, n, m, w.group, threads)
+        lib.matmul_q8(_ptr(y), _ptr(x), q, scale, B, n, m, w.group, threads)
     else:
         xsum = np.empty(B * (n // w.group), dtype=np.float32)
-        lut = None if w.lut is LINEAR else w.lut  # the kernel converts a nibble that stands for itself
-        lib.matmul_q4(_ptr(y), _ptr(x), _ptr(w.q), _ptr(w.scale), _ptr(w.mins), _ptr(lut), w.offset, _ptr(xsum),
-                      B, n, m, w.group, threads)  # fmt: skip
+        lib.matmul_q4(_ptr(y), _ptr(x), q, scale, mins, lut, w.offset, _ptr(xsum), B, n, m, w.group, threads)
     return y
 
 
