@@ -262,16 +262,20 @@ void quantize_act(int8_t *xq, float *xd, const float *x, int n) {
 /* 8 int32 partial sums of the products of 32 weights (signed int8, or 4-bit unsigned from 16 packed
    bytes) with 32 int8 activations */
 static inline __m256i dot32(const int8_t *q8, const uint8_t *q4, const int8_t *xq) {
-    __m256i x = _mm256_loadu_si256((const __m256i *)xq), p;
-    if (q8) {  /* maddubs multiplies unsigned by signed: move q's sign onto x */
-        __m256i w = _mm256_loadu_si256((const __m256i *)q8);
-        p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+    __m256i x = _mm256_loadu_si256((const __m256i *)xq), w;
+    if (q8) {  /* the products take unsigned by signed bytes: move q's sign onto x */
+        w = _mm256_loadu_si256((const __m256i *)q8);
+        x = _mm256_sign_epi8(x, w);
+        w = _mm256_sign_epi8(w, w);
     } else {
         __m128i bytes = _mm_loadu_si128((const __m128i *)q4), low4 = _mm_set1_epi8(15);
-        __m256i w = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(bytes, 4), low4), _mm_and_si128(bytes, low4));
-        p = _mm256_maddubs_epi16(w, x);
+        w = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(bytes, 4), low4), _mm_and_si128(bytes, low4));
     }
-    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)  /* VNNI: products and sums in one instruction */
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, x);
+#else  /* pairs of products as int16 (at most 2 * 127 * 127: no saturation), then sums of pairs */
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1));
+#endif
 }
 #endif
 
