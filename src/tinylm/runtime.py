@@ -28,7 +28,7 @@ from tinylm.config import CONFIG_FILE, ModelConfig, read_config
 from tinylm.errors import TinyLMError
 from tinylm.layout import check_tensors
 from tinylm.quantize.blocks import Form
-from tinylm.quantize.kernels import matmul
+from tinylm.quantize.kernels import attend_one, matmul
 from tinylm.quantize.transform import numpy_forms
 
 # ----------------------------------------------------------------------------------------------
@@ -115,13 +115,14 @@ def gelu_exact(x: np.ndarray) -> np.ndarray:
 
 def swiglu(h: np.ndarray) -> np.ndarray:
     """silu(gate) * up, for h = [gate | up] from the fused w1/w3 projection."""
-    gate, up = np.split(h, 2, axis=-1)
+    half = h.shape[-1] // 2
+    gate, up = h[..., :half], h[..., half:]  # (np.split costs more than the rest of this)
     return gate / (1.0 + np.exp(-gate)) * up
 
 
 class Layer:
-    """One block's weights. Each matrix is stored transposed, (in, out), because `x @ w` streams
-    through a row-major (in, out) matrix faster than through its transpose; SwiGLU's gate and up
+    """One block's weights. Each matrix is stored as the checkpoint has it, (out, in): our C kernel
+    (tinylm.quantize.kernels) reads it row by row, one dot product per output; SwiGLU's gate and up
     projections are stacked into one matrix so they cost one product. A quantized matrix stays
     packed (a tinylm.quantize Form, (out, in)), its gate and up rows stacked the same way."""
 
@@ -133,7 +134,7 @@ class Layer:
             packed = [forms.get(f"layers.{i}.{n}") for n in names]
             if packed[0] is not None:
                 return packed[0].rows(*packed[1:])  # type: ignore[arg-type]
-            return np.ascontiguousarray(np.concatenate([get(n) for n in names]).T)
+            return np.ascontiguousarray(np.concatenate([get(n) for n in names]))
 
         def bias(*names: str) -> np.ndarray | None:
             return np.concatenate([get(n) for n in names]) if cfg.bias else None
@@ -148,7 +149,7 @@ class Layer:
 
 
 def linear(x: np.ndarray, w: np.ndarray | Form, b: np.ndarray | None) -> np.ndarray:
-    y = matmul(x, w) if isinstance(w, Form) else x @ w
+    y = matmul(x, w)
     if b is not None:
         y += b
     return y
@@ -166,11 +167,11 @@ class NumpyModel:
         if quantization is not None:
             forms, weights = numpy_forms(quantization, weights)
         w = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
-        # the output head as (dim, vocab); a tied embedding is read through it (a column per token)
-        self.head: np.ndarray | Form = forms.get("lm_head.weight") or np.ascontiguousarray(
-            (w["tok_emb.weight"] if cfg.tie_embeddings else w["lm_head.weight"]).T
+        # the output head as (vocab, dim), a tied one the embedding table itself
+        self.tok_emb = w["tok_emb.weight"]
+        self.head: np.ndarray | Form = forms.get("lm_head.weight") or (
+            self.tok_emb if cfg.tie_embeddings else w["lm_head.weight"]
         )
-        self.tok_emb = self.head.T if cfg.tie_embeddings else w["tok_emb.weight"]  # type: ignore[union-attr]
         self.pos_emb = w.get("pos_emb.weight")
         self.norm_w = (w["norm.weight"], w.get("norm.bias"))
         self.layers = [Layer(w, i, cfg, forms) for i in range(cfg.n_layers)]
@@ -258,7 +259,6 @@ class NumpyModel:
         cfg = self.config
         B, T = idx.shape
         H, KV, hs, eps = cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.norm_eps
-        G = H // KV  # query heads per kv head
         n = int(pos.max()) + 1  # attend over the cache prefix that any row has filled
         # rows 0..B-1 are a slice of the cache (a view); other rows are gathered (a copy of their prefix)
         read = slice(0, B) if np.array_equal(rows, np.arange(B)) else rows
@@ -281,18 +281,12 @@ class NumpyModel:
             k_cache, v_cache = self.k_cache[i], self.v_cache[i]  # (rows, KV, context, hs)
             k_cache[rows[:, None], :, pos] = k  # element (b, t) lands at [rows[b], :, pos[b, t]]
             v_cache[rows[:, None], :, pos] = v
-            q = q.reshape(B, T, KV, G, hs).transpose(0, 2, 3, 1, 4).reshape(B, KV, G * T, hs)
-            att = q @ k_cache[read, :, :n].transpose(0, 1, 3, 2)  # (B, KV, G*T, n)
-            att = att.reshape(B, KV, G, T, n)
-            att *= np.float32(1.0 / math.sqrt(hs))
-            if bias is not None:
-                att += bias
-            att -= att.max(-1, keepdims=True)
-            np.exp(att, out=att)
-            att /= att.sum(-1, keepdims=True)
-            y = att.reshape(B, KV, G * T, n) @ v_cache[read, :, :n]  # (B, KV, G*T, hs)
-            y = y.reshape(B, KV, G, T, hs).transpose(0, 3, 1, 2, 4).reshape(B * T, H * hs)
-            x = x + linear(y, layer.wo, layer.bo)
+            y = None  # one token (a batch-1 decode step) goes to the C kernel, when there is one
+            if B * T == 1:
+                y = attend_one(np.ascontiguousarray(q).reshape(H, hs), k_cache[rows[0]], v_cache[rows[0]], n, 1 / math.sqrt(hs))
+            if y is None:
+                y = self.attend(q, k_cache[read, :, :n], v_cache[read, :, :n], bias)
+            x = x + linear(y.reshape(B * T, H * hs), layer.wo, layer.bo)
             # MLP
             h = linear(self.norm(x, *layer.mlp_norm, eps), layer.w1, layer.b1)
             h = swiglu(h) if cfg.mlp == "swiglu" else gelu_tanh(h) if cfg.gelu == "tanh" else gelu_exact(h)
@@ -300,6 +294,25 @@ class NumpyModel:
         if last is not None:  # prefill: each row's last prompt token
             x = x[np.arange(B) * T + last]
         return linear(self.norm(x, *self.norm_w, eps), self.head, None)
+
+
+    def attend(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+        """Queries q (B, T, H, hs) against the cache prefixes k, v (B, KV, n, hs), with `bias` hiding
+        the positions after each query's own -> (B * T, H * hs)."""
+        B, T, H, hs = q.shape
+        KV, n = k.shape[1], k.shape[2]
+        G = H // KV  # query heads per kv head
+        q = q.reshape(B, T, KV, G, hs).transpose(0, 2, 3, 1, 4).reshape(B, KV, G * T, hs)
+        att = q @ k.transpose(0, 1, 3, 2)  # (B, KV, G*T, n)
+        att = att.reshape(B, KV, G, T, n)
+        att *= np.float32(1.0 / math.sqrt(hs))
+        if bias is not None:
+            att += bias
+        att -= att.max(-1, keepdims=True)
+        np.exp(att, out=att)
+        att /= att.sum(-1, keepdims=True)
+        y = att.reshape(B, KV, G * T, n) @ v  # (B, KV, G*T, hs)
+        return y.reshape(B, KV, G, T, hs).transpose(0, 3, 1, 2, 4).reshape(B * T, H * hs)
 
 
 def _check_layout(path: Path, cfg: ModelConfig, transforms: dict[str, Any], w: dict[str, np.ndarray]) -> None:

@@ -8,6 +8,8 @@ import pytest
 from tinylm.quantize import kernels, schemes
 from tinylm.quantize.blocks import round_away
 
+ROWS = 38  # blocks of 4 rows in the kernels, and 2 left over
+
 
 def quantized(scheme: str, w: np.ndarray):
     mod = schemes.get_scheme(scheme)
@@ -34,17 +36,28 @@ def lib():
 @pytest.mark.parametrize("batch", [1, 3, kernels.SMALL_BATCH])
 def test_kernel_equals_float64_reference(lib, scheme, batch):
     rng = np.random.default_rng(0)
-    w = quantized(scheme, weights(rng, (40, 256)))
+    w = quantized(scheme, weights(rng, (ROWS, 256)))
     x = rng.normal(0, 1, (batch, 256)).astype(np.float32)
     x[0, :8] = 1e3
     exact = x.astype(np.float64) @ w.dequantize().astype(np.float64).T
     y = kernels.matmul(x, w, threads=2)
     # float32 sums of 256 products: error below a few ulps of the sum of the terms' magnitudes
-    terms = np.abs(w.values()).reshape(40, -1, w.group) * np.abs(w.scale)[:, :, None]
-    if w.mins is not None:  # int4 sums scale * q * x and min * x separately
+    terms = (np.abs(w.values()) + abs(w.offset)).reshape(ROWS, -1, w.group) * np.abs(w.scale)[:, :, None]
+    if w.mins is not None:  # int4 sums scale * q * x and min * x separately (q4_0: q * x and -8 * x)
         terms += np.abs(w.mins)[:, :, None]
-    bound = 1e-6 * (np.abs(x).astype(np.float64) @ terms.reshape(40, 256).astype(np.float64).T) + 1e-30
-    assert y.shape == (batch, 40) and np.all(np.abs(y - exact) <= bound)
+    bound = 1e-6 * (np.abs(x).astype(np.float64) @ terms.reshape(ROWS, 256).astype(np.float64).T) + 1e-30
+    assert y.shape == (batch, ROWS) and np.all(np.abs(y - exact) <= bound)
+
+
+@pytest.mark.parametrize("shape", [(37, 256), (5, 40)], ids=["vector-rows", "odd-width"])
+def test_float_kernel_equals_float64_reference(lib, shape):
+    """Float32 weights (the head kept in float, float checkpoints in the NumPy runtime)."""
+    rng = np.random.default_rng(6)
+    w = weights(rng, shape) if shape[1] >= 64 else rng.normal(0, 1, shape).astype(np.float32)
+    x = rng.normal(0, 1, (3, shape[1])).astype(np.float32)
+    exact = x.astype(np.float64) @ w.astype(np.float64).T
+    bound = 1e-6 * (np.abs(x).astype(np.float64) @ np.abs(w).astype(np.float64).T) + 1e-30
+    assert np.all(np.abs(kernels.matmul(x, w, threads=2) - exact) <= bound)
 
 
 @pytest.mark.parametrize("scheme", list(schemes.SCHEMES))
@@ -66,14 +79,16 @@ def test_rows_of_fused_forms_multiply_like_their_parts(lib):
     np.testing.assert_array_equal(both, np.concatenate([kernels.matmul(x, a), kernels.matmul(x, b)], axis=1))
 
 
-def test_portable_build_equals_the_native_one(lib, tmp_path, monkeypatch):
-    """Without -march=native (no AVX2 intrinsics) the plain C loops run: same numbers."""
+@pytest.mark.parametrize("target", [(), ("-mavx2", "-mfma")], ids=["plain-C", "AVX2"])
+def test_other_builds_equal_the_native_one(lib, tmp_path, monkeypatch, target):
+    """Without -march=native the plain C loops run (or AVX2 where the native build has AVX-512): same
+    numbers. 22 rows: blocks of 4 rows and a remainder."""
     portable = tmp_path / "portable.so"
-    assert kernels.compile_library(portable, ("-O2", "-fPIC", "-shared"))
+    assert kernels.compile_library(portable, ("-O2", *target, "-fPIC", "-shared"))
     rng = np.random.default_rng(3)
     x = rng.normal(0, 1, (2, 128)).astype(np.float32)
-    for scheme in schemes.SCHEMES:
-        w = quantized(scheme, weights(rng, (24, 128)))
+    for scheme in [*schemes.SCHEMES, "float32"]:
+        w = weights(rng, (22, 128)) if scheme == "float32" else quantized(scheme, weights(rng, (22, 128)))
         for acts in ("float32", "int8"):
             monkeypatch.setattr(kernels, "ACTIVATIONS", acts)
             native = kernels.matmul(x, w)
@@ -105,3 +120,16 @@ def test_int8_activation_kernel_equals_its_exact_reference(lib, scheme, monkeypa
     y = kernels.matmul(x, w)
     np.testing.assert_allclose(y, exact, rtol=1e-5, atol=1e-5 * np.abs(exact).max())
     assert np.abs(y - x.astype(np.float64) @ w.dequantize().T).max() > 1e-4 * np.abs(exact).max()  # it did round
+
+
+def test_one_token_attention_equals_a_float64_reference(lib):
+    """6 query heads sharing 2 kv heads; only the first 11 of 16 cache positions are read."""
+    rng = np.random.default_rng(7)
+    q = rng.normal(0, 1, (6, 8)).astype(np.float32)
+    k, v = rng.normal(0, 1, (2, 2, 16, 8)).astype(np.float32)
+    k[:, 11:] = v[:, 11:] = np.nan  # positions not yet written
+    y = kernels.attend_one(q, k, v, 11, 0.3)
+    scores = np.einsum("hgd,htd->hgt", q.reshape(2, 3, 8).astype(np.float64), k[:, :11]) * 0.3
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    exact = np.einsum("hgt,htd->hgd", p / p.sum(-1, keepdims=True), v[:, :11]).reshape(6, 8)
+    np.testing.assert_allclose(y, exact, rtol=1e-5, atol=1e-6)

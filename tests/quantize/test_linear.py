@@ -88,10 +88,10 @@ def test_custom_op_for_torch_compile():
     lin = QuantLinear.from_linear(nn.Linear(64, 32), "q4_0", 32)
     q, scale, mins, lut = lin._kernel
     x = torch.randn(3, 64)
-    torch.library.opcheck(torch.ops.tinylm.quant_matmul.default, (x, q, scale, mins, lut, 4, 32),
+    torch.library.opcheck(torch.ops.tinylm.quant_matmul.default, (x, q, scale, mins, lut, 4, 32, -8.0),
                           test_utils=("test_schema", "test_faketensor"))  # fmt: skip
     with torch.no_grad():
-        np.testing.assert_allclose(torch.ops.tinylm.quant_matmul(x, q, scale, mins, lut, 4, 32).numpy(),
+        np.testing.assert_allclose(torch.ops.tinylm.quant_matmul(x, q, scale, mins, lut, 4, 32, -8.0).numpy(),
                                    (lin(x) - lin.bias).numpy(), rtol=1e-6, atol=1e-6)  # fmt: skip
 
 

@@ -7,7 +7,8 @@ settings take effect before any library starts its thread pool) measures:
 The parent measures memory-read bandwidth (summing a 512 MiB array on each thread) and divides it
 by the weight bytes one decode step must read: the bound a memory-bound decoder cannot beat
 (unless the weights fit in a cache). A quantization scheme (tinylm.quantize) other than fp32 stores
-the layers' matrices packed (embedding and head float), which lowers the bytes and raises the bound.
+the layers' matrices packed (embedding and head float), which lowers the bytes and raises the bound;
+the bytes counted are those the kernels read (float32 scales, which the files may hold as float16).
 Used by `tinylm bench`, `benchmarks/bench_generate.py` and `benchmarks/bench_quantize.py`.
 """
 
@@ -46,20 +47,32 @@ class Result:
 
 def weight_bytes_per_token(cfg: ModelConfig, scheme: str = FLOAT) -> int:
     """Bytes of weights one decode step reads: every matrix once (the output head included, tied or
-    not, float32), but only one row of each embedding table; layer matrices packed by `scheme`."""
+    not, float32), but only one row of each embedding table; layer matrices as the kernels read them
+    under `scheme` (packed values with float32 scales: tinylm.quantize.blocks.Form)."""
     head = cfg.vocab_size * cfg.dim if cfg.tie_embeddings else 0  # a tied head is not counted below
     fp32 = 4 * (cfg.num_params(include_embeddings=False) + head)
     if scheme == FLOAT:
         return fp32
     from tinylm.layout import tensor_layout
-    from tinylm.quantize import transform
+    from tinylm.quantize import schemes, transform
 
     plain = tensor_layout(cfg)
     spec = transform.make_spec(scheme)
-    swapped = transform.quantized_weights(plain, spec["keep"])
-    packed = {k: v for k, v in transform.layout(cfg, spec, plain).items() if k not in plain}
-    return fp32 - sum(4 * int(np.prod(plain[k][0])) for k in swapped) + sum(
-        int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in packed.values())
+    total = fp32
+    for name in transform.quantized_weights(plain, spec["keep"]):
+        shape = plain[name][0]
+        total += kernel_bytes(scheme, shape, schemes.tensor_group(scheme, name, shape, spec["group_size"]))
+        total -= 4 * int(np.prod(shape))
+    return total
+
+
+def kernel_bytes(scheme: str, shape: tuple[int, ...], group: int) -> int:
+    """Bytes the kernels read to multiply by one (out, in) matrix stored by `scheme`."""
+    from tinylm.quantize import schemes
+
+    mod = schemes.get_scheme(scheme)
+    form = mod.form({k: np.zeros(s, d) for k, (s, d) in mod.layout(shape, group).items()}, group)
+    return sum(a.nbytes for a in (form.q, form.scale, form.mins) if a is not None)
 
 
 def random_weights(cfg: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:

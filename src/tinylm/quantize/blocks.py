@@ -9,6 +9,7 @@ depend on another row: rows can be concatenated (fused projections) and multipli
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -60,9 +61,10 @@ def group_for(name: str, in_features: int, group: int, smallest: int = PACK_BLOC
 
 @dataclass
 class Form:
-    """A quantized matrix (out, in) as the kernels read it: w[o, i] = scale[o, i // group] * v + mins,
+    """A quantized matrix (out, in) as the kernels read it: w[o, i] = scale[o, i // group] * (v + offset) + mins,
     where v = q[o, i] for 8-bit forms (q int8 (out, in)) and v = lut[nibble] for 4-bit ones
-    (q packed by pack_nibbles (out, in / 2), lut 16 float32 values); `mins` (out, in // group) or None."""
+    (q packed by pack_nibbles (out, in / 2), lut 16 float32 values); `mins` (out, in // group) or None;
+    `offset` one number for the whole matrix (q4_0's -8), which costs no bytes to read."""
 
     bits: int
     group: int
@@ -70,6 +72,14 @@ class Form:
     scale: np.ndarray  # float32 (out, in // group)
     mins: np.ndarray | None = None
     lut: np.ndarray | None = None
+    offset: float = 0.0
+
+    @cached_property
+    def addresses(self) -> tuple[int | None, ...]:
+        """Where q, scale, mins and a table other than LINEAR start in memory (None: absent), for the C
+        kernels, worked out once: ndarray.ctypes costs a microsecond or more, and a decode step calls ~50 times."""
+        lut = None if self.lut is LINEAR else self.lut
+        return tuple(None if a is None else a.ctypes.data for a in (self.q, self.scale, self.mins, lut))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -84,7 +94,7 @@ class Form:
     def dequantize(self) -> np.ndarray:
         """The float32 matrix (out, in) these numbers stand for."""
         out, n = self.shape
-        w = self.values().reshape(out, -1, self.group) * self.scale[:, :, None]
+        w = (self.values() + np.float32(self.offset)).reshape(out, -1, self.group) * self.scale[:, :, None]
         if self.mins is not None:
             w += self.mins[:, :, None]
         return w.reshape(out, n)
@@ -95,4 +105,4 @@ class Form:
             parts = [getattr(f, name) for f in (self, *others)]
             return None if parts[0] is None else np.ascontiguousarray(np.concatenate(parts))
 
-        return Form(self.bits, self.group, cat("q"), cat("scale"), cat("mins"), self.lut)  # type: ignore[arg-type]
+        return Form(self.bits, self.group, cat("q"), cat("scale"), cat("mins"), self.lut, self.offset)  # type: ignore[arg-type]

@@ -1,12 +1,13 @@
-"""Quantized matrix products: our C kernels (kernels.c), compiled on first use, or NumPy.
+"""Matrix products for decoding: our C kernels (kernels.c), compiled on first use, or NumPy.
 
 The C file is compiled with the system `cc` (-O3 -march=native -fopenmp) into the cache directory
 ($TINYLM_CACHE/kernels, named by a hash of the source, flags and CPU, so a shared home directory on
 another CPU compiles its own) and loaded with ctypes: no build step at install, no dependency, and
-the speed does not hang on which BLAS a wheel picked. Without a compiler (or with
-TINYLM_KERNELS=numpy) `matmul` falls back to NumPy: dequantize, then multiply — same numbers up to
-float32 rounding, far slower. Batches larger than SMALL_BATCH (prefill) also take that route, since
-there a float matrix product's arithmetic, not reading the weights, is the cost.
+the speed does not hang on which BLAS a wheel picked. `matmul` multiplies by quantized matrices
+(Forms) and by float32 ones (the output head kept in float, float checkpoints in the NumPy runtime).
+Without a compiler (or with TINYLM_KERNELS=numpy) it falls back to NumPy: dequantize, then multiply —
+same numbers up to float32 rounding, far slower. Batches larger than SMALL_BATCH (prefill) also take
+that route, since there a float matrix product's arithmetic, not reading the weights, is the cost.
 
 Activations are float32 by default, so results equal a float model of the dequantized weights.
 TINYLM_ACTIVATIONS=int8 rounds them to int8 in blocks of 32 first, as llama.cpp does for q8_0 and
@@ -68,12 +69,15 @@ def compile_library(out: Path, flags: tuple[str, ...] = FLAGS, source: Path = SO
 
 def load_library(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
-    p, i = ctypes.c_void_p, ctypes.c_int
+    p, i, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
     lib.matmul_q8.argtypes = [p, p, p, p, i, i, i, i, i]
-    lib.matmul_q4.argtypes = [p, p, p, p, p, p, p, i, i, i, i, i]
+    lib.matmul_q4.argtypes = [p, p, p, p, p, p, f, p, i, i, i, i, i]
     lib.quantize_act.argtypes = [p, p, p, i]
-    lib.matmul_act8.argtypes = [p] * 8 + [i] * 5
-    lib.matmul_q8.restype = lib.matmul_q4.restype = lib.quantize_act.restype = lib.matmul_act8.restype = None
+    lib.matmul_act8.argtypes = [p] * 8 + [f] + [i] * 5
+    lib.matmul_f32.argtypes = [p, p, p, i, i, i, i]
+    lib.attend_one.argtypes = [p] * 5 + [i] * 5 + [f]
+    for fn in (lib.matmul_q8, lib.matmul_q4, lib.quantize_act, lib.matmul_act8, lib.matmul_f32, lib.attend_one):
+        fn.restype = None
     return lib
 
 
@@ -123,29 +127,45 @@ def _ptr(a: np.ndarray | None) -> int | None:
     return None if a is None else a.ctypes.data
 
 
-def matmul(x: np.ndarray, w: Form, threads: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
-    """x (B, n) float32 @ w.T -> (B, m) float32, w a quantized (m, n) matrix."""
+def matmul(x: np.ndarray, w: Form | np.ndarray, threads: int | None = None,
+           out: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """x (B, n) float32 @ w.T -> (B, m) float32, w a quantized or a float32 (m, n) matrix."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     B, n = x.shape
     m = w.shape[0]
     lib = library()
     if lib is None or B > SMALL_BATCH:
-        return np.matmul(x, w.dequantize().T, out=out)
+        return np.matmul(x, (w if isinstance(w, np.ndarray) else w.dequantize()).T, out=out)
     y = out if out is not None else np.empty((B, m), dtype=np.float32)
     threads = threads or default_threads()
+    if isinstance(w, np.ndarray):
+        lib.matmul_f32(_ptr(y), _ptr(x), _ptr(np.ascontiguousarray(w, dtype=np.float32)), B, n, m, threads)
+        return y
+    q, scale, mins, lut = w.addresses  # a 4-bit form without a table (LINEAR): the kernel converts nibbles
     if ACTIVATIONS == "int8" and n % 32 == 0 and w.group % 32 == 0 and (w.bits == 8 or w.lut is LINEAR):
         xq, xd = quantize_activations(x, lib)
         xsum = np.empty(B * (n // w.group), dtype=np.float32)
-        q8, q4 = (w.q, None) if w.bits == 8 else (None, w.q)
-        lib.matmul_act8(_ptr(y), _ptr(xq), _ptr(xd), _ptr(xsum), _ptr(q8), _ptr(q4), _ptr(w.scale), _ptr(w.mins),
-                        B, n, m, w.group, threads)  # fmt: skip
+        q8, q4 = (q, None) if w.bits == 8 else (None, q)
+        lib.matmul_act8(_ptr(y), _ptr(xq), _ptr(xd), _ptr(xsum), q8, q4, scale, mins, w.offset, B, n, m, w.group,
+                        threads)  # fmt: skip
     elif w.bits == 8:
-        lib.matmul_q8(_ptr(y), _ptr(x), _ptr(w.q), _ptr(w.scale), B, n, m, w.group, threads)
+        lib.matmul_q8(_ptr(y), _ptr(x), q, scale, B, n, m, w.group, threads)
     else:
-        xsum = np.empty(B * (n // w.group), dtype=np.float32) if w.mins is not None else None
-        lut = None if w.lut is LINEAR else w.lut  # the kernel converts a nibble that stands for itself
-        lib.matmul_q4(_ptr(y), _ptr(x), _ptr(w.q), _ptr(w.scale), _ptr(w.mins), _ptr(lut), _ptr(xsum),
-                      B, n, m, w.group, threads)  # fmt: skip
+        xsum = np.empty(B * (n // w.group), dtype=np.float32)
+        lib.matmul_q4(_ptr(y), _ptr(x), q, scale, mins, lut, w.offset, _ptr(xsum), B, n, m, w.group, threads)
+    return y
+
+
+def attend_one(q: np.ndarray, k: np.ndarray, v: np.ndarray, n: int, scale: float) -> np.ndarray | None:
+    """Attention of one token: q (H, hs) against the first n positions of one cache row's keys and
+    values (KV, context, hs), all float32 and contiguous -> (H, hs); None without the C kernels."""
+    lib = library()
+    if lib is None:
+        return None
+    H, hs = q.shape
+    y = np.empty((H, hs), dtype=np.float32)
+    scores = np.empty(n, dtype=np.float32)
+    lib.attend_one(_ptr(y), _ptr(q), _ptr(k), _ptr(v), _ptr(scores), H, k.shape[0], k.shape[1], hs, n, scale)
     return y
 
 

@@ -26,22 +26,22 @@ _DTYPES = {"int8": torch.int8, "uint8": torch.uint8, "float16": torch.float16, "
 
 
 def _form(q: torch.Tensor, scale: torch.Tensor, mins: torch.Tensor | None, lut: torch.Tensor | None,
-          bits: int, group: int) -> Form:
+          bits: int, group: int, offset: float) -> Form:  # fmt: skip
     """A kernels Form over CPU tensors (no copies); a 4-bit form without a table is LINEAR."""
     table = LINEAR if bits == 4 and lut is None else None if lut is None else lut.numpy()
-    return Form(bits, group, q.numpy(), scale.numpy(), None if mins is None else mins.numpy(), table)
+    return Form(bits, group, q.numpy(), scale.numpy(), None if mins is None else mins.numpy(), table, offset)
 
 
 @torch.library.custom_op("tinylm::quant_matmul", mutates_args=())
 def quant_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, mins: torch.Tensor | None,
-                 lut: torch.Tensor | None, bits: int, group: int) -> torch.Tensor:  # fmt: skip
+                 lut: torch.Tensor | None, bits: int, group: int, offset: float) -> torch.Tensor:  # fmt: skip
     """x (B, in) float32 @ W^T for W given as the parts of a kernels Form (CPU tensors)."""
-    form = _form(q, scale, mins, lut, bits, group)
+    form = _form(q, scale, mins, lut, bits, group, offset)
     return torch.from_numpy(kernels.matmul(x.contiguous().numpy(), form, torch.get_num_threads()))
 
 
 @quant_matmul.register_fake
-def _(x, q, scale, mins, lut, bits, group):
+def _(x, q, scale, mins, lut, bits, group, offset):
     return x.new_empty(x.shape[0], q.shape[0])
 
 
@@ -60,7 +60,7 @@ class QuantLinear(nn.Module):
             self.register_buffer(part, torch.empty(pshape, dtype=_DTYPES[dtype], device=device))
         self.bias = nn.Parameter(torch.empty(out_features, device=device)) if bias else None
         self._kernel: tuple[torch.Tensor | None, ...] = ()  # q, scale, mins, lut: see refresh
-        self._bits = 8
+        self._bits, self._offset = 8, 0.0
         self._form: Form | None = None  # the same arrays as a kernels Form, for the eager path
         self.register_load_state_dict_post_hook(lambda module, _keys: module.refresh())
 
@@ -93,8 +93,8 @@ class QuantLinear(nn.Module):
         lut = None if f.lut is LINEAR else f.lut
         self._kernel = tuple(None if a is None else torch.from_numpy(np.ascontiguousarray(a))
                              for a in (f.q, f.scale, f.mins, lut))  # fmt: skip
-        self._bits = f.bits
-        self._form = _form(*self._kernel, f.bits, self.group)  # type: ignore[arg-type]
+        self._bits, self._offset = f.bits, f.offset
+        self._form = _form(*self._kernel, f.bits, self.group, f.offset)  # type: ignore[arg-type]
 
     def dequantized(self) -> torch.Tensor:
         """The float32 weight (out, in) these parts stand for."""
@@ -107,7 +107,7 @@ class QuantLinear(nn.Module):
         q, scale, mins, lut = self._kernel
         x2 = x.reshape(-1, self.in_features)
         if torch.compiler.is_compiling():
-            y = quant_matmul(x2, q, scale, mins, lut, self._bits, self.group)
+            y = quant_matmul(x2, q, scale, mins, lut, self._bits, self.group, self._offset)
         else:  # the plain call: the custom op's dispatch costs more than a small product here
             y = torch.from_numpy(kernels.matmul(x2.contiguous().numpy(), self._form, torch.get_num_threads()))
         if self.bias is not None:

@@ -34,9 +34,9 @@ def layout(shape: tuple[int, int], group: int = GROUP) -> dict[str, tuple[tuple[
 
 
 def form(parts: dict[str, np.ndarray], group: int = GROUP) -> Form:
-    """d * (q - 8) as d * q + (-8 d): both exact in float32, and the kernels convert q instead of looking it up."""
-    d = parts["scales"].astype(np.float32)
-    return Form(4, group, parts["qweight"], d, d * np.float32(-8), LINEAR)
+    """d * (q - 8) with q - 8 as an offset: the kernels convert q instead of looking it up, and add
+    -8 d times the sum of each group's activations (no second array to read, as mins would be)."""
+    return Form(4, group, parts["qweight"], parts["scales"].astype(np.float32), None, LINEAR, -8.0)
 
 
 def to_gguf(parts: dict[str, np.ndarray]) -> np.ndarray:
