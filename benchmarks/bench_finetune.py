@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def words_table(args: argparse.Namespace, work: Path) -> None:
     from tinylm.train.tasks.story_words import words_rate, write_task
 
     base_dir, held, train = _base_and_stories(args, work)
-    held = held[: args.test]
+    held, train = [_opening(s, args.sentences) for s in held[: args.test]], [_opening(s, args.sentences) for s in train]
     # write_task makes its first examples the test set: the held-out stories go first
     (work / "task.txt").write_text("\n<|endoftext|>\n".join(held + train[: args.train]), encoding="utf-8")
     n_train, _ = write_task(str(work / "task.txt"), work / "sw", args.train, len(held))
@@ -53,25 +54,29 @@ def words_table(args: argparse.Namespace, work: Path) -> None:
         sys.exit("a training story slipped into the test prompts; pass a smaller --test")
     val = encode(test, tok, base.config.context_length, "truncate", quiet=True)
     total = base.model.num_params()
-    rows = [("base (same template)", base.model, {})]
-    for method in args.methods.split(","):
-        rows.append((f"{method} ({args.tune_steps} steps)", *_tune(args, method, base_dir, work, total)))
     print(f"\nstory-words: {n_train} training examples, {len(test)} held-out prompts (stories the base never "
           f"saw), greedy, up to {args.new_tokens} new tokens; base {total / 1e6:.2f}M params, "
           f"{torch.get_num_threads()} threads")  # fmt: skip
     print(f"{'model':<22} {'trainable':>10} {'% base':>7} {'saved MB':>9} {'val loss':>9} {'words':>7} "
-          f"{'tune s':>7} {'s/step':>7} {'peak RSS MB':>12}")  # fmt: skip
-    for name, model, r in rows:
+          f"{'tune s':>7} {'s/step':>7} {'peak RSS MB':>12}", flush=True)  # fmt: skip
+    for method in ["base", *args.methods.split(",")]:  # each row as soon as it is measured
+        model, r = (base.model, {}) if method == "base" else _tune(args, method, base_dir, work)
         with torch.no_grad():
             loss = next_token(model.eval(), val.x, val.y).item()
         rate = words_rate(model, tok, test, max_new_tokens=args.new_tokens)
         n = r.get("trainable", 0)
-        cols = [f"{n:>10,}", f"{n / total:>7.2%}"] if r else [f"{'-':>10}", f"{'-':>7}"]
-        cols += [f"{r['saved_mb']:>9.2f}" if r else f"{'-':>9}", f"{loss:>9.3f}", f"{rate:>7.1%}"]
+        cols = [f"{n:>10,}", f"{n / total:>7.2%}", f"{r['saved_mb']:>9.2f}"] if r else [f"{'-':>10}", f"{'-':>7}", f"{'-':>9}"]
+        cols += [f"{loss:>9.3f}", f"{rate:>7.1%}"]
         cols += [f"{r['secs']:>7.0f}", f"{r['step_s']:>7.2f}", f"{r['peak_mb']:>12,.0f}"] if r else [f"{'-':>7}"] * 2 + [f"{'-':>12}"]
-        print(f"{name:<22} " + " ".join(cols))
+        name = "base (same template)" if method == "base" else f"{method} ({args.tune_steps} steps)"
+        print(f"{name:<22} " + " ".join(cols), flush=True)
     print("saved MB: the checkpoint a run writes (LoRA/QLoRA: the adapter alone; QLoRA's NF4 base is written once "
           "beside it); peak RSS: the process's high-water mark while that method tuned")  # fmt: skip
+
+
+def _opening(story: str, sentences: int | None) -> str:
+    """The first `sentences` sentences of a story (all of it for None): shorter rows train faster on a CPU."""
+    return story if sentences is None else " ".join(re.split(r"(?<=[.!?])\s+", story.strip())[:sentences])
 
 
 def _base_and_stories(args: argparse.Namespace, work: Path) -> tuple[Path, list[str], list[str]]:
@@ -115,7 +120,7 @@ def _prepared_split(prepared: Path | None) -> tuple[list[str], list[str]]:
     return held, train
 
 
-def _tune(args: argparse.Namespace, method: str, base: Path, work: Path, total: int) -> tuple[Any, dict[str, float]]:
+def _tune(args: argparse.Namespace, method: str, base: Path, work: Path) -> tuple[Any, dict[str, float]]:
     from tinylm.train.finetune import Options, run_finetune
 
     opts = Options(str(base), str(work / "sw" / "train.jsonl"), method=method, rank=args.rank, targets=args.targets,
@@ -224,6 +229,7 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=128, help="base model width (4 heads)")
     p.add_argument("--layers", type=int, default=4, help="base model layers")
     p.add_argument("--new-tokens", type=int, default=200)
+    p.add_argument("--sentences", type=int, help="tune and test on the first N sentences of each story (default: all)")
     p.add_argument("--steps-110m", type=int, default=3)
     p.add_argument("--context", type=int, default=384, help="base context; the 110M runs use 256")
     p.add_argument("--child", choices=("full", "lora", "qlora"), help=argparse.SUPPRESS)
