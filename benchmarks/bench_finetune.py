@@ -1,19 +1,26 @@
-"""Fine-tuning benchmark, two tables from one run on this machine.
+"""Fine-tuning benchmark, three tables from one run on this machine.
 
-1. Story-words ("Write a story that uses the words X, Y and Z."): a small Llama is pretrained by tinylm
-   on TinyStories text, then tuned on story-words examples by LoRA and by full fine-tuning for the same
-   number of steps. Rows: the base prompted with the same chat template, LoRA, full. Columns: trainable
-   parameters, validation loss on held-out replies, and the words-satisfied rate (share of held-out
-   prompts whose greedy story contains every requested word).
+1. Story-words ("Write a story that uses the words X, Y and Z."): a Llama pretrained by tinylm on
+   TinyStories text (--base with its --prepared data, whose validation stories are held out; or a small
+   one pretrained here) is tuned on story-words examples by LoRA, QLoRA and full fine-tuning for the same
+   number of steps. Rows: the base prompted with the same chat template, then each method. Columns:
+   trainable parameters, size of the saved checkpoint, loss on held-out replies, words-satisfied rate
+   (share of held-out prompts whose greedy story contains every requested word), time and peak RSS.
 2. Peak memory (RSS) and step time of full / LoRA / QLoRA fine-tuning on the stories110M shape (random
    weights: the cost does not depend on them), each method in its own process so its peak is its own:
    the peak while training (Linux: counted from after setup) and the peak of setup, where QLoRA still
    builds the float model it quantizes.
+3. LoRA vs QLoRA step time on the stories110M shape, alternating in one process (what QLoRA's NF4 base
+   costs in time, under the same load).
 
-python benchmarks/bench_finetune.py                      # both, on ../shared/data's TinyStories head
+python benchmarks/bench_finetune.py --threads 1           # all three (small base pretrained here)
+python benchmarks/bench_finetune.py --only words --threads 1 --base /work/models/ts6m/best \
+    --prepared /work/models/ts_data --tune-steps 150 --train 1200 --test 64 --sentences 3 --new-tokens 100
 python benchmarks/bench_finetune.py --only memory --steps-110m 3
-python benchmarks/bench_finetune.py --only words --pretrain-steps 1500 --tune-steps 400
-python benchmarks/bench_finetune.py --only words --dim 64 --layers 2 --context 256 --pretrain-steps 100 --tune-steps 40
+python benchmarks/bench_finetune.py --only speed --steps-110m 4 --threads 1
+
+On a busy machine give --threads 1: torch's threads wait for each other when another process holds a core
+(a LoRA step of the 5M model took 1.5-1.9 s on 1 thread and 13-18 s on 2, alternating, under load).
 """
 
 from __future__ import annotations
@@ -143,11 +150,22 @@ def _tune(args: argparse.Namespace, method: str, base: Path, work: Path) -> tupl
 def measure(method: str, steps: int, context: int) -> dict[str, float]:
     """In a fresh process: build the stories110M shape, set it up for `method`, time `steps` optimizer
     steps (after one warm-up step) and report the peak RSS."""
+    model, opt, x = _setup(method, context)
+    setup_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+    training_peak = _reset_peak()  # QLoRA's float model before quantizing is setup, not training
+    times = [_step(model, opt, x) for _ in range(steps + 1)][1:]
+    peak_mb = training_peak() if training_peak else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad), "setup_mb": setup_mb,
+            "peak_mb": peak_mb, "min_s": min(times), "max_s": max(times)}  # fmt: skip
+
+
+def _setup(method: str, context: int) -> tuple[Any, Any, torch.Tensor]:
+    """(model, optimizer, a batch of 1 x context + 1 tokens) of the stories110M shape (random weights, seed 0)
+    set up for `method`: LoRA rank 8 on every target, over a float base or (qlora) an NF4 one."""
     from tinylm import transforms
     from tinylm.adapters.spec import LoraSpec, parse_targets
     from tinylm.config import get_preset
     from tinylm.model import Model
-    from tinylm.train.objectives import next_token
 
     torch.manual_seed(0)
     cfg = get_preset("stories110M")
@@ -158,22 +176,37 @@ def measure(method: str, steps: int, context: int) -> dict[str, float]:
         transforms.apply(model, "quantization", make_spec("nf4"))
     if method != "full":
         transforms.apply(model, "adapters", LoraSpec(rank=8, alpha=16, targets=parse_targets("all", cfg)).to_dict())
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    x = torch.randint(0, cfg.vocab_size, (1, context + 1))
-    setup_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
-    training_peak = _reset_peak()  # QLoRA's float model before quantizing is setup, not training
-    times = []
-    for i in range(steps + 1):
-        t0 = time.perf_counter()
-        next_token(model.train(), x[:, :-1], x[:, 1:]).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if i:
-            times.append(time.perf_counter() - t0)
-    peak_mb = training_peak() if training_peak else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"trainable": sum(p.numel() for p in params), "setup_mb": setup_mb, "peak_mb": peak_mb,
-            "min_s": min(times), "max_s": max(times)}  # fmt: skip
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    return model, opt, torch.randint(0, cfg.vocab_size, (1, context + 1))
+
+
+def _step(model: Any, opt: Any, x: torch.Tensor) -> float:
+    """Seconds of one optimizer step on the batch `x`."""
+    from tinylm.train.objectives import next_token
+
+    t0 = time.perf_counter()
+    next_token(model.train(), x[:, :-1], x[:, 1:]).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0
+
+
+def speed_table(args: argparse.Namespace) -> None:
+    """LoRA and QLoRA step times on the stories110M shape in one process, alternating step by step so both
+    see the same machine load; QLoRA's cost over LoRA is dequantizing its NF4 base in forward and backward."""
+    runs = {m: _setup(m, CONTEXT_110M) for m in ("lora", "qlora")}
+    times: dict[str, list[float]] = {m: [] for m in runs}
+    for i in range(args.steps_110m + 1):
+        for m, (model, opt, x) in runs.items():
+            t = _step(model, opt, x)
+            if i:  # the first round warms up
+                times[m].append(t)
+    ratio = [q / lo for lo, q in zip(times["lora"], times["qlora"], strict=True)]
+    print(f"\nstories110M shape, batch 1 x {CONTEXT_110M}, {torch.get_num_threads()} threads, {args.steps_110m} "
+          "alternating steps each: seconds per step (min-max)")  # fmt: skip
+    for m, t in times.items():
+        print(f"{m:<6} {min(t):>6.2f} - {max(t):<6.2f}")
+    print(f"QLoRA / LoRA, step by step: {min(ratio):.2f} - {max(ratio):.2f}x")
 
 
 def _reset_peak():
@@ -202,6 +235,7 @@ def memory_table(args: argparse.Namespace) -> None:
     print(f"{'method':<7} {'trainable':>12} {'setup MB':>9} {'training peak RSS MB':>21} {'step s (min-max)':>18}")
     for method in ("full", "lora", "qlora"):
         cmd = [sys.executable, __file__, "--child", method, "--steps-110m", str(args.steps_110m)]
+        cmd += ["--threads", str(args.threads)] if args.threads else []
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
             print(f"{method:<7} failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
@@ -213,7 +247,7 @@ def memory_table(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", choices=("words", "memory"))
+    p.add_argument("--only", choices=("words", "memory", "speed"))
     p.add_argument("--stories", type=Path, default=SHARED, help="TinyStories text (default: ../shared's head)")
     p.add_argument("--base", type=Path, help="reuse this pretrained checkpoint (with --prepared) instead of pretraining")
     p.add_argument("--prepared", type=Path, help="the prepared data --base was trained on: its validation stories are held out")
@@ -239,11 +273,13 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.child, args.steps_110m, CONTEXT_110M)))
         return
-    if args.only != "memory":
+    if args.only in (None, "words"):
         with tempfile.TemporaryDirectory() as work:
             words_table(args, Path(work))
-    if args.only != "words":
+    if args.only in (None, "memory"):
         memory_table(args)
+    if args.only in (None, "speed"):
+        speed_table(args)
 
 
 if __name__ == "__main__":

@@ -102,8 +102,9 @@ class _FrozenPacked(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, base: nn.Module) -> torch.Tensor:
         ctx.base = base
-        with torch.no_grad():
-            return base(x)  # (..., out)
+        # torch's product, not the module's kernel path: that hands training-sized batches to NumPy's BLAS,
+        # whose own threads ignore --threads
+        return F.linear(x, base.dequantized().to(x.dtype), base.bias)  # (..., out)
 
     @staticmethod
     def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor, None]:
