@@ -1,31 +1,40 @@
-"""Fine-tuning benchmark, two tables from one run on this machine.
+"""Fine-tuning benchmark, three tables from one run on this machine.
 
-1. Story-words ("Write a story that uses the words X, Y and Z."): a small Llama is pretrained by tinylm
-   on TinyStories text, then tuned on story-words examples by LoRA and by full fine-tuning for the same
-   number of steps. Rows: the base prompted with the same chat template, LoRA, full. Columns: trainable
-   parameters, validation loss on held-out replies, and the words-satisfied rate (share of held-out
-   prompts whose greedy story contains every requested word).
+1. Story-words ("Write a story that uses the words X, Y and Z."): a Llama pretrained by tinylm on
+   TinyStories text (--base with its --prepared data, whose validation stories are held out; or a small
+   one pretrained here) is tuned on story-words examples by LoRA, QLoRA and full fine-tuning for the same
+   number of steps. Rows: the base prompted with the same chat template, then each method. Columns:
+   trainable parameters, size of the saved checkpoint, loss on held-out replies, words-satisfied rate
+   (share of held-out prompts whose greedy story contains every requested word), time and peak RSS.
 2. Peak memory (RSS) and step time of full / LoRA / QLoRA fine-tuning on the stories110M shape (random
    weights: the cost does not depend on them), each method in its own process so its peak is its own:
    the peak while training (Linux: counted from after setup) and the peak of setup, where QLoRA still
    builds the float model it quantizes.
+3. LoRA vs QLoRA step time on the stories110M shape, alternating in one process (what QLoRA's NF4 base
+   costs in time, under the same load).
 
-python benchmarks/bench_finetune.py                      # both, on ../shared/data's TinyStories head
+python benchmarks/bench_finetune.py --threads 1           # all three (small base pretrained here)
+python benchmarks/bench_finetune.py --only words --threads 1 --base /work/models/ts6m/best \
+    --prepared /work/models/ts_data --tune-steps 150 --train 1200 --test 64 --sentences 3 --new-tokens 100
 python benchmarks/bench_finetune.py --only memory --steps-110m 3
-python benchmarks/bench_finetune.py --only words --pretrain-steps 1500 --tune-steps 400
-python benchmarks/bench_finetune.py --only words --dim 64 --layers 2 --context 256 --pretrain-steps 100 --tune-steps 40
+python benchmarks/bench_finetune.py --only speed --steps-110m 4 --threads 1
+
+On a busy machine give --threads 1: torch's threads wait for each other when another process holds a core
+(a LoRA step of the 5M model took 1.5-1.9 s on 1 thread and 13-18 s on 2, alternating, under load).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -35,57 +44,128 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinys
 
 def words_table(args: argparse.Namespace, work: Path) -> None:
     from tinylm.checkpoint import load_checkpoint
-    from tinylm.train.finetune import Options, run_finetune
     from tinylm.train.instruct import encode, read_jsonl
     from tinylm.train.objectives import next_token
-    from tinylm.train.session import run_training
-    from tinylm.train.tasks.story_words import read_stories, words_rate, write_task
+    from tinylm.train.tasks.story_words import words_rate, write_task
 
-    stories = read_stories(str(args.stories))
-    held = stories[-args.test :]  # never pretrained or tuned on
-    (work / "pretrain.txt").write_text("\n<|endoftext|>\n".join(stories[: -args.test]), encoding="utf-8")
+    base_dir, held, train = _base_and_stories(args, work)
+    held, train = [_opening(s, args.sentences) for s in held[: args.test]], [_opening(s, args.sentences) for s in train]
     # write_task makes its first examples the test set: the held-out stories go first
-    (work / "task.txt").write_text("\n<|endoftext|>\n".join(held + stories[: args.train]), encoding="utf-8")
+    (work / "task.txt").write_text("\n<|endoftext|>\n".join(held + train[: args.train]), encoding="utf-8")
+    n_train, _ = write_task(str(work / "task.txt"), work / "sw", args.train, len(held))
+    base = load_checkpoint(base_dir)
+    tok = base.tokenizer
+    test = read_jsonl(work / "sw" / "test.jsonl")
+    unseen = {s.strip() for s in held}
+    if not all(r.messages[-1]["content"] in unseen for r in test):  # a held-out story too short for 3 words
+        sys.exit("a training story slipped into the test prompts; pass a smaller --test")
+    val = encode(test, tok, base.config.context_length, "truncate", quiet=True)
+    total = base.model.num_params()
+    print(f"\nstory-words: {n_train} training examples, {len(test)} held-out prompts (stories the base never "
+          f"saw), greedy, up to {args.new_tokens} new tokens; base {total / 1e6:.2f}M params, "
+          f"{torch.get_num_threads()} threads")  # fmt: skip
+    print(f"{'model':<22} {'trainable':>10} {'% base':>7} {'saved MB':>9} {'val loss':>9} {'words':>7} "
+          f"{'tune s':>7} {'s/step':>7} {'peak RSS MB':>12}", flush=True)  # fmt: skip
+    for method in ["base", *args.methods.split(",")]:  # each row as soon as it is measured
+        model, r = (base.model, {}) if method == "base" else _tune(args, method, base_dir, work)
+        with torch.no_grad():
+            loss = next_token(model.eval(), val.x, val.y).item()
+        rate = words_rate(model, tok, test, max_new_tokens=args.new_tokens)
+        n = r.get("trainable", 0)
+        cols = [f"{n:>10,}", f"{n / total:>7.2%}", f"{r['saved_mb']:>9.2f}"] if r else [f"{'-':>10}", f"{'-':>7}", f"{'-':>9}"]
+        cols += [f"{loss:>9.3f}", f"{rate:>7.1%}"]
+        cols += [f"{r['secs']:>7.0f}", f"{r['step_s']:>7.2f}", f"{r['peak_mb']:>12,.0f}"] if r else [f"{'-':>7}"] * 2 + [f"{'-':>12}"]
+        name = "base (same template)" if method == "base" else f"{method} ({args.tune_steps} steps)"
+        print(f"{name:<22} " + " ".join(cols), flush=True)
+    print("saved MB: the checkpoint a run writes (LoRA/QLoRA: the adapter alone; QLoRA's NF4 base is written once "
+          "beside it); peak RSS: the process's high-water mark while that method tuned")  # fmt: skip
+
+
+def _opening(story: str, sentences: int | None) -> str:
+    """The first `sentences` sentences of a story (all of it for None): shorter rows train faster on a CPU."""
+    return story if sentences is None else " ".join(re.split(r"(?<=[.!?])\s+", story.strip())[:sentences])
+
+
+def _base_and_stories(args: argparse.Namespace, work: Path) -> tuple[Path, list[str], list[str]]:
+    """The base checkpoint, held-out stories and training stories. With --base, the held-out stories are the
+    validation documents of the prepared data it was trained on (--prepared); else a small base is
+    pretrained here on all but the last --test stories."""
+    from tinylm.train.session import run_training
+    from tinylm.train.tasks.story_words import read_stories
+
+    if args.base:
+        return args.base, *_prepared_split(args.prepared)
+    stories = read_stories(str(args.stories))
+    held, train = stories[-args.test :], stories[: -args.test]  # never pretrained on
+    (work / "pretrain.txt").write_text("\n<|endoftext|>\n".join(train), encoding="utf-8")
     t0 = time.perf_counter()
     shape = {"family": "llama", "n_layers": args.layers, "dim": args.dim, "n_heads": 4, "context_length": args.context}
     run_training({"data": str(work / "pretrain.txt"), "out_dir": str(work / "base"), "vocab_size": 1024,
                   "max_steps": args.pretrain_steps, "batch_size": 16, "eval_interval": args.pretrain_steps,
                   "warmup_steps": min(50, args.pretrain_steps // 10)}, shape, quiet=True)  # fmt: skip
     print(f"pretrained the base: {args.pretrain_steps} steps in {time.perf_counter() - t0:.0f}s")
-    write_task(str(work / "task.txt"), work / "sw", args.train, args.test)
-    base = load_checkpoint(work / "base" / "best")
-    tok = base.tokenizer
-    test = read_jsonl(work / "sw" / "test.jsonl")
-    val = encode(test, tok, base.config.context_length, "truncate", quiet=True)
-    rows = [("base (same template)", base.model, 0, 0.0)]
-    for method in ("lora", "full"):
-        t0 = time.perf_counter()
-        opts = Options(str(work / "base" / "best"), str(work / "sw" / "train.jsonl"), method=method, rank=args.rank,
-                       too_long="truncate")  # a story cut at the context can still use its words
-        result = run_finetune(opts, {"out_dir": str(work / method), "max_steps": args.tune_steps,
-                                     "eval_interval": args.tune_steps}, quiet=True)  # fmt: skip
-        n = sum(p.numel() for p in result.model.parameters() if p.requires_grad) if method == "lora" else \
-            result.model.num_params()  # fmt: skip
-        rows.append((f"{method} ({args.tune_steps} steps)", result.model, n, time.perf_counter() - t0))
-    total = base.model.num_params()
-    print(f"\nstory-words: {len(test)} held-out prompts, greedy, up to {args.new_tokens} new tokens; base "
-          f"{total / 1e6:.2f}M params")  # fmt: skip
-    print(f"{'model':<22} {'trainable':>10} {'% base':>7} {'val loss':>9} {'words':>7} {'tune s':>7}")
-    for name, model, n, secs in rows:
-        with torch.no_grad():
-            loss = next_token(model.eval(), val.x, val.y).item()
-        rate = words_rate(model, tok, test, max_new_tokens=args.new_tokens)
-        print(f"{name:<22} {n:>10,} {n / total:>7.2%} {loss:>9.3f} {rate:>7.1%} {secs:>7.0f}")
+    return work / "base" / "best", held, train
+
+
+def _prepared_split(prepared: Path | None) -> tuple[list[str], list[str]]:
+    """(validation, training) stories of a `tinylm prepare` output, split as prepare split them (by a keyed
+    hash of each document); checked against the document counts its manifest records."""
+    from tinylm.data.prepare import _is_val
+    from tinylm.train.tasks.story_words import read_stories
+
+    if prepared is None:
+        sys.exit("--base needs --prepared: the prepared data it was trained on, whose validation stories are held out")
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    split = manifest["split"]
+    key = int(split["seed"]).to_bytes(8, "little")
+    stories = [s for src in manifest["sources"] for s in read_stories(src)]
+    held = [s for s in stories if _is_val(s, split["val_fraction"], key)]
+    train = [s for s in stories if not _is_val(s, split["val_fraction"], key)]
+    want = manifest["splits"]["val"]["documents"], manifest["splits"]["train"]["documents"]
+    if (len(held), len(train)) != want:
+        sys.exit(f"{prepared}: re-splitting gave {len(held)} / {len(train)} stories, the manifest says {want}")
+    return held, train
+
+
+def _tune(args: argparse.Namespace, method: str, base: Path, work: Path) -> tuple[Any, dict[str, float]]:
+    from tinylm.train.finetune import Options, run_finetune
+
+    opts = Options(str(base), str(work / "sw" / "train.jsonl"), method=method, rank=args.rank, targets=args.targets,
+                   too_long="truncate")  # a story cut at the context can still use its words
+    peak = _reset_peak()
+    t0 = time.perf_counter()
+    result = run_finetune(opts, {"out_dir": str(work / method), "max_steps": args.tune_steps, "batch_size": args.batch,
+                                 "eval_interval": args.tune_steps, "eval_batches": 2}, quiet=True)  # fmt: skip
+    secs = time.perf_counter() - t0
+    logged = [r for r in map(json.loads, (work / method / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    first, last = logged[0], logged[-1]  # training time between two logged steps: no setup, no evaluation
+    trainable = sum(p.numel() for p in result.model.parameters() if p.requires_grad)
+    saved = (work / method / "last" / "model.safetensors").stat().st_size  # the weights, not the optimizer state
+    return result.model, {"trainable": trainable, "saved_mb": saved / 1e6, "secs": secs,
+                          "step_s": (last["time"] - first["time"]) / (last["step"] - first["step"])
+                          if last is not first else secs / args.tune_steps,
+                          "peak_mb": peak() if peak else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
 
 
 def measure(method: str, steps: int, context: int) -> dict[str, float]:
     """In a fresh process: build the stories110M shape, set it up for `method`, time `steps` optimizer
     steps (after one warm-up step) and report the peak RSS."""
+    model, opt, x = _setup(method, context)
+    setup_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+    training_peak = _reset_peak()  # QLoRA's float model before quantizing is setup, not training
+    times = [_step(model, opt, x) for _ in range(steps + 1)][1:]
+    peak_mb = training_peak() if training_peak else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad), "setup_mb": setup_mb,
+            "peak_mb": peak_mb, "min_s": min(times), "max_s": max(times)}  # fmt: skip
+
+
+def _setup(method: str, context: int) -> tuple[Any, Any, torch.Tensor]:
+    """(model, optimizer, a batch of 1 x context + 1 tokens) of the stories110M shape (random weights, seed 0)
+    set up for `method`: LoRA rank 8 on every target, over a float base or (qlora) an NF4 one."""
     from tinylm import transforms
     from tinylm.adapters.spec import LoraSpec, parse_targets
     from tinylm.config import get_preset
     from tinylm.model import Model
-    from tinylm.train.objectives import next_token
 
     torch.manual_seed(0)
     cfg = get_preset("stories110M")
@@ -96,22 +176,37 @@ def measure(method: str, steps: int, context: int) -> dict[str, float]:
         transforms.apply(model, "quantization", make_spec("nf4"))
     if method != "full":
         transforms.apply(model, "adapters", LoraSpec(rank=8, alpha=16, targets=parse_targets("all", cfg)).to_dict())
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    x = torch.randint(0, cfg.vocab_size, (1, context + 1))
-    setup_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
-    training_peak = _reset_peak()  # QLoRA's float model before quantizing is setup, not training
-    times = []
-    for i in range(steps + 1):
-        t0 = time.perf_counter()
-        next_token(model.train(), x[:, :-1], x[:, 1:]).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if i:
-            times.append(time.perf_counter() - t0)
-    peak_mb = training_peak() if training_peak else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"trainable": sum(p.numel() for p in params), "setup_mb": setup_mb, "peak_mb": peak_mb,
-            "min_s": min(times), "max_s": max(times)}  # fmt: skip
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    return model, opt, torch.randint(0, cfg.vocab_size, (1, context + 1))
+
+
+def _step(model: Any, opt: Any, x: torch.Tensor) -> float:
+    """Seconds of one optimizer step on the batch `x`."""
+    from tinylm.train.objectives import next_token
+
+    t0 = time.perf_counter()
+    next_token(model.train(), x[:, :-1], x[:, 1:]).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0
+
+
+def speed_table(args: argparse.Namespace) -> None:
+    """LoRA and QLoRA step times on the stories110M shape in one process, alternating step by step so both
+    see the same machine load; QLoRA's cost over LoRA is dequantizing its NF4 base in forward and backward."""
+    runs = {m: _setup(m, CONTEXT_110M) for m in ("lora", "qlora")}
+    times: dict[str, list[float]] = {m: [] for m in runs}
+    for i in range(args.steps_110m + 1):
+        for m, (model, opt, x) in runs.items():
+            t = _step(model, opt, x)
+            if i:  # the first round warms up
+                times[m].append(t)
+    ratio = [q / lo for lo, q in zip(times["lora"], times["qlora"], strict=True)]
+    print(f"\nstories110M shape, batch 1 x {CONTEXT_110M}, {torch.get_num_threads()} threads, {args.steps_110m} "
+          "alternating steps each: seconds per step (min-max)")  # fmt: skip
+    for m, t in times.items():
+        print(f"{m:<6} {min(t):>6.2f} - {max(t):<6.2f}")
+    print(f"QLoRA / LoRA, step by step: {min(ratio):.2f} - {max(ratio):.2f}x")
 
 
 def _reset_peak():
@@ -140,6 +235,7 @@ def memory_table(args: argparse.Namespace) -> None:
     print(f"{'method':<7} {'trainable':>12} {'setup MB':>9} {'training peak RSS MB':>21} {'step s (min-max)':>18}")
     for method in ("full", "lora", "qlora"):
         cmd = [sys.executable, __file__, "--child", method, "--steps-110m", str(args.steps_110m)]
+        cmd += ["--threads", str(args.threads)] if args.threads else []
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
             print(f"{method:<7} failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
@@ -151,28 +247,39 @@ def memory_table(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", choices=("words", "memory"))
+    p.add_argument("--only", choices=("words", "memory", "speed"))
     p.add_argument("--stories", type=Path, default=SHARED, help="TinyStories text (default: ../shared's head)")
+    p.add_argument("--base", type=Path, help="reuse this pretrained checkpoint (with --prepared) instead of pretraining")
+    p.add_argument("--prepared", type=Path, help="the prepared data --base was trained on: its validation stories are held out")
+    p.add_argument("--methods", default="lora,qlora,full", help="fine-tuning methods to compare (comma-separated)")
     p.add_argument("--pretrain-steps", type=int, default=600)
     p.add_argument("--tune-steps", type=int, default=200)
     p.add_argument("--train", type=int, default=1000, help="story-words training examples")
-    p.add_argument("--test", type=int, default=50, help="held-out prompts")
+    p.add_argument("--test", type=int, default=50, help="held-out prompts (at most)")
     p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--targets", default="attn", help="LoRA targets (attn: q,k,v,o; see tinylm finetune --help)")
+    p.add_argument("--batch", type=int, default=8, help="fine-tuning batch size")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     p.add_argument("--dim", type=int, default=128, help="base model width (4 heads)")
     p.add_argument("--layers", type=int, default=4, help="base model layers")
     p.add_argument("--new-tokens", type=int, default=200)
+    p.add_argument("--sentences", type=int, help="tune and test on the first N sentences of each story (default: all)")
     p.add_argument("--steps-110m", type=int, default=3)
     p.add_argument("--context", type=int, default=384, help="base context; the 110M runs use 256")
     p.add_argument("--child", choices=("full", "lora", "qlora"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child:
         print(json.dumps(measure(args.child, args.steps_110m, CONTEXT_110M)))
         return
-    if args.only != "memory":
+    if args.only in (None, "words"):
         with tempfile.TemporaryDirectory() as work:
             words_table(args, Path(work))
-    if args.only != "words":
+    if args.only in (None, "memory"):
         memory_table(args)
+    if args.only in (None, "speed"):
+        speed_table(args)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,17 @@
-"""The chat template: our ids equal transformers' apply_chat_template on our HF export, the loss mask
-covers exactly each assistant reply and its EOS, and BOS appears once."""
+"""The chat template: our ids equal transformers' apply_chat_template on our HF export and the GGUF
+export's template renders the same, the loss mask covers exactly each assistant reply and its EOS, and a
+conversation starts once, as every pretraining document did (BOS, or <|endoftext|> without one)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tinylm.chat import check_messages, jinja_template, render, render_for_training
+from tests.conftest import tiny_llama
+from tests.formats.conftest import save
+from tinylm.chat import check_messages, render, render_for_training
+from tinylm.data.prepare import encode_framed
 from tinylm.errors import TinyLMError
+from tinylm.formats import export_model
 from tinylm.formats.hf_folder import write_tokenizer
 from tinylm.tokenizer import CharTokenizer, SentencePieceTokenizer, train_tokenizer
 
@@ -50,7 +55,22 @@ def test_ids_equal_transformers_apply_chat_template(tmp_path, tok):
         prompt = conv[:-1]
         theirs = hf.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=False)
         assert theirs == render(tok, prompt, add_generation_prompt=True)
-    assert render(tok, CONVERSATIONS[0]).count(tok.bos_id) == (tok.bos_id is not None)  # BOS once, or never
+    if tok.bos_id is not None:
+        assert render(tok, CONVERSATIONS[0]).count(tok.bos_id) == 1  # BOS once: the tokenizer adds no second
+
+
+def test_a_conversation_starts_as_every_pretraining_document(tok):
+    """Shards hold [BOS] text EOS per document, so the token before a document's text is BOS, or the
+    previous document's EOS where there is no BOS (GPT-2's <|endoftext|>): a chat starts with that token,
+    in training and in generation alike."""
+    second = "The cat sat."
+    flat, _ = encode_framed(tok, ["A dog ran.", second])
+    start = int(flat[-len(tok.encode(second)) - 2])  # before the second document's text (and its EOS)
+    for conv in CONVERSATIONS:
+        ids, _ = render_for_training(tok, conv)
+        prompt = render(tok, conv[:-1], add_generation_prompt=True)
+        assert ids[0] == prompt[0] == start and ids[: len(prompt)] == prompt  # generation renders training's prefix
+        assert ids[1] != start  # once
 
 
 def test_template_text_is_what_the_ids_say(tok):
@@ -76,11 +96,26 @@ def test_mask_covers_exactly_the_replies_and_their_eos(tok):
     assert sum(mask) > 0 and not any(mask[: len(render(tok, conv[:2], add_generation_prompt=True))])
 
 
-def test_jinja_has_bos_only_when_the_tokenizer_has_one(stories):
-    with_bos = train_tokenizer("bpe", stories, vocab_size=400, bos=True)
-    without = train_tokenizer("bpe", stories, vocab_size=400)
-    assert jinja_template(with_bos).startswith("{{ bos_token }}")
-    assert "bos_token" not in jinja_template(without)
+def test_gguf_template_renders_the_same_ids(tmp_path, tok):
+    """llama.cpp renders tokenizer.chat_template with the GGUF's own BOS/EOS token texts; rendered that way
+    (Jinja as transformers and llama.cpp's minja set it up) and tokenized with specials parsed, it gives our ids."""
+    gguf = pytest.importorskip("gguf")
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    save(tmp_path / "ckpt", tiny_llama(vocab_size=tok.vocab_size), tok)
+    export_model(tmp_path / "ckpt", "gguf", tmp_path / "m.gguf")
+    fields = {name: f.contents() for name, f in gguf.GGUFReader(tmp_path / "m.gguf").fields.items()}
+    pieces = fields["tokenizer.ggml.tokens"]
+    bos, eos = pieces[fields["tokenizer.ggml.bos_token_id"]], pieces[fields["tokenizer.ggml.eos_token_id"]]
+    template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(
+        fields["tokenizer.chat_template"])  # fmt: skip
+    write_tokenizer(tok, tmp_path / "hf", context_length=256)
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf", local_files_only=True)
+    for conv in CONVERSATIONS:
+        for gen in (False, True):
+            messages = conv[:-1] if gen else conv
+            text = template.render(messages=messages, add_generation_prompt=gen, bos_token=bos, eos_token=eos)
+            assert hf(text, add_special_tokens=False)["input_ids"] == render(tok, messages, add_generation_prompt=gen)
 
 
 def test_bad_conversations_are_one_line():

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tinylm.errors import TinyLMError
+from tinylm.formats.vocab import document_start
 from tinylm.tokenizer import Tokenizer
 
 ROLES = ("system", "user", "assistant")
@@ -45,7 +46,7 @@ def _pieces(tok: Tokenizer, messages: Sequence[Message], add_generation_prompt: 
     if tok.eos_id is None:
         raise TinyLMError(f"a {tok.kind} tokenizer without an EOS token cannot end a chat turn; "
                           "use a bpe, sentencepiece, llama2 or gpt2 tokenizer")  # fmt: skip
-    out: list[Piece] = [] if tok.bos_id is None else [tok.bos_id]
+    out: list[Piece] = [document_start(tok)]  # BOS, or the EOS a document starts after; never None here
     for m in messages:
         out.append(TURN[m["role"]].format(m["content"].strip()))
         if m["role"] == "assistant":
@@ -90,14 +91,13 @@ def render_for_training(tok: Tokenizer, messages: Sequence[Message]) -> tuple[li
 
 
 def jinja_template(tok: Tokenizer) -> str:
-    """The template above in Jinja, as Hugging Face and llama.cpp render it (bos_token/eos_token are theirs)."""
+    """The template above in Jinja, as Hugging Face and llama.cpp render it: their bos_token is our <start>
+    (exports declare it so), eos_token our EOS."""
     content = "{{ message['content'] | trim }}"
     turns = "".join(
         f"{'{% if' if i == 0 else '{% elif'} message['role'] == '{role}' %}}{TURN[role].format(content)}"
         + ("{{ eos_token }}" if role == "assistant" else "")
         for i, role in enumerate(ROLES)
     )
-    return ("{{ bos_token }}" if tok.bos_id is not None else "") + (
-        "{% for message in messages %}" + turns + "{% endif %}{% endfor %}"
-        "{% if add_generation_prompt %}" + GENERATION_PROMPT + "{% endif %}"
-    )
+    return ("{{ bos_token }}{% for message in messages %}" + turns + "{% endif %}{% endfor %}"
+            "{% if add_generation_prompt %}" + GENERATION_PROMPT + "{% endif %}")

@@ -87,6 +87,14 @@ def test_merge_writes_a_plain_checkpoint_with_the_same_logits(task, tmp_path):
     with torch.no_grad():
         want = load_checkpoint(tmp_path / "run" / "last").model(x)
         assert (load_checkpoint(tmp_path / "merged").model(x) - want).abs().max() <= 1e-5
+    # `tinylm eval` loads the adapter on its base: the same scores as the merged model, and not the base's
+    text = tmp_path / "text.txt"
+    text.write_text("Once upon a time, a happy dog found a red ball in the park. " * 8, encoding="utf-8")
+    runs = [str(tmp_path / "run" / "last"), str(tmp_path / "merged"), str(task[0])]
+    assert main(["eval", *runs, "--data", str(text), "--quiet", "--json", str(tmp_path / "e.json")]) == 0
+    adapter, merged, base = json.loads((tmp_path / "e.json").read_text())["results"]
+    assert adapter["loss"] == pytest.approx(merged["loss"], abs=1e-4)
+    assert abs(base["loss"] - adapter["loss"]) > 1e-3
 
 
 def test_resume_continues_the_adapter_run(task, tmp_path):

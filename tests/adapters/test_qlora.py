@@ -72,3 +72,29 @@ def test_merge_requantizes_and_reports_the_error(run, tmp_path, capsys):
     assert main(["merge", str(root / "run" / "last"), "--out", str(tmp_path / "m")]) == 0
     assert "re-quantized after merging: largest weight error" in capsys.readouterr().out
     assert json.loads((tmp_path / "m" / "config.json").read_text())["quantization"]["kind"] == "nf4"
+
+
+@pytest.mark.parametrize("rows", [4, 40])  # the C kernel's small-batch product, and dequantize-then-multiply
+def test_gradients_equal_those_through_the_dequantized_float_base(rows):
+    """The packed base's backward (dequantize again, dL/dx = dL/dy · W) gives what autograd gives through a
+    float Linear holding the same dequantized weight."""
+    torch.manual_seed(0)
+    quant = QuantLinear.from_linear(torch.nn.Linear(128, 96, bias=False), "nf4", 64)
+    dense = torch.nn.Linear(128, 96, bias=False)
+    dense.weight.data = quant.dequantized()
+    slices = {"q": (0, 32, 128), "v": (64, 32, 128)}
+    pair = [LoRALinear(base.requires_grad_(False), slices, rank=4, alpha=8) for base in (quant, dense)]
+    with torch.no_grad():
+        for t in slices:
+            pair[0].lora_B[t].normal_()
+            pair[1].lora_A[t].copy_(pair[0].lora_A[t])
+            pair[1].lora_B[t].copy_(pair[0].lora_B[t])
+    x = torch.randn(rows, 128)
+    xs = [x.clone().requires_grad_() for _ in pair]
+    for m, xi in zip(pair, xs, strict=True):
+        m(xi).sin().sum().backward()  # a nonlinear loss: dL/dy differs per element
+    assert torch.allclose(xs[0].grad, xs[1].grad, atol=1e-5)
+    for t in slices:
+        assert torch.allclose(pair[0].lora_A[t].grad, pair[1].lora_A[t].grad, atol=1e-5)
+        assert torch.allclose(pair[0].lora_B[t].grad, pair[1].lora_B[t].grad, atol=1e-5)
+    assert quant.qweight.grad is None and not any(p.requires_grad for p in quant.parameters())

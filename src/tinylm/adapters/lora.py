@@ -17,7 +17,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from tinylm.adapters.spec import LoraSpec, placements
 from tinylm.errors import TinyLMError
@@ -50,8 +49,8 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(self.base, nn.Linear) or not torch.is_grad_enabled():
             y = self.base(x)  # (..., out)
-        else:  # a quantized base would keep its dequantized weight for backward: rebuild it there instead (QLoRA)
-            y = checkpoint(self.base, x, use_reentrant=False)
+        else:  # QLoRA: the gradient reaches x through a weight that is never kept in float
+            y = _FrozenPacked.apply(x, self.base)
         if self.merged:
             return y
         h = self.drop(x)
@@ -92,6 +91,25 @@ class LoRALinear(nn.Module):
             w[start : start + rows] -= self.delta_weight(t)
         set_dense_weight(self.base, w)
         self.merged = False
+
+
+class _FrozenPacked(torch.autograd.Function):
+    """y = base(x) for a frozen quantized base, saving nothing for backward but the module itself (its packed
+    weight): backward dequantizes it once more for dL/dx = dL/dy · W. Checkpointing the call instead would
+    also redo the forward product in backward; keeping W from forward would hold every layer's float weight
+    at once, which is the memory QLoRA exists to save."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, base: nn.Module) -> torch.Tensor:
+        ctx.base = base
+        # torch's product, not the module's kernel path: that hands training-sized batches to NumPy's BLAS,
+        # whose own threads ignore --threads
+        return F.linear(x, base.dequantized().to(x.dtype), base.bias)  # (..., out)
+
+    @staticmethod
+    def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor, None]:
+        w = ctx.base.dequantized().to(grad_y.dtype)  # (out, in)
+        return grad_y @ w, None  # (..., in)
 
 
 def dense_weight(base: nn.Module) -> torch.Tensor:
