@@ -14,6 +14,8 @@ import torch
 from tests.conftest import tiny_gpt2, tiny_llama
 from tinylm.checkpoint import load_checkpoint
 from tinylm.cli import main
+from tinylm.config import get_preset
+from tinylm.generate import bench
 from tinylm.model import Model
 from tinylm.quantize import int8_gemm, smoothquant
 from tinylm.quantize.calibrated import Options, absmax_stats, quantize_calibrated
@@ -177,3 +179,16 @@ def test_bad_alpha_is_one_line(text_ckpt, tmp_path, one_line_error):
     assert "outside [0, 1]" in one_line_error([*base, "--alpha", "-0.1"])
     assert "not a number" in one_line_error([*base, "--alpha", "half"])
     assert not (tmp_path / "o").exists()
+
+
+def test_bench_measures_w8a8_on_both_engines():
+    cfg = get_preset("stories260K")
+    weights = bench.random_weights(cfg)
+    numpy_engine = bench.build_engine("numpy", cfg, weights, bench.W8A8)
+    assert isinstance(numpy_engine.layers[0].wqkv, int8_gemm.Matrix) and isinstance(numpy_engine.layers[1].w1,
+                                                                                      int8_gemm.Matrix)  # fmt: skip
+    torch_engine = bench.build_engine("torch", cfg, weights, bench.W8A8)
+    assert isinstance(torch_engine.model.layers[0].mlp.w2, W8A8Linear)
+    assert bench.weight_bytes_per_token(cfg, bench.W8A8) == bench.weight_bytes_per_token(cfg, "int8")
+    result = bench.measure("stories260K", "numpy", 1, 4, 8, 1, scheme=bench.W8A8)
+    assert result.scheme == bench.W8A8 and result.prefill_tok_s > 0 and result.decode_tok_s > 0

@@ -7,7 +7,9 @@ settings take effect before any library starts its thread pool) measures:
 The parent measures memory-read bandwidth (summing a 512 MiB array on each thread) and divides it
 by the weight bytes one decode step must read: the bound a memory-bound decoder cannot beat
 (unless the weights fit in a cache). A quantization scheme (tinylm.quantize) other than fp32 stores
-the layers' matrices packed (embedding and head float), which lowers the bytes and raises the bound.
+the layers' matrices packed (embedding and head float), which lowers the bytes and raises the bound;
+"w8a8" stores them as int8 and multiplies int8 activations too (SmoothQuant's layers), which pays in
+prefill, where arithmetic rather than reading the weights is the cost.
 Used by `tinylm bench`, `benchmarks/bench_generate.py` and `benchmarks/bench_quantize.py`.
 """
 
@@ -29,6 +31,16 @@ from tinylm.errors import TinyLMError
 SHAPES = ("stories260K", "stories15M", "stories110M")
 ENGINES = ("numpy", "torch", "torch-compile")
 FLOAT = "fp32"  # the scheme name of unquantized weights
+W8A8 = "w8a8"  # int8 weights x int8 activations (tinylm.quantize.w8a8), stored as the int8 scheme stores them
+
+
+def quantization_spec(scheme: str, stored: bool = False) -> dict:
+    """The checkpoint spec of a quantized `scheme`; with `stored`, that of how its weights are stored."""
+    from tinylm.quantize import transform, w8a8
+
+    if scheme == W8A8:
+        return transform.make_spec("int8") if stored else w8a8.make_spec()
+    return transform.make_spec(scheme)
 
 
 @dataclass
@@ -55,7 +67,7 @@ def weight_bytes_per_token(cfg: ModelConfig, scheme: str = FLOAT) -> int:
     from tinylm.quantize import transform
 
     plain = tensor_layout(cfg)
-    spec = transform.make_spec(scheme)
+    spec = quantization_spec(scheme, stored=True)
     swapped = transform.quantized_weights(plain, spec["keep"])
     packed = {k: v for k, v in transform.layout(cfg, spec, plain).items() if k not in plain}
     return fp32 - sum(4 * int(np.prod(plain[k][0])) for k in swapped) + sum(
@@ -96,16 +108,13 @@ def memory_bandwidth(threads: int, mib: int = 512, repeats: int = 5) -> float:
 
 
 def build_engine(engine: str, cfg: ModelConfig, weights: dict[str, np.ndarray], scheme: str = FLOAT):
-    spec = None
-    if scheme != FLOAT:
-        from tinylm.quantize import transform
-
-        spec = transform.make_spec(scheme)
+    spec = None if scheme == FLOAT else quantization_spec(scheme)
     if engine == "numpy":
         from tinylm.quantize.transform import quantize_weights
         from tinylm.runtime import NumpyModel
 
-        return NumpyModel(cfg, weights if spec is None else quantize_weights(spec, weights), quantization=spec)
+        stored = weights if spec is None else quantize_weights(quantization_spec(scheme, stored=True), weights)
+        return NumpyModel(cfg, stored, quantization=spec)
     import torch
 
     from tinylm.checkpoint import build_model
@@ -113,9 +122,9 @@ def build_engine(engine: str, cfg: ModelConfig, weights: dict[str, np.ndarray], 
 
     model = build_model(cfg, {k: torch.from_numpy(v) for k, v in weights.items()})
     if spec is not None:
-        from tinylm.quantize.transform import apply
+        from tinylm import transforms
 
-        apply(model, spec)
+        transforms.apply(model, "quantization", spec)
     return TorchEngine(model, compile=engine == "torch-compile", transpose_weights=True)
 
 
