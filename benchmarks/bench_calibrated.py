@@ -218,8 +218,8 @@ def gptq_time_row(samples: int) -> Row:
 
 def dominance(model: Model, tokens: torch.Tensor) -> list[float]:
     """Per token, at every smoothed norm's output: max |x| over the outlier channels / max |x| over the
-    rest. Per-token int8 scales are set by the larger, so this says how much of the 127 steps the
-    other channels lose -- in LLMs' outlier channels it is about 10-20 on every token."""
+    rest. A per-token int8 scale is set by the larger, so the other channels keep about 127 / ratio
+    levels: the damage naive W8A8 takes follows this ratio, not the planted factor itself."""
     ratios: list[torch.Tensor] = []
     rest = torch.ones(model.config.dim, dtype=torch.bool)
     rest[OUTLIER_CHANNELS] = False
