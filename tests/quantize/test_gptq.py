@@ -23,6 +23,7 @@ from tinylm.quantize import int4, q4_0
 from tinylm.quantize.calibrate import recording
 from tinylm.quantize.gptq import gptq
 from tinylm.quantize.linear import QuantLinear, stored_parts
+from tinylm.runtime import NumpyModel
 from tinylm.tokenizer.char import CharTokenizer
 
 MODULES = {"q4_0": q4_0, "int4": int4}
@@ -106,6 +107,11 @@ def test_gptq_int4_checkpoint_loads_as_int4(text_ckpt, tmp_path):
     model = load_checkpoint(tmp_path / "g").model
     assert model.layers[0].attn.wqkv.group == 64
     assert isinstance(model.lm_head, QuantLinear)  # the head too, from the final norm's outputs
+    tokens = torch.randint(0, model.config.vocab_size, (2, 12))
+    with torch.no_grad():
+        reference = model(tokens).numpy()
+    numpy_logits = NumpyModel.from_checkpoint(tmp_path / "g").logits(tokens.numpy())  # same int4 blocks
+    np.testing.assert_allclose(numpy_logits, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
 
 
 def test_bad_calibration_input_is_one_line(text_ckpt, tmp_path, one_line_error):

@@ -14,6 +14,7 @@ EXAMPLES = """
   tinylm bench --shapes stories15M --engines torch-compile,numpy --threads 2
   tinylm bench --tokens 64 --repeats 1 --json bench.json
   tinylm bench --shapes stories110M --engines numpy,torch --schemes fp32,q8_0,q4_0 --threads 2
+  tinylm bench --shapes stories110M --engines torch --schemes fp32,w8a8 --prompt-tokens 256 --threads 2
 """
 
 
@@ -30,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--threads", type=_csv(int), default=[1, 2], help="thread counts, comma-separated (default: 1,2)"
     )
     p.add_argument("--schemes", type=_csv(str), default=None,
-                   help="weights: fp32 and/or quantization schemes (int8, q8_0, q4_0, int4, nf4), comma-separated "
+                   help="weights: fp32 and/or quantization schemes (int8, q8_0, q4_0, int4, nf4; w8a8: int8 "
+                        "activations too), comma-separated "
                         "(default fp32)")  # fmt: skip
     p.add_argument("--tokens", type=int, default=256, help="new tokens per decode run (default 256)")
     p.add_argument("--prompt-tokens", type=int, default=128, help="prompt length for prefill (default 128)")
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> None:
 
     schemes = args.schemes or [bench.FLOAT]
     for s in schemes:
-        if s != bench.FLOAT:
+        if s not in (bench.FLOAT, bench.W8A8):
             get_scheme(s)
     if min(args.threads, default=0) < 1 or args.tokens < 1 or args.prompt_tokens < 1 or args.repeats < 1:
         raise TinyLMError("--threads, --tokens, --prompt-tokens and --repeats must be positive")

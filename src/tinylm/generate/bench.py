@@ -9,6 +9,8 @@ by the weight bytes one decode step must read: the bound a memory-bound decoder 
 (unless the weights fit in a cache). A quantization scheme (tinylm.quantize) other than fp32 stores
 the layers' matrices packed (embedding and head float), which lowers the bytes and raises the bound;
 the bytes counted are those the kernels read (float32 scales, which the files may hold as float16).
+"w8a8" stores them as int8 and multiplies int8 activations too (SmoothQuant's layers), which pays in
+prefill, where arithmetic rather than reading the weights is the cost.
 Used by `tinylm bench`, `benchmarks/bench_generate.py` and `benchmarks/bench_quantize.py`.
 """
 
@@ -30,6 +32,16 @@ from tinylm.errors import TinyLMError
 SHAPES = ("stories260K", "stories15M", "stories110M")
 ENGINES = ("numpy", "torch", "torch-compile")
 FLOAT = "fp32"  # the scheme name of unquantized weights
+W8A8 = "w8a8"  # int8 weights x int8 activations (tinylm.quantize.w8a8), stored as the int8 scheme stores them
+
+
+def quantization_spec(scheme: str, stored: bool = False) -> dict:
+    """The checkpoint spec of a quantized `scheme`; with `stored`, that of how its weights are stored."""
+    from tinylm.quantize import transform, w8a8
+
+    if scheme == W8A8:
+        return transform.make_spec("int8") if stored else w8a8.make_spec()
+    return transform.make_spec(scheme)
 
 
 @dataclass
@@ -57,11 +69,11 @@ def weight_bytes_per_token(cfg: ModelConfig, scheme: str = FLOAT) -> int:
     from tinylm.quantize import schemes, transform
 
     plain = tensor_layout(cfg)
-    spec = transform.make_spec(scheme)
-    total = fp32
+    spec = quantization_spec(scheme, stored=True)
+    stored, total = spec["kind"], fp32
     for name in transform.quantized_weights(plain, spec["keep"]):
         shape = plain[name][0]
-        total += kernel_bytes(scheme, shape, schemes.tensor_group(scheme, name, shape, spec["group_size"]))
+        total += kernel_bytes(stored, shape, schemes.tensor_group(stored, name, shape, spec["group_size"]))
         total -= 4 * int(np.prod(shape))
     return total
 
@@ -109,16 +121,13 @@ def memory_bandwidth(threads: int, mib: int = 512, repeats: int = 5) -> float:
 
 
 def build_engine(engine: str, cfg: ModelConfig, weights: dict[str, np.ndarray], scheme: str = FLOAT):
-    spec = None
-    if scheme != FLOAT:
-        from tinylm.quantize import transform
-
-        spec = transform.make_spec(scheme)
+    spec = None if scheme == FLOAT else quantization_spec(scheme)
     if engine == "numpy":
         from tinylm.quantize.transform import quantize_weights
         from tinylm.runtime import NumpyModel
 
-        return NumpyModel(cfg, weights if spec is None else quantize_weights(spec, weights), quantization=spec)
+        stored = weights if spec is None else quantize_weights(quantization_spec(scheme, stored=True), weights)
+        return NumpyModel(cfg, stored, quantization=spec)
     import torch
 
     from tinylm.checkpoint import build_model
@@ -126,9 +135,9 @@ def build_engine(engine: str, cfg: ModelConfig, weights: dict[str, np.ndarray], 
 
     model = build_model(cfg, {k: torch.from_numpy(v) for k, v in weights.items()})
     if spec is not None:
-        from tinylm.quantize.transform import apply
+        from tinylm import transforms
 
-        apply(model, spec)
+        transforms.apply(model, "quantization", spec)
     return TorchEngine(model, compile=engine == "torch-compile", transpose_weights=True)
 
 

@@ -87,8 +87,11 @@ def register() -> None:
 def numpy_forms(spec: dict[str, Any], weights: dict[str, Any]) -> tuple[dict[str, Form], dict[str, Any]]:
     """For the NumPy runtime: (weight name -> Form of each quantized layer, the other tensors). The
     packed arrays stay as they are in memory; only the small per-group scales are widened to float32."""
-    if spec.get("kind") == "w8a8":
-        raise TinyLMError("the NumPy runtime does not run w8a8 checkpoints (int8 activations) yet; use the torch engine")
+    if spec.get("kind") == "w8a8":  # stored as int8; multiplied with int8 activations (runtime's `x @ w`)
+        from tinylm.quantize.int8_gemm import Matrix
+
+        forms, rest = numpy_forms({**spec, "kind": "int8"}, weights)
+        return {k: Matrix(f.q, f.scale) for k, f in forms.items()}, rest  # type: ignore[misc]
     scheme, group, _ = read_spec(spec)
     parts_of = schemes.get_scheme(scheme).PARTS
     layers = {k.rsplit(".", 1)[0] for k in weights if k.endswith(".qweight")}

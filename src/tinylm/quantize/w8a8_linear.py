@@ -5,13 +5,12 @@ times int8 activations (one scale per token, computed on the fly), summed exactl
 
 Per-token activation scales are what SmoothQuant assumes: a few outlier channels would set every
 token's scale and crush the rest to zero, which is why `smoothquant` first moves them into the
-weights. On CPU the rounding, the integer product and the rescaling run in our C kernels
-(tinylm.quantize.int8_gemm); elsewhere in plain torch, the integer product in float64 (exact).
+weights. On CPU the rounding, the integer product and the rescaling run in one call of our C kernel
+(tinylm.quantize.int8_gemm.Matrix); elsewhere in plain torch, the integer product in float64 (exact).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from tinylm.quantize import int8_gemm
@@ -31,30 +30,21 @@ class W8A8Linear(QuantLinear):
     def __init__(self, in_features: int, out_features: int, bias: bool, scheme: str = "int8", group: int = 0,
                  name: str = "", device: torch.device | str | None = None):  # fmt: skip
         super().__init__(in_features, out_features, bias, "int8", group, name, device)
-        self._packed: int8_gemm.Packed | None = None
-        self._padded: tuple[np.ndarray, np.ndarray | None] = (np.zeros(0, np.float32), None)  # scales, bias
+        self._matrix: int8_gemm.Matrix | None = None
 
     def refresh(self) -> None:
         super().refresh()
         if self.qweight.is_meta or self.qweight.device.type != "cpu":
             return
-        self._packed = int8_gemm.pack(self.qweight.numpy())
-        m_pad = self._packed.wsum.size
-
-        def padded(t: torch.Tensor) -> np.ndarray:
-            out = np.zeros(m_pad, dtype=np.float32)
-            out[: self.out_features] = t.detach().float().numpy()
-            return out
-
-        self._padded = (padded(self.scales), None if self.bias is None else padded(self.bias))
+        bias = None if self.bias is None else self.bias.detach().float().numpy()
+        self._matrix = int8_gemm.Matrix(self.qweight.numpy(), self.scales.detach().float().numpy(), bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = x.reshape(-1, self.in_features)
-        if self._packed is not None and x2.device.type == "cpu" and x2.dtype == torch.float32:
-            y = int8_gemm.linear(x2.detach().numpy(), self._packed, *self._padded, torch.get_num_threads())
-            if y is not None:  # the C kernels: rounding, integer product and scaling in one call each
-                return torch.from_numpy(y[:, : self.out_features]).reshape(*x.shape[:-1], self.out_features)
-        xq, sx = quantize_tokens(x2.detach())  # plain torch: CUDA, other dtypes, no compiler
+        if self._matrix is not None and x2.device.type == "cpu" and x2.dtype == torch.float32:
+            y = self._matrix.apply(x2.detach().numpy(), torch.get_num_threads())  # the C kernel, one call
+            return torch.from_numpy(y).reshape(*x.shape[:-1], self.out_features)
+        xq, sx = quantize_tokens(x2.detach())  # plain torch: CUDA, other dtypes
         acc = xq.double() @ self.qweight.double().T  # exact: the sums stay far below 2^53
         y = acc.float() * sx * self.scales.float()
         if self.bias is not None:
