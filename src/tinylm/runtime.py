@@ -148,8 +148,10 @@ class Layer:
         self.w2, self.b2 = matrix("mlp.w2.weight"), bias("mlp.w2.bias")
 
 
-def linear(x: np.ndarray, w: np.ndarray | Form, b: np.ndarray | None) -> np.ndarray:
-    y = matmul(x, w)
+def linear(x: np.ndarray, w: np.ndarray | Form | Any, b: np.ndarray | None) -> np.ndarray:
+    # float and weight-only quantized matrices go through our kernels; others (W8A8's int8_gemm.Matrix,
+    # which rounds the activations too) multiply themselves
+    y = matmul(x, w) if isinstance(w, (np.ndarray, Form)) else x @ w
     if b is not None:
         y += b
     return y
