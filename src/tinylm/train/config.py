@@ -1,8 +1,16 @@
-"""TrainConfig: every setting of a training run, saved as JSON in the checkpoint so a run can resume."""
+"""TrainConfig: every setting of a training run, saved as JSON in the checkpoint so a run can resume.
+
+Compile "auto" (None): torch.compile when the session is long enough to repay the warm-up. On this 2-core
+CPU compiling a small model's training step took 55-70 s under load (benchmarks/bench_train_cpu.py) and
+made its steps 1.0-1.35x faster, so it pays from a few minutes of training on: a budget of
+COMPILE_MINUTES or more, or COMPILE_STEPS steps or more without one. On the CPU it also needs a C
+compiler (inductor builds its kernels with it); MPS stays eager.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +19,8 @@ from tinylm.fields import from_json
 
 SCHEDULES = ("cosine", "wsd", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILE_MINUTES = 5.0
+COMPILE_STEPS = 1000
 
 
 @dataclass
@@ -43,7 +53,8 @@ class TrainConfig:
     # machine
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
     precision: str = "auto"  # "auto", "fp32", "bf16" or "fp16" (fp16 uses a GradScaler)
-    compile: bool = False
+    compile: bool | None = None  # None: when the run is long enough to repay the warm-up (see train.device)
+    prefetch: bool = True  # gather the next step's batches in a background thread while this one computes
     seed: int = 1337
 
     def __post_init__(self) -> None:
@@ -81,3 +92,13 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "training settings") -> TrainConfig:
         return from_json(cls, d, source, what="training setting")
+
+
+def pick_compile(asked: bool | None, device_type: str, steps: int, minutes: float | None) -> bool:
+    """Whether to torch.compile a session of `steps` steps (or of a budget of `minutes`): as asked, else
+    by its length (see the module docstring)."""
+    if asked is not None:
+        return asked
+    if device_type == "mps" or (device_type == "cpu" and not (shutil.which("cc") or shutil.which("gcc"))):
+        return False
+    return minutes >= COMPILE_MINUTES if minutes is not None else steps >= COMPILE_STEPS
