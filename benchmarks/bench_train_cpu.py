@@ -24,6 +24,7 @@ python benchmarks/bench_train_cpu.py --shapes quickstart --rounds 5 --steps 20 -
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from typing import Any
@@ -200,6 +201,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="as tinylm's --threads (default: idle cores)")
     p.add_argument("--no-compile", action="store_true", help="skip the compiled variant (slow to warm up)")
     args = p.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]  # rows as they come, also into a file
     from tinylm.threads import busy_cores, use_threads
 
     threads = use_threads(args.threads)

@@ -21,6 +21,11 @@ from tinylm.generate.scheduler import Scheduler
 from tinylm.tokenizer.base import Tokenizer
 
 ENGINES = ("torch", "numpy")
+# `--engine auto` (pick_engine): the NumPy runtime decodes a small model on the CPU faster than the torch
+# engine, whose per-token Python and dispatch cost does not shrink with the model; from this size on
+# (parameters, embeddings included) torch is as fast or faster. Measured with `tinylm bench` (see
+# benchmarks/bench_engine_auto.py): stories260K and stories15M decode faster on NumPy, stories110M on torch.
+NUMPY_MAX_PARAMS = 50_000_000
 Prompt = str | Sequence[int]
 
 
@@ -196,3 +201,17 @@ class Generator:
         for _, _, piece in self.start(prompt, max_new_tokens, **options):
             if piece:
                 yield piece
+
+
+def pick_engine(checkpoint: str | Path, device: str = "cpu", compile: bool = False) -> str:
+    """The engine "auto" means for this checkpoint: the NumPy runtime for a model of at most
+    NUMPY_MAX_PARAMS parameters on the CPU, the torch engine for larger ones, another device, a compiled
+    decode, or what the NumPy runtime does not run (adapters, w8a8)."""
+    from tinylm.config import read_config
+
+    if device != "cpu" or compile:
+        return "torch"
+    cfg, transforms = read_config(checkpoint)
+    if set(transforms) - {"quantization"} or transforms.get("quantization", {}).get("kind") == "w8a8":
+        return "torch"
+    return "numpy" if cfg.num_params() <= NUMPY_MAX_PARAMS else "torch"
