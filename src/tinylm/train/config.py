@@ -4,13 +4,15 @@ Compile "auto" (None): torch.compile when the session is long enough to repay th
 CPU compiling a small model's training step took 55-70 s under load (benchmarks/bench_train_cpu.py) and
 made its steps 1.0-1.35x faster, so it pays from a few minutes of training on: a budget of
 COMPILE_MINUTES or more, or COMPILE_STEPS steps or more without one. On the CPU it also needs a C
-compiler (inductor builds its kernels with it); MPS stays eager.
+compiler (inductor builds its kernels with g++ or $CXX, offline); MPS stays eager.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +101,11 @@ def pick_compile(asked: bool | None, device_type: str, steps: int, minutes: floa
     by its length (see the module docstring)."""
     if asked is not None:
         return asked
-    if device_type == "mps" or (device_type == "cpu" and not (shutil.which("cc") or shutil.which("gcc"))):
+    if device_type == "mps" or (device_type == "cpu" and not _have_cxx()):
         return False
     return minutes >= COMPILE_MINUTES if minutes is not None else steps >= COMPILE_STEPS
+
+
+def _have_cxx() -> bool:
+    """The C++ compiler inductor builds CPU kernels with: $CXX, else g++ (clang++ on macOS)."""
+    return shutil.which(os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")) is not None
