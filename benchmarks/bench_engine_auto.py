@@ -1,6 +1,6 @@
 """What `--engine auto` should pick: decode tokens/s of the NumPy runtime and the torch engine by model size,
-beside the engine the rule (tinylm.generate.generator.pick_engine: NumPy up to NUMPY_MAX_PARAMS parameters
-on the CPU) picks for that size. Each measurement runs in a fresh process (tinylm.generate.bench), the two
+beside the engine the rule (tinylm.generate.generator.engine_for: NumPy up to a parameter count on the CPU,
+a lower one for quantized weights) picks for it. Each measurement runs in a fresh process (tinylm.generate.bench), the two
 engines one after the other per shape and round, so both see about the same load; ranges over the rounds.
 
 python benchmarks/bench_engine_auto.py                                  # 4 shapes, fp32, 1 thread, 2 rounds
@@ -24,12 +24,14 @@ def main() -> None:
     args = p.parse_args()
     from tinylm.config import get_preset
     from tinylm.generate.bench import measure_isolated
-    from tinylm.generate.generator import NUMPY_MAX_PARAMS
+    from tinylm.generate.generator import NUMPY_MAX_PARAMS, NUMPY_MAX_PARAMS_QUANTIZED, engine_for
 
-    print(f"decode tokens/s, batch 1, {args.threads} thread(s); auto = numpy up to {NUMPY_MAX_PARAMS:,} parameters")
+    print(f"decode tokens/s, batch 1, {args.threads} thread(s); auto = numpy up to {NUMPY_MAX_PARAMS:,} parameters "
+          f"({NUMPY_MAX_PARAMS_QUANTIZED:,} quantized)")  # fmt: skip
     print(f"{'shape':<13}{'params':>8}{'scheme':>7}{'numpy':>18}{'torch':>18}{'faster':>8}{'auto':>7}")
     for shape in args.shapes.split(","):
-        n = get_preset(shape).num_params()
+        cfg = get_preset(shape)
+        n = cfg.num_params()
         for scheme in args.schemes.split(","):
             rates: dict[str, list[float]] = {"numpy": [], "torch": []}
             for _ in range(args.rounds):
@@ -38,7 +40,7 @@ def main() -> None:
                     rates[engine].append(r.decode_tok_s)
             mid = {e: sorted(r)[len(r) // 2] for e, r in rates.items()}
             cells = "".join(f"{f'{min(r):,.0f} - {max(r):,.0f}':>18}" for r in rates.values())
-            auto = "numpy" if n <= NUMPY_MAX_PARAMS else "torch"  # pick_engine's rule for a plain CPU checkpoint
+            auto = engine_for(cfg, {} if scheme == "fp32" else {"quantization": {"kind": scheme}})
             print(f"{shape:<13}{n / 1e6:>7.1f}M{scheme:>7}{cells}{max(mid, key=mid.get):>8}{auto:>7}", flush=True)
 
 

@@ -108,10 +108,10 @@ def test_engine_auto_picks_numpy_for_small_cpu_models(ckpt: Path, capsys, monkey
 
 
 def test_engine_auto_help_states_the_limit() -> None:
-    from tinylm.generate.generator import NUMPY_MAX_PARAMS
+    from tinylm.generate.generator import NUMPY_MAX_PARAMS, NUMPY_MAX_PARAMS_QUANTIZED
 
     help_text = next(a.help for a in sample_parser()._actions if "--engine" in a.option_strings)
-    assert f"at most {NUMPY_MAX_PARAMS // 10**6}M parameters" in help_text
+    assert f"at most {NUMPY_MAX_PARAMS // 10**6}M parameters ({NUMPY_MAX_PARAMS_QUANTIZED // 10**6}M quantized)" in help_text
 
 
 def test_engine_auto_keeps_torch_for_what_numpy_does_not_run(ckpt: Path, monkeypatch) -> None:
@@ -123,6 +123,8 @@ def test_engine_auto_keeps_torch_for_what_numpy_does_not_run(ckpt: Path, monkeyp
         assert generator.pick_engine(ckpt) == "torch"
     monkeypatch.setattr(tinylm.config, "read_config", lambda path: (CFG, {"quantization": {"kind": "q8_0"}}))
     assert generator.pick_engine(ckpt) == "numpy"
+    monkeypatch.setattr(generator, "NUMPY_MAX_PARAMS_QUANTIZED", CFG.num_params() - 1)  # quantized: a lower limit
+    assert generator.pick_engine(ckpt) == "torch"
 
 
 def sample_parser():

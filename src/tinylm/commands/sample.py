@@ -43,8 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--stop", action="append", default=[], metavar="TEXT", help="stop at this text (repeatable)"
     )
     p.add_argument("--engine", default="auto",
-                   help="auto (default): numpy for models of at most 50M parameters on the CPU (it decodes them "
-                        "faster), else torch; or torch, or numpy (NumPy only, no torch)")  # fmt: skip
+                   help="auto (default): numpy on the CPU for models of at most 120M parameters (50M quantized), "
+                        "which it decodes faster, else torch; or torch, or numpy (NumPy only, no torch)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="torch engine device: cpu or cuda (default cpu)")
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the decode step (slow start, fast tokens)"

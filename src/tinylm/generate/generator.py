@@ -21,11 +21,13 @@ from tinylm.generate.scheduler import Scheduler
 from tinylm.tokenizer.base import Tokenizer
 
 ENGINES = ("torch", "numpy")
-# `--engine auto` (pick_engine): the NumPy runtime decodes a small model on the CPU faster than the torch
-# engine, whose per-token Python and dispatch cost does not shrink with the model; from this size on
-# (parameters, embeddings included) torch is as fast or faster. Measured with `tinylm bench` (see
-# benchmarks/bench_engine_auto.py): stories260K and stories15M decode faster on NumPy, stories110M on torch.
-NUMPY_MAX_PARAMS = 50_000_000
+# `--engine auto` (pick_engine): the NumPy runtime decodes small models on the CPU faster than the torch
+# engine, whose per-token Python and dispatch cost does not shrink with the model. Measured (batch 1, decode;
+# benchmarks/bench_engine_auto.py and the quiet-machine table of `benchmarks/bench_quantize.py`): fp32 NumPy
+# was faster at every size up to stories110M (48.6 vs 38.7 tok/s quiet); packed q8_0/q4_0 weights NumPy at
+# stories15M (383 vs 260) but torch at stories110M (37 vs 47). Larger models were not measured: torch.
+NUMPY_MAX_PARAMS = 120_000_000  # float weights
+NUMPY_MAX_PARAMS_QUANTIZED = 50_000_000
 Prompt = str | Sequence[int]
 
 
@@ -204,14 +206,19 @@ class Generator:
 
 
 def pick_engine(checkpoint: str | Path, device: str = "cpu", compile: bool = False) -> str:
-    """The engine "auto" means for this checkpoint: the NumPy runtime for a model of at most
-    NUMPY_MAX_PARAMS parameters on the CPU, the torch engine for larger ones, another device, a compiled
-    decode, or what the NumPy runtime does not run (adapters, w8a8)."""
+    """The engine "auto" means for this checkpoint (see `engine_for`)."""
     from tinylm.config import read_config
 
     if device != "cpu" or compile:
         return "torch"
-    cfg, transforms = read_config(checkpoint)
-    if set(transforms) - {"quantization"} or transforms.get("quantization", {}).get("kind") == "w8a8":
+    return engine_for(*read_config(checkpoint))
+
+
+def engine_for(cfg: ModelConfig, transforms: dict[str, Any]) -> str:
+    """For a CPU decode: the NumPy runtime up to NUMPY_MAX_PARAMS parameters (NUMPY_MAX_PARAMS_QUANTIZED with
+    quantized weights), else torch; torch too for what NumPy does not run (adapters, w8a8)."""
+    quantized = transforms.get("quantization", {}).get("kind")
+    if set(transforms) - {"quantization"} or quantized == "w8a8":
         return "torch"
-    return "numpy" if cfg.num_params() <= NUMPY_MAX_PARAMS else "torch"
+    limit = NUMPY_MAX_PARAMS_QUANTIZED if quantized else NUMPY_MAX_PARAMS
+    return "numpy" if cfg.num_params() <= limit else "torch"
