@@ -1,9 +1,10 @@
 """TrainConfig: every setting of a training run, saved as JSON in the checkpoint so a run can resume.
 
-Compile "auto" (None): torch.compile when the session is long enough to repay the warm-up. On this 2-core
-CPU compiling a small model's training step took 55-70 s under load (benchmarks/bench_train_cpu.py) and
-made its steps 1.0-1.35x faster, so it pays from a few minutes of training on: a budget of
-COMPILE_MINUTES or more, or COMPILE_STEPS steps or more without one. On the CPU it also needs a C
+Compile "auto" (None): torch.compile when the session is long enough to repay the warm-up. On a 2-core
+CPU compiling a small model's training step took about a minute at load 2 and 5-9 minutes at load 12-18
+(benchmarks/bench_train_cpu.py), and made its steps 1.3-2.2x faster than eager, so on a machine not
+overloaded it pays from a few minutes of training on: a budget of COMPILE_MINUTES or more, or
+COMPILE_STEPS steps or more without one. On the CPU it also needs a C
 compiler (inductor builds its kernels with g++ or $CXX, offline); MPS stays eager.
 """
 
