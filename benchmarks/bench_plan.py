@@ -1,5 +1,5 @@
 """Does `tinylm plan --minutes M` give good advice? Train its choice and the two shapes beside it on the plan's
-ladder (one smaller, one larger) for the same M minutes each, on the same data, and compare their held-out loss
+ladder (one smaller and one larger; the two nearest when it chose an end) for the same M minutes each, on the same data, and compare their held-out loss
 (the trainer's validation loss: the same fixed validation batches for all three, same tokenizer and context).
 The plan's advice holds if its choice reaches the lowest.
 
@@ -37,7 +37,8 @@ def main() -> None:
     print(f"plan: measuring candidates ({threads} thread(s), batch {args.batch_size} x {args.context}) ...")
     chosen = fit_budget(cands, args.minutes * 60, args.batch_size, "cpu", "auto")
     i = cands.index(chosen)
-    trio = cands[max(0, i - 1) : i + 2] if i + 2 <= len(cands) else cands[-3:]
+    start = max(0, min(i - 1, len(cands) - 3))  # the choice and its neighbours, three in all at the ends too
+    trio = cands[start : start + 3]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for c in trio:
