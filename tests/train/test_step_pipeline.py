@@ -53,3 +53,31 @@ def test_compile_by_default_only_for_long_runs(monkeypatch):
 def test_train_compile_flags(flag, value):
     args = build_parser().parse_args(["train", "--data", "x.txt", *flag])
     assert getattr(args, "compile", None) is value
+
+
+class _FailingCompile:
+    """What torch.compile returns when inductor cannot build its kernels (e.g. a damaged cache entry)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, *args, **kwargs):
+        from torch._dynamo.exc import TorchDynamoException
+
+        raise TorchDynamoException("kernel build failed")
+
+
+def test_a_failed_default_compile_trains_eager_and_an_asked_one_says_so(cfg, tmp_path, monkeypatch, capsys):
+    from tinylm.errors import TinyLMError
+    from tinylm.train import trainer
+
+    monkeypatch.setattr(trainer, "pick_compile", lambda asked, *rest: True if asked is None else asked)
+    monkeypatch.setattr(torch, "compile", _FailingCompile)
+    mc, data = model_config(), stream_data()
+    eager = train(cfg.replace(out_dir=str(tmp_path / "a"), compile=False), data, mc, quiet=True)
+    fallback = train(cfg.replace(out_dir=str(tmp_path / "b")), data, mc, quiet=True)  # compile: None, by default
+    assert "torch.compile failed (kernel build failed); training without it" in capsys.readouterr().err
+    a, b = eager.model.state_dict(), fallback.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the failed first step was redone, not half-applied
+    with pytest.raises(TinyLMError, match="--no-compile"):
+        train(cfg.replace(out_dir=str(tmp_path / "c"), compile=True), data, mc, quiet=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -354,19 +355,19 @@ def _optimizer_step(run: _Run) -> tuple[float, float, float]:
     for g in opt.param_groups:
         g["lr"] = lr
     micro = run.batches.step()
-    total = torch.zeros((), device=run.device)
     try:
-        for i, (x, y, *extra) in enumerate(micro):
-            # a dataset may yield more per example than (x, y): the objective gets it (e.g. cached teacher outputs)
-            sync = i == len(micro) - 1 or not run.d.enabled
-            with contextlib.nullcontext() if sync else run.forward.no_sync(), run.precision.autocast():  # type: ignore[operator]
-                loss = run.objective(run.forward, x, y, *extra)
-            scaler.scale(loss / len(micro)).backward()
-            total += loss.detach().float()
+        total = _accumulate(run, micro)
     except torch.OutOfMemoryError:
         raise TinyLMError(_oom_hint(run)) from None
     except _compile_errors() as e:
-        raise TinyLMError(f"torch.compile failed ({str(e).splitlines()[0][:200]}); train with --no-compile") from None
+        why = str(e).splitlines()[0][:200]
+        if cfg.compile:  # asked for: say so
+            raise TinyLMError(f"torch.compile failed ({why}); train with --no-compile") from None
+        if run.d.main:  # compiled by default: train eager instead (every process fails alike, at its first step)
+            print(f"note: torch.compile failed ({why}); training without it", file=sys.stderr)
+        run.forward, run.compiled = _forward(run.model, False, run.d, run.device), False
+        opt.zero_grad(set_to_none=True)
+        total = _accumulate(run, micro)
     except RuntimeError as e:
         if "out of memory" in str(e) or "can't allocate memory" in str(e):
             raise TinyLMError(_oom_hint(run)) from None
@@ -386,6 +387,19 @@ def _optimizer_step(run: _Run) -> tuple[float, float, float]:
     scaler.update()
     opt.zero_grad(set_to_none=True)
     return loss_v, gnorm_v, lr
+
+
+def _accumulate(run: _Run, micro: list[tuple[torch.Tensor, ...]]) -> torch.Tensor:
+    """Forward and backward of every micro-batch of a step; returns the sum of their losses."""
+    total = torch.zeros((), device=run.device)
+    for i, (x, y, *extra) in enumerate(micro):
+        # a dataset may yield more per example than (x, y): the objective gets it (e.g. cached teacher outputs)
+        sync = i == len(micro) - 1 or not run.d.enabled
+        with contextlib.nullcontext() if sync else run.forward.no_sync(), run.precision.autocast():  # type: ignore[operator]
+            loss = run.objective(run.forward, x, y, *extra)
+        run.precision.scaler.scale(loss / len(micro)).backward()
+        total += loss.detach().float()
+    return total
 
 
 @torch.no_grad()
