@@ -1,7 +1,8 @@
 """Threads under load: training and decoding tokens/s with tinylm's default thread count, 1 thread and
 all physical cores, with and without one competing busy process (a Python loop spinning on one core).
 
-Each measurement runs in a fresh Python whose thread count is set by `tinylm.threads.use_threads` before
+The three thread settings alternate within each repeat, so they see the same machine load. Each
+measurement runs in a fresh Python whose thread count is set by `tinylm.threads.use_threads` before
 torch starts (as the commands do), so the OpenMP pool is sized once, as it would be for a user. The
 "default" row resolves the thread count in that child, with the competitor already running.
 
@@ -85,13 +86,17 @@ def main() -> None:
         try:
             time.sleep(0.5 if spin else 0)  # let the competitor show up in /proc/stat
             for kind in ("train", "decode"):
-                for label, n in (("default", None), ("1", 1), (f"all ({cores})", cores)):
-                    runs = [measure(kind, n, args.seconds) for _ in range(args.repeats)]
-                    rates = sorted(r["tok_s"] for r in runs)
-                    used = sorted({r["threads"] for r in runs})
+                settings = (("default", None), ("1", 1), (f"all ({cores})", cores))
+                runs: dict[str, list[dict]] = {label: [] for label, _ in settings}
+                for _ in range(args.repeats):  # alternating, so the three see the same load
+                    for label, n in settings:
+                        runs[label].append(measure(kind, n, args.seconds))
+                for label, n in settings:
+                    rates = sorted(r["tok_s"] for r in runs[label])
+                    used = sorted({r["threads"] for r in runs[label]})
                     name = f"default={','.join(map(str, used))}" if n is None else label
                     print(f"{'1 busy' if spin else 'none':<12}{kind:<8}{name:<14}"
-                          f"{f'{rates[0]:,.0f} - {rates[-1]:,.0f}':>34}")  # fmt: skip
+                          f"{f'{rates[0]:,.0f} - {rates[-1]:,.0f}':>34}", flush=True)  # fmt: skip
         finally:
             if spin:
                 spin.kill()

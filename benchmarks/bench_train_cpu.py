@@ -1,69 +1,196 @@
-"""Training tokens/s of small models on the CPU: where a step's time goes, and what tinylm's choices cost.
+"""Training tokens/s of small models on the CPU: tinylm's trainer against a plain nanoGPT-style loop, where a
+step's time goes, and the model FLOPs utilisation against this CPU's measured matmul peak.
 
-For each shape, in one process and alternating in chunks (so every variant sees the same machine load):
-- eager fp32:   a plain nanoGPT-style loop (forward, cross-entropy, backward, clip, AdamW, zero_grad): the baseline;
-- eager bf16:   the same under bf16 autocast (what `--precision auto` picks on CPUs with bf16);
-- compiled:     the fp32 loop with torch.compile'd model (its warm-up is reported, not counted).
-Also the share of an eager fp32 step spent in the forward pass, the backward pass and the optimizer.
+For each shape, in one process and alternating in chunks of steps (so every variant sees the same machine load):
+- nanoGPT fp32:      the baseline, written here as nanoGPT's train.py does it: random windows stacked from the
+                     token array, model forward, F.cross_entropy, backward, clip 1.0, AdamW (two weight-decay
+                     groups, the default multi-tensor kernel on CPU), zero_grad; eager and fp32;
+- tinylm eager:      tinylm's own training step (tinylm.train.trainer) with --no-compile and its other defaults:
+                     precision auto (bf16 autocast on CPUs with native bf16), fused AdamW, batches gathered ahead;
+- tinylm (default):  the same step compiled, as `tinylm train` runs a run of 5 minutes or 1000 steps and more.
+Warm-up (compilation included) is reported and not counted. Same model init, shape, batch and token data.
 
-python benchmarks/bench_train_cpu.py                           # all shapes, 3 rounds of 10 steps
+MFU: model FLOPs per token (6 x matmul parameters + 12 x layers x context x dim for attention, as nanoGPT and
+PaLM count them) x tokens/s, over this CPU's peak measured here with a large torch.mm at the same threads,
+in fp32 and in bf16. The step breakdown profiles the baseline: matmul, attention, other kernels and the
+optimizer by their own time, the rest of the wall clock is Python, autograd and kernel launches; data is
+the batch gathering, timed on its own.
+(llm.c's train_gpt2.c could not be fetched on this machine, so there is no llm.c column.)
+
+python benchmarks/bench_train_cpu.py                                  # all shapes, 3 rounds of 10 steps
 python benchmarks/bench_train_cpu.py --shapes quickstart --rounds 5 --steps 20 --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import tempfile
 import time
+from typing import Any
 
 SHAPES = {  # name: (model shape, vocab, batch, context)
     "stories260K": ({"preset": "stories260K"}, 512, 32, 256),
     "quickstart": ({"family": "llama", "n_layers": 4, "dim": 128, "n_heads": 4, "context_length": 128}, 1024, 16, 128),
     "gpt-micro": ({"preset": "gpt-micro"}, 4096, 16, 256),
 }
+TOKENS = 1_000_000  # random token ids: throughput does not depend on what they say
 
 
-class Loop:
-    """One training variant: its model, optimizer and step."""
+def model_config(shape: str) -> Any:
+    from tinylm.train.shapes import build_config
 
-    def __init__(self, shape: str, precision: str, compile: bool):
+    kw, vocab, _, T = SHAPES[shape]
+    return build_config(vocab, **{**kw, "context_length": T})
+
+
+class NanoGPT:
+    """The baseline loop, in nanoGPT's train.py manner."""
+
+    def __init__(self, shape: str, tokens: Any):
         import torch
 
         from tinylm.model import Model
-        from tinylm.train.shapes import build_config
 
-        kw, vocab, self.B, self.T = SHAPES[shape]
+        _, _, self.B, self.T = SHAPES[shape]
+        self.tokens = tokens
         torch.manual_seed(0)
-        model = Model(build_config(vocab, **{**kw, "context_length": self.T}))
-        self.model = torch.compile(model) if compile else model
-        self.opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        self.params = list(model.parameters())
-        self.bf16 = precision == "bf16"
-        self.data = torch.randint(0, vocab, (self.B, self.T + 1))
-        self.warmup = self.timed_steps(2)
+        self.model = Model(model_config(shape))
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]  # fmt: skip
+        self.opt = torch.optim.AdamW(groups, lr=6e-4, betas=(0.9, 0.95))
 
-    def step(self, parts: dict[str, float] | None = None) -> None:
+    def get_batch(self) -> tuple[Any, Any]:
+        import numpy as np
+        import torch
+
+        ix = torch.randint(len(self.tokens) - self.T, (self.B,))
+        x = torch.stack([torch.from_numpy(self.tokens[i : i + self.T].astype(np.int64)) for i in ix])
+        y = torch.stack([torch.from_numpy(self.tokens[i + 1 : i + 1 + self.T].astype(np.int64)) for i in ix])
+        return x, y
+
+    def step(self) -> None:
         import torch
         import torch.nn.functional as F
 
-        t0 = time.perf_counter()
-        with torch.autocast("cpu", torch.bfloat16, enabled=self.bf16):
-            logits = self.model(self.data[:, :-1])  # (B, T, vocab)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), self.data[:, 1:].flatten())
-        t1 = time.perf_counter()
+        x, y = self.get_batch()
+        logits = self.model(x)  # (B, T, vocab)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
         loss.backward()
-        t2 = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        if parts is not None:
-            for k, v in (("forward", t1 - t0), ("backward", t2 - t1), ("optimizer", time.perf_counter() - t2)):
-                parts[k] = parts.get(k, 0.0) + v
 
-    def timed_steps(self, n: int, parts: dict[str, float] | None = None) -> float:
+
+class TinyLM:
+    """tinylm's training step (the trainer's own setup and step function), compiled or not."""
+
+    def __init__(self, shape: str, tokens: Any, compile: bool):
+        import torch
+
+        from tinylm.train import TrainConfig, TrainData, distributed
+        from tinylm.train.batches import TokenWindows
+        from tinylm.train.trainer import _setup
+
+        _, _, self.B, self.T = SHAPES[shape]
+        self.tmp = tempfile.TemporaryDirectory()
+        cfg = TrainConfig(out_dir=self.tmp.name, batch_size=self.B, compile=compile, device="cpu", eval_batches=1,
+                          seed=0)  # fmt: skip
+        data = TrainData(TokenWindows(tokens, self.T), TokenWindows(tokens[: 4 * self.T], self.T))
+        self.run = _setup(cfg, data, model_config(shape), None, False, distributed.from_env(), torch.device("cpu"),
+                          quiet=True)  # fmt: skip
+
+    def step(self) -> None:
+        from tinylm.train.trainer import _optimizer_step
+
+        _optimizer_step(self.run)
+
+
+def timed(loop: Any, steps: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loop.step()
+    return time.perf_counter() - t0
+
+
+def peak_flops(dtype_name: str, n: int = 2048, repeats: int = 5) -> float:
+    """The best FLOP/s of an n x n x n torch.mm over a few tries (after one warm-up)."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.mm(a, b)
+    best = min(timed_call(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * n**3 / best
+
+
+def timed_call(f: Any) -> float:
+    t0 = time.perf_counter()
+    f()
+    return time.perf_counter() - t0
+
+
+def flops_per_token(shape: str) -> float:
+    import torch
+
+    from tinylm.model import Model
+
+    cfg = model_config(shape)
+    with torch.device("meta"):
+        model = Model(cfg)
+    matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    return 6 * matmul + 12 * cfg.n_layers * SHAPES[shape][3] * cfg.dim
+
+
+def breakdown(loop: NanoGPT, steps: int = 3) -> str:
+    """Where the baseline's step time goes (see the module docstring)."""
+    from torch.profiler import profile
+
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loop.get_batch()
+    data = time.perf_counter() - t0
+    with profile() as prof:
+        wall = timed(loop, steps)
+    kinds = {"matmul": 0.0, "attention": 0.0, "optimizer": 0.0, "other kernels": 0.0}
+    calls = 0
+    for e in prof.key_averages():
+        if not e.key.startswith("aten::"):
+            continue
+        calls += e.count
+        name = e.key[6:]
+        kind = ("matmul" if name in ("mm", "addmm", "bmm") else "attention" if "scaled_dot_product" in name
+                else "optimizer" if name.startswith(("_foreach", "_fused_adam")) else "other kernels")  # fmt: skip
+        kinds[kind] += e.self_cpu_time_total / 1e6
+    kinds["data"] = data
+    kinds["Python/autograd/launch"] = max(0.0, wall - sum(kinds.values()))
+    return ", ".join(f"{k} {v / wall:.0%}" for k, v in kinds.items()) + f"; {calls // steps:,} kernel calls per step"
+
+
+def run_shape(shape: str, args: argparse.Namespace, peaks: dict[str, float], tokens: Any) -> None:
+    t0 = time.perf_counter()
+    loops: dict[str, Any] = {"nanoGPT fp32": NanoGPT(shape, tokens)}
+    warmup = {"nanoGPT fp32": timed(loops["nanoGPT fp32"], 2) + time.perf_counter() - t0}
+    variants = [("tinylm eager", False)] + ([] if args.no_compile else [("tinylm (default)", True)])
+    for name, compile in variants:
         t0 = time.perf_counter()
-        for _ in range(n):
-            self.step(parts)
-        return time.perf_counter() - t0
+        loops[name] = TinyLM(shape, tokens, compile)
+        warmup[name] = timed(loops[name], 2) + time.perf_counter() - t0
+    rates: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(args.rounds):
+        for name, loop in loops.items():
+            rates[name].append(args.steps * loop.B * loop.T / timed(loop, args.steps))
+    median = {name: sorted(r)[len(r) // 2] for name, r in rates.items()}
+    base, fpt = median["nanoGPT fp32"], flops_per_token(shape)
+    for name, r in rates.items():
+        mfu = " ".join(f"{median[name] * fpt / peaks[k]:>8.1%}" for k in ("float32", "bfloat16"))
+        print(f"{shape:<12}{name:<18}{f'{min(r):,.0f} - {max(r):,.0f}':>20}{median[name] / base:>9.2f}x{mfu}"
+              f"{warmup[name]:>10.1f}")  # fmt: skip
+    print(f"{'':<12}nanoGPT fp32 step: {breakdown(loops['nanoGPT fp32'])}")
+    for loop in loops.values():
+        if isinstance(loop, TinyLM):
+            loop.run.batches.close()
 
 
 def main() -> None:
@@ -74,28 +201,21 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="as tinylm's --threads (default: idle cores)")
     p.add_argument("--no-compile", action="store_true", help="skip the compiled variant (slow to warm up)")
     args = p.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]  # rows as they come, also into a file
     from tinylm.threads import busy_cores, use_threads
 
     threads = use_threads(args.threads)
-    print(f"{threads} thread(s); other processes kept {busy_cores(1.0):.1f} core(s) busy at start\n")
-    variants = [("eager fp32", "fp32", False), ("eager bf16", "bf16", False)]
-    variants += [] if args.no_compile else [("compiled fp32", "fp32", True)]
-    print(f"{'shape':<12}{'variant':<15}{'tokens/s (min-max)':>22}{'vs eager fp32':>15}{'warm-up s':>11}")
+    busy = busy_cores(1.0)
+    import numpy as np
+
+    peaks = {k: peak_flops(k) for k in ("float32", "bfloat16")}
+    print(f"{threads} thread(s); other processes kept {busy:.1f} core(s) busy at start; torch.mm peak "
+          f"{peaks['float32'] / 1e9:,.0f} GFLOP/s fp32, {peaks['bfloat16'] / 1e9:,.0f} GFLOP/s bf16\n")  # fmt: skip
+    tokens = np.random.default_rng(0).integers(0, 512, TOKENS).astype(np.uint16)  # every shape's vocab has 512
+    print(f"{'shape':<12}{'variant':<18}{'tokens/s (min-max)':>20}{'vs base':>10}{'MFU fp32':>9}{'MFU bf16':>9}"
+          f"{'warm-up s':>10}")  # fmt: skip
     for shape in args.shapes.split(","):
-        loops = {name: Loop(shape, prec, comp) for name, prec, comp in variants}
-        rates: dict[str, list[float]] = {name: [] for name in loops}
-        parts: dict[str, float] = {}
-        for _ in range(args.rounds):
-            for name, loop in loops.items():
-                seconds = loop.timed_steps(args.steps, parts if name == "eager fp32" else None)
-                rates[name].append(args.steps * loop.B * loop.T / seconds)
-        base = sorted(rates["eager fp32"])[len(rates["eager fp32"]) // 2]
-        for name, r in rates.items():
-            mid = sorted(r)[len(r) // 2]
-            print(f"{shape:<12}{name:<15}{f'{min(r):,.0f} - {max(r):,.0f}':>22}{mid / base:>14.2f}x"
-                  f"{loops[name].warmup:>11.1f}")  # fmt: skip
-        total = sum(parts.values())
-        print(f"{'':<12}eager fp32 step: " + ", ".join(f"{k} {v / total:.0%}" for k, v in parts.items()))
+        run_shape(shape, args, peaks, tokens)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,22 @@ def test_busy_cores_sees_a_spinning_process():
 
 @pytest.mark.parametrize("argv", [["train"], ["task", "addition"], ["task", "charlm", "--data", "x"], ["plan"],
                                   ["sample", "ck"], ["eval", "ck", "--data", "x"], ["quickstart"],
-                                  ["quantize", "ck", "--scheme", "int8", "--out", "o"], ["distill"]])  # fmt: skip
+                                  ["quantize", "ck", "--scheme", "int8", "--out", "o"], ["distill"], ["finetune", "ck", "--data", "x"],
+                                  ["export", "ck", "--to", "gguf", "--out", "m.gguf"], ["import", "m.gguf", "--out", "o"],
+                                  ["chat", "ck"], ["serve", "ck"]])  # fmt: skip
 def test_every_computing_command_takes_threads(argv):
     assert build_parser().parse_args([*argv, "--threads", "3"]).threads == 3
+
+
+def test_threads_is_the_shared_option_everywhere():
+    """One option, one help text: a command that adds its own --threads (bench's is a list to sweep) shows up here."""
+    import argparse
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    shared = argparse.ArgumentParser()
+    threads.add_threads_argument(shared)
+    help_text = next(a.help for a in shared._actions if "--threads" in a.option_strings)
+    own = {name for name, sub in commands.items() for a in sub._actions
+           if "--threads" in a.option_strings and a.help != help_text}  # fmt: skip
+    assert own == {"bench"}

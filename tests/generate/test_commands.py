@@ -92,3 +92,46 @@ def test_bench_bad_input(capsys) -> None:
     assert "unknown engine 'jax'" in capsys.readouterr().err
     assert main(["bench", "--shapes", "nope"]) == 1
     assert "unknown preset" in capsys.readouterr().err
+
+
+def test_engine_auto_picks_numpy_for_small_cpu_models(ckpt: Path, capsys, monkeypatch) -> None:
+    from tinylm.generate import generator
+
+    assert generator.pick_engine(ckpt) == "numpy"
+    assert generator.pick_engine(ckpt, device="cuda") == "torch" and generator.pick_engine(ckpt, compile=True) == "torch"
+    assert main(["sample", str(ckpt), "abc", "-n", "3"]) == 0  # auto is the default
+    assert "(numpy engine)" in capsys.readouterr().err
+    monkeypatch.setattr(generator, "NUMPY_MAX_PARAMS", CFG.num_params() - 1)  # a model over the limit
+    assert generator.pick_engine(ckpt) == "torch"
+    assert main(["sample", str(ckpt), "abc", "-n", "3"]) == 0
+    assert "(torch engine)" in capsys.readouterr().err
+
+
+def test_engine_auto_help_states_the_limit() -> None:
+    from tinylm.generate.generator import NUMPY_MAX_PARAMS, NUMPY_MAX_PARAMS_QUANTIZED
+
+    help_text = next(a.help for a in sample_parser()._actions if "--engine" in a.option_strings)
+    assert f"at most {NUMPY_MAX_PARAMS // 10**6}M parameters ({NUMPY_MAX_PARAMS_QUANTIZED // 10**6}M quantized)" in help_text
+
+
+def test_engine_auto_keeps_torch_for_what_numpy_does_not_run(ckpt: Path, monkeypatch) -> None:
+    import tinylm.config
+    from tinylm.generate import generator
+
+    for transforms in ({"adapters": {"kind": "lora"}}, {"quantization": {"kind": "w8a8"}}):
+        monkeypatch.setattr(tinylm.config, "read_config", lambda path, t=transforms: (CFG, t))
+        assert generator.pick_engine(ckpt) == "torch"
+    monkeypatch.setattr(tinylm.config, "read_config", lambda path: (CFG, {"quantization": {"kind": "q8_0"}}))
+    assert generator.pick_engine(ckpt) == "numpy"
+    monkeypatch.setattr(generator, "NUMPY_MAX_PARAMS_QUANTIZED", CFG.num_params() - 1)  # quantized: a lower limit
+    assert generator.pick_engine(ckpt) == "torch"
+
+
+def sample_parser():
+    import argparse
+
+    from tinylm.commands import sample
+
+    p = argparse.ArgumentParser()
+    sample.add_arguments(p)
+    return p

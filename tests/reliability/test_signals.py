@@ -76,9 +76,10 @@ def test_training_saves_on_sigterm_and_resumes_after_kill_9(tmp_path, corpus):
     subprocess.run([sys.executable, "-m", "tinylm", "prepare", corpus, "--out", prepared, "--tokenizer", "char",
                     "--max-mb", "1"], check=True, capture_output=True, env={**os.environ, "PYTHONPATH": SRC})  # fmt: skip
     run = tmp_path / "run"
+    # eager (--no-compile): the point is signals, and a long run would compile by default
     args = ["train", "--data", prepared, "--out", run, "--layers", "1", "--dim", "32", "--heads", "2", "--context",
             "32", "--batch-size", "4", "--steps", "100000", "--eval-interval", "5", "--eval-batches", "1",
-            "--device", "cpu", "--precision", "fp32", "--quiet"]  # fmt: skip
+            "--device", "cpu", "--precision", "fp32", "--no-compile", "--quiet"]  # fmt: skip
     for sig in (signal.SIGTERM, signal.SIGKILL, signal.SIGINT):
         saved = _step(run)
         p = start(args + (["--resume"] if saved else []), tmp_path)

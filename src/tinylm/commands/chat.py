@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tinylm.threads import add_threads_argument, use_threads
+
 NAME = "chat"
 ORDER = 55
 HELP = "Chat with a checkpoint in the terminal, or with any OpenAI-compatible server (--url)."
@@ -29,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=200, help="longest reply in tokens (default 200)")
     p.add_argument("--engine", default="torch", help="torch (default) or numpy, for a checkpoint")
     p.add_argument("--device", default="cpu", help="torch engine device: cpu or cuda (default cpu)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the torch engine")
+    add_threads_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,10 +52,7 @@ def _open(args: argparse.Namespace):
 
     if args.url:
         return RemoteChat(args.url, args.api_key, args.model)
-    if args.threads is not None and args.engine == "torch":
-        import torch
-
-        torch.set_num_threads(args.threads)
+    use_threads(args.threads)  # both engines: torch's pool, and the BLAS pool under NumPy
     from tinylm.generate import Generator
 
     gen = Generator.load(args.checkpoint, engine=args.engine, device=args.device)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tinylm.threads import add_threads_argument
+
 NAME = "export"
 ORDER = 70
 HELP = "Export a checkpoint for Hugging Face, llama.cpp (GGUF), llama2.c or llm.c."
@@ -50,11 +52,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="llama2c/llmc: tokenizer file path (default: tokenizer.bin / gpt2_tokenizer.bin beside --out)",
     )
     p.add_argument("--formats", action="store_true", help="print what each format holds and exit")
+    add_threads_argument(p)  # quantizing blocks and converting tensors
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from tinylm.threads import use_threads
+
+    use_threads(args.threads)  # before torch or NumPy start their thread pools
     from tinylm.errors import TinyLMError
     from tinylm.formats import export_model, format_table
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tinylm.threads import add_threads_argument
+
 NAME = "import"
 ORDER = 75
 HELP = "Import a Hugging Face folder, .gguf, llama2.c or llm.c model into a tinylm checkpoint."
@@ -32,11 +34,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="weight dtype of the checkpoint (default: the source's; quantized sources become float32)",
     )
     p.add_argument("--from", dest="fmt", choices=("hf", "gguf", "llama2c", "llmc"), help="skip detection")
+    add_threads_argument(p)  # converting and dequantizing tensors
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from tinylm.threads import use_threads
+
+    use_threads(args.threads)  # before torch starts its thread pool
     import torch
 
     from tinylm.formats import detect, import_model

@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "inside this Python (no download)")  # fmt: skip
     p.add_argument("--out", default="runs/quickstart", help="run directory (default runs/quickstart)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster steps)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model (slow start, faster steps; default: for --minutes 5 or more)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_threads_argument(p)
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")

@@ -42,7 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--stop", action="append", default=[], metavar="TEXT", help="stop at this text (repeatable)"
     )
-    p.add_argument("--engine", default="torch", help="torch (default) or numpy (NumPy only, no torch)")
+    p.add_argument("--engine", default="auto",
+                   help="auto (default): numpy on the CPU for models of at most 120M parameters (50M quantized), "
+                        "which it decodes faster, else torch; or torch, or numpy (NumPy only, no torch)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="torch engine device: cpu or cuda (default cpu)")
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the decode step (slow start, fast tokens)"
@@ -60,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
 
     use_threads(args.threads)  # before torch or NumPy start their thread pools
     from tinylm.errors import TinyLMError
-    from tinylm.generate.generator import ENGINES, Generator
+    from tinylm.generate.generator import ENGINES, Generator, pick_engine
 
+    if args.engine == "auto":
+        args.engine = pick_engine(args.checkpoint, args.device, args.compile)
     if args.engine not in ENGINES:
         raise TinyLMError(f"unknown engine {args.engine!r}; choose one of: {', '.join(ENGINES)}")
     if args.engine == "torch":

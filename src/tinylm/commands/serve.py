@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tinylm.threads import add_threads_argument, use_threads
+
 NAME = "serve"
 ORDER = 60
 HELP = "Serve a checkpoint over an OpenAI-compatible HTTP API (continuous batching) with a chat page at /."
@@ -32,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="requests waiting for a row before new ones get a 503 (default 256)")  # fmt: skip
     p.add_argument("--engine", default="torch", help="torch (default) or numpy (NumPy only, no torch)")
     p.add_argument("--device", default="cpu", help="torch engine device: cpu or cuda (default cpu)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the torch engine")
+    add_threads_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tinylm.errors import TinyLMError
 
+    use_threads(args.threads)  # before torch or NumPy start their pools (either engine)
     try:
         import uvicorn
 
@@ -47,10 +50,6 @@ def run(args: argparse.Namespace) -> int:
         from tinylm.serve.backend import Backend
     except ImportError as e:
         raise TinyLMError(f"serving needs {e.name}; install it with: pip install 'tinylm[serve]'") from None
-    if args.threads is not None and args.engine == "torch":
-        import torch
-
-        torch.set_num_threads(args.threads)
     backend = Backend.load(args.checkpoint, name=args.model_name, engine=args.engine, device=args.device,
                            max_batch=args.max_batch, max_queue=args.max_queue)  # fmt: skip
     app = create_app(backend, api_key=args.api_key)

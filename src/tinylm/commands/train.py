@@ -14,7 +14,7 @@ EXAMPLES = """
   tinylm train --data story.txt --out runs/story                 # prepare the file (BPE 4096), train the default model
   tinylm train --data data/tinystories --preset stories260K --steps 5000 --out runs/s260k
   tinylm train --data pystdlib --minutes 10 --family gpt2 --layers 6 --dim 192 --heads 6
-  tinylm train --data data/ts --batch-size 16 --batch-tokens 65536 --schedule wsd --compile
+  tinylm train --data data/ts --batch-size 16 --batch-tokens 65536 --schedule wsd --no-compile
   tinylm train --out runs/s260k --resume --steps 8000           # continue (here: longer) where it stopped
   torchrun --nproc-per-node 2 -m tinylm train --data data/ts --out runs/ddp   # data parallel
   tinylm train --data data/ts --preset stories260K --engine numpy --out runs/np   # no PyTorch: NumPy backward
@@ -50,7 +50,7 @@ def add_model_arguments(p: argparse.ArgumentParser, title: str = "llama, 4 layer
 
 def add_train_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
     """The training options; `defaults`: the settings a task uses instead of TrainConfig's (shown as they are)."""
-    from tinylm.train.config import TrainConfig
+    from tinylm.train.config import COMPILE_MINUTES, COMPILE_STEPS, TrainConfig
 
     d = {**TrainConfig().to_dict(), **(defaults or {})}
     warmup = "5%% of the steps, at most 100" if d["warmup_steps"] is None else d["warmup_steps"]
@@ -87,7 +87,10 @@ def add_train_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any] | N
     g.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:N, mps")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=S,
                    help="auto (default): bf16 where supported, fp16 on older GPUs, else fp32")
-    g.add_argument("--compile", action="store_const", const=True, default=S, help="torch.compile the model")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=S,
+                   help=f"torch.compile the training step (default: when the run has --minutes {COMPILE_MINUTES:g} or "
+                   f"more, or {COMPILE_STEPS} steps or more, which repays its warm-up of about a minute; "
+                   "--no-compile: never)")  # fmt: skip
     add_threads_argument(g)
     g.add_argument("--seed", type=int, default=S, help=f"of the initial weights and data order (default {d['seed']})")
     g.add_argument("--resume", action="store_true",

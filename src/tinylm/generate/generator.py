@@ -21,6 +21,13 @@ from tinylm.generate.scheduler import Scheduler
 from tinylm.tokenizer.base import Tokenizer
 
 ENGINES = ("torch", "numpy")
+# `--engine auto` (pick_engine): the NumPy runtime decodes small models on the CPU faster than the torch
+# engine, whose per-token Python and dispatch cost does not shrink with the model. Measured (batch 1, decode;
+# benchmarks/bench_engine_auto.py and the quiet-machine table of `benchmarks/bench_quantize.py`): fp32 NumPy
+# was faster at every size up to stories110M (48.6 vs 38.7 tok/s quiet); packed q8_0/q4_0 weights NumPy at
+# stories15M (383 vs 260) but torch at stories110M (37 vs 47). Larger models were not measured: torch.
+NUMPY_MAX_PARAMS = 120_000_000  # float weights
+NUMPY_MAX_PARAMS_QUANTIZED = 50_000_000
 Prompt = str | Sequence[int]
 
 
@@ -196,3 +203,22 @@ class Generator:
         for _, _, piece in self.start(prompt, max_new_tokens, **options):
             if piece:
                 yield piece
+
+
+def pick_engine(checkpoint: str | Path, device: str = "cpu", compile: bool = False) -> str:
+    """The engine "auto" means for this checkpoint (see `engine_for`)."""
+    from tinylm.config import read_config
+
+    if device != "cpu" or compile:
+        return "torch"
+    return engine_for(*read_config(checkpoint))
+
+
+def engine_for(cfg: ModelConfig, transforms: dict[str, Any]) -> str:
+    """For a CPU decode: the NumPy runtime up to NUMPY_MAX_PARAMS parameters (NUMPY_MAX_PARAMS_QUANTIZED with
+    quantized weights), else torch; torch too for what NumPy does not run (adapters, w8a8)."""
+    quantized = transforms.get("quantization", {}).get("kind")
+    if set(transforms) - {"quantization"} or quantized == "w8a8":
+        return "torch"
+    limit = NUMPY_MAX_PARAMS_QUANTIZED if quantized else NUMPY_MAX_PARAMS
+    return "numpy" if cfg.num_params() <= limit else "torch"

@@ -7,13 +7,16 @@ nanoGPT samples), `Examples` (fixed rows with targets, -1 where the loss ignores
 after (x, y); the trainer hands them to the objective.
 
 `Sampler` draws the example indices of each optimizer step (tinylm.train.order: torch.Generator's draws,
-one definition for both trainers), so the data order is a part of the resumable state.
+one definition for both trainers), so the data order is a part of the resumable state. `Batches` hands
+the trainer each step's tensors, gathered ahead in a background thread.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from tinylm.train import order
@@ -76,6 +79,36 @@ class Sampler(order.Sampler):
 
     def step(self) -> list[torch.Tensor]:  # type: ignore[override]
         return [torch.from_numpy(rows) for rows in super().step()]
+
+
+class Batches:
+    """Each optimizer step's micro-batches (tuples of tensors on `device`), in the sampler's order. With
+    `ahead`, a background thread draws and gathers the next step's while the current one computes (NumPy
+    indexing and copies release the GIL). `get_state()` is the sampler's state before the step drawn
+    ahead, so a checkpoint taken between steps resumes with the step after the last one trained."""
+
+    def __init__(self, sampler: Sampler, data: Dataset, device: torch.device, ahead: bool = True):
+        self.sampler, self.data, self.device = sampler, data, device
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="batches") if ahead else None
+        self._next: Future | None = None
+        self._state = sampler.get_state()
+
+    def step(self) -> list[tuple[torch.Tensor, ...]]:
+        micro = self._next.result() if self._next is not None else self._gather()
+        self._state = self.sampler.get_state()
+        if self._pool is not None:
+            self._next = self._pool.submit(self._gather)
+        return micro
+
+    def _gather(self) -> list[tuple[torch.Tensor, ...]]:
+        return [tuple(t.to(self.device, non_blocking=True) for t in self.data.get(rows)) for rows in self.sampler.step()]
+
+    def get_state(self) -> np.ndarray:
+        return self._state
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
 
 
 def eval_rows(size: int, batch_size: int, batches: int) -> list[torch.Tensor]:

@@ -1,8 +1,19 @@
-"""TrainConfig: every setting of a training run, saved as JSON in the checkpoint so a run can resume."""
+"""TrainConfig: every setting of a training run, saved as JSON in the checkpoint so a run can resume.
+
+Compile "auto" (None): torch.compile when the session is long enough to repay the warm-up. On a 2-core
+CPU compiling a small model's training step took about a minute at load 2 and 5-9 minutes at load 12-18
+(benchmarks/bench_train_cpu.py), and made its steps 1.3-2.2x faster than eager, so on a machine not
+overloaded it pays from a few minutes of training on: a budget of COMPILE_MINUTES or more, or
+COMPILE_STEPS steps or more without one. On the CPU it also needs a C
+compiler (inductor builds its kernels with g++ or $CXX, offline); MPS stays eager.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +22,8 @@ from tinylm.fields import from_json
 
 SCHEDULES = ("cosine", "wsd", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILE_MINUTES = 5.0
+COMPILE_STEPS = 1000
 
 
 @dataclass
@@ -43,7 +56,8 @@ class TrainConfig:
     # machine
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", "mps"
     precision: str = "auto"  # "auto", "fp32", "bf16" or "fp16" (fp16 uses a GradScaler)
-    compile: bool = False
+    compile: bool | None = None  # None: when the run is long enough to repay the warm-up (see train.device)
+    prefetch: bool = True  # gather the next step's batches in a background thread while this one computes
     seed: int = 1337
 
     def __post_init__(self) -> None:
@@ -81,3 +95,18 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "training settings") -> TrainConfig:
         return from_json(cls, d, source, what="training setting")
+
+
+def pick_compile(asked: bool | None, device_type: str, steps: int, minutes: float | None) -> bool:
+    """Whether to torch.compile a session of `steps` steps (or of a budget of `minutes`): as asked, else
+    by its length (see the module docstring)."""
+    if asked is not None:
+        return asked
+    if device_type == "mps" or (device_type == "cpu" and not _have_cxx()):
+        return False
+    return minutes >= COMPILE_MINUTES if minutes is not None else steps >= COMPILE_STEPS
+
+
+def _have_cxx() -> bool:
+    """The C++ compiler inductor builds CPU kernels with: $CXX, else g++ (clang++ on macOS)."""
+    return shutil.which(os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")) is not None

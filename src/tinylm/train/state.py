@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -29,8 +29,11 @@ from tinylm.train.order import Sampler
 from tinylm.train.progress import OPTIMIZER_FILE, RNG_FILE, STATE_FILE, Progress, host_rng, restore_host_rng
 from tinylm.train.progress import Saved as SavedState
 
+if TYPE_CHECKING:
+    from tinylm.train.batches import Batches
 
-def capture_rng(sampler: Sampler, d: distributed.Dist, device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+
+def capture_rng(sampler: Sampler | Batches, d: distributed.Dist, device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Every random state of the run (collective: all processes call it)."""
     tensors = {"batches": torch.from_numpy(sampler.get_state())}
     comm = device if device.type == "cuda" else torch.device("cpu")  # NCCL moves only GPU tensors

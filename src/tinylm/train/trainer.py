@@ -3,7 +3,8 @@ evaluation on a fixed validation set, best/last checkpoints, exact resume and DD
 
 One optimizer step:
   1. set the learning rate for this step (a pure function of the step);
-  2. draw this step's example indices (all micro-batches, all processes) from the sampler (tinylm.train.order);
+  2. take this step's micro-batches, drawn by the sampler (tinylm.train.order) and gathered ahead in a
+     background thread while the previous step computed (tinylm.train.batches.Batches);
   3. for each micro-batch: forward under autocast, backward of loss / accum (DDP syncs on the last);
   4. unscale (fp16), clip the gradient norm; skip the update if the loss or the norm is NaN/inf;
   5. AdamW step, zero the gradients.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,8 +31,8 @@ from tinylm.model import Model
 from tinylm.runlock import run_lock
 from tinylm.tokenizer import Tokenizer
 from tinylm.train import distributed
-from tinylm.train.batches import Dataset, Sampler, eval_rows
-from tinylm.train.config import TrainConfig
+from tinylm.train.batches import Batches, Dataset, Sampler, eval_rows
+from tinylm.train.config import TrainConfig, pick_compile
 from tinylm.train.device import Precision, pick_device, pick_precision
 from tinylm.train.interrupt import on_interrupt
 from tinylm.train.metrics import METRICS_FILE, MetricsLog, Window, duration, human
@@ -72,9 +74,10 @@ class _Run:
     data: TrainData
     model: Model  # the plain model: evaluation and checkpoints
     forward: torch.nn.Module  # what training calls: the model, compiled and/or wrapped in DDP
+    compiled: bool
     optimizer: torch.optim.Optimizer
     precision: Precision
-    sampler: Sampler
+    batches: Batches  # each step's micro-batches, gathered ahead
     progress: Progress
     d: distributed.Dist
     device: torch.device
@@ -118,7 +121,10 @@ def train(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None = 
                 check_new_run(Path(cfg.out_dir), resume, overwrite)
             run = _setup(cfg, data, model_config, model, resume, d, device, quiet)
             run.objective, run.base = objective, base
-            return _loop(run, stop_at, on_eval, quiet)
+            try:
+                return _loop(run, stop_at, on_eval, quiet)
+            finally:
+                run.batches.close()
     finally:
         distributed.stop(d)
 
@@ -126,7 +132,8 @@ def train(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None = 
 def _setup(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None, model: Model | None, resume: bool,
            d: distributed.Dist, device: torch.device, quiet: bool) -> _Run:  # fmt: skip
     """Everything the loop needs, in order: the model (new, given or resumed), batch arithmetic, the
-    optimizer and data order (restored on resume), the compiled/DDP forward and the metrics log."""
+    optimizer and data order (restored on resume), the compiled/DDP forward and the metrics log. Compiled
+    by default when this session is long enough to repay the warm-up (tinylm.train.config.pick_compile)."""
     out = Path(cfg.out_dir)
     if d.main:
         check_writable(out)
@@ -141,8 +148,11 @@ def _setup(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None, 
     progress = _progress(cfg, data, saved, optimizer, precision, sampler, d, device)
     log = MetricsLog(out / METRICS_FILE, resume_step=progress.step if saved else None) if d.main else None
     eval_batches = eval_rows(len(data.val), cfg.batch_size * d.world, cfg.eval_batches)
-    run = _Run(cfg, data, model, _forward(model, cfg, d, device), optimizer, precision, sampler, progress, d, device,
-               out, log, eval_batches, accum * per_micro)  # fmt: skip
+    minutes_left = cfg.minutes - progress.seconds / 60 if cfg.minutes else None
+    compiled = pick_compile(cfg.compile, device.type, progress.max_steps - progress.step, minutes_left)
+    batches = Batches(sampler, data.train, device, ahead=cfg.prefetch)
+    run = _Run(cfg, data, model, _forward(model, compiled, d, device), compiled, optimizer, precision, batches,
+               progress, d, device, out, log, eval_batches, accum * per_micro)  # fmt: skip
     if d.main and not quiet:
         _announce(run, accum, resumed=saved is not None)
     return run
@@ -198,10 +208,10 @@ def _progress(cfg: TrainConfig, data: TrainData, saved: Saved | None, optimizer:
     return progress
 
 
-def _forward(model: Model, cfg: TrainConfig, d: distributed.Dist, device: torch.device) -> torch.nn.Module:
+def _forward(model: Model, compiled: bool, d: distributed.Dist, device: torch.device) -> torch.nn.Module:
     """What training calls: the model, compiled and/or wrapped in DDP."""
     forward: torch.nn.Module = model
-    if cfg.compile:
+    if compiled:
         forward = torch.compile(model)  # type: ignore[assignment]
     if d.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -215,7 +225,7 @@ def _announce(run: _Run, accum: int, resumed: bool) -> None:
     T = _seq_len(run.data.train)
     print(f"training a {human(run.model.num_params())}-parameter {c.family} model ({c.n_layers} layers, dim {c.dim}, "
           f"{c.n_heads} heads, context {c.context_length}) on {run.data.name or 'the data'}\n"
-          f"  {run.device}{_threads(run.device)} {run.precision.name}{' compiled' if cfg.compile else ''}, {d.world} process(es), "
+          f"  {run.device}{_threads(run.device)} {run.precision.name}{' compiled' if run.compiled else ''}, {d.world} process(es), "
           f"{run.tokens_per_step:,} tokens per step ({cfg.batch_size} x {T}"
           f"{f' x {d.world}' if d.enabled else ''}{f' x {accum} accumulated' if accum > 1 else ''}), "
           f"{'resuming at step ' + str(p.step) + ', ' if resumed else ''}"
@@ -334,21 +344,20 @@ def _optimizer_step(run: _Run) -> tuple[float, float, float]:
     lr = lr_at(run.progress.step, cfg, run.progress.max_steps)
     for g in opt.param_groups:
         g["lr"] = lr
-    micro = run.sampler.step()
-    total = torch.zeros((), device=run.device)
+    micro = run.batches.step()
     try:
-        for i, rows in enumerate(micro):
-            # a dataset may yield more per example than (x, y): the objective gets it (e.g. cached teacher outputs)
-            x, y, *extra = (t.to(run.device, non_blocking=True) for t in run.data.train.get(rows))
-            sync = i == len(micro) - 1 or not run.d.enabled
-            with contextlib.nullcontext() if sync else run.forward.no_sync(), run.precision.autocast():  # type: ignore[operator]
-                loss = run.objective(run.forward, x, y, *extra)
-            scaler.scale(loss / len(micro)).backward()
-            total += loss.detach().float()
+        total = _accumulate(run, micro)
     except torch.OutOfMemoryError:
         raise TinyLMError(_oom_hint(run)) from None
     except _compile_errors() as e:
-        raise TinyLMError(f"torch.compile failed ({str(e).splitlines()[0][:200]}); train without --compile") from None
+        why = str(e).splitlines()[0][:200]
+        if cfg.compile:  # asked for: say so
+            raise TinyLMError(f"torch.compile failed ({why}); train with --no-compile") from None
+        if run.d.main:  # compiled by default: train eager instead (every process fails alike, at its first step)
+            print(f"note: torch.compile failed ({why}); training without it", file=sys.stderr)
+        run.forward, run.compiled = _forward(run.model, False, run.d, run.device), False
+        opt.zero_grad(set_to_none=True)
+        total = _accumulate(run, micro)
     except RuntimeError as e:
         if "out of memory" in str(e) or "can't allocate memory" in str(e):
             raise TinyLMError(_oom_hint(run)) from None
@@ -368,6 +377,19 @@ def _optimizer_step(run: _Run) -> tuple[float, float, float]:
     scaler.update()
     opt.zero_grad(set_to_none=True)
     return loss_v, gnorm_v, lr
+
+
+def _accumulate(run: _Run, micro: list[tuple[torch.Tensor, ...]]) -> torch.Tensor:
+    """Forward and backward of every micro-batch of a step; returns the sum of their losses."""
+    total = torch.zeros((), device=run.device)
+    for i, (x, y, *extra) in enumerate(micro):
+        # a dataset may yield more per example than (x, y): the objective gets it (e.g. cached teacher outputs)
+        sync = i == len(micro) - 1 or not run.d.enabled
+        with contextlib.nullcontext() if sync else run.forward.no_sync(), run.precision.autocast():  # type: ignore[operator]
+            loss = run.objective(run.forward, x, y, *extra)
+        run.precision.scaler.scale(loss / len(micro)).backward()
+        total += loss.detach().float()
+    return total
 
 
 @torch.no_grad()
@@ -397,7 +419,7 @@ def _checkpoint(run: _Run, val_loss: float, metrics: dict[str, Any]) -> None:
     improved = p.best_val_loss is None or val_loss < p.best_val_loss
     if improved:
         p.best_val_loss = val_loss
-    rng = capture_rng(run.sampler, run.d, run.device)  # collective: every process takes part
+    rng = capture_rng(run.batches, run.d, run.device)  # collective: every process takes part
     if not run.d.main:
         return
     assert run.log is not None
