@@ -68,7 +68,7 @@ def build(march: tuple[str, ...] = ("-march=native",)) -> Kernel | None:
     try:
         if not path.is_file() and not kernels.compile_library(path, flags, SOURCE):
             return None
-        with kernels.sleeping_threads():  # see there
+        with kernels.briefly_spinning_threads():  # see there
             return Kernel(ctypes.CDLL(str(path)))
     except OSError:
         return None

@@ -93,27 +93,32 @@ def library() -> ctypes.CDLL | None:
     try:
         if not path.is_file() and not compile_library(path):
             return None
-        with sleeping_threads():
+        with briefly_spinning_threads():
             return load_library(path)
     except OSError:
         return None
 
 
 @contextlib.contextmanager
-def sleeping_threads() -> Iterator[None]:
-    """Load a kernel library with OMP_WAIT_POLICY=passive (unless the user set it), for this load only.
+def briefly_spinning_threads() -> Iterator[None]:
+    """Load a kernel library with GOMP_SPINCOUNT=20000 (unless the user set it or OMP_WAIT_POLICY), for this
+    load only.
 
-    The system libgomp our kernels link reads the variable once, when it loads. Sleeping rather than
-    spinning threads matter beside NumPy's BLAS threads (the runtime's q8_0 decode on stories110M: 37 vs 11
-    tok/s, 2 threads). Left in the environment it would also reach every process started later, whose
-    torch reads it too and then decodes ~3x slower (stories15M fp32: 82 vs 240 tok/s), so it is restored."""
-    given = os.environ.get("OMP_WAIT_POLICY")
-    os.environ["OMP_WAIT_POLICY"] = given or "passive"
+    The system libgomp our kernels link reads the variable once, when it loads. A decode token makes
+    ~50-80 short parallel calls: threads that go to sleep after each (OMP_WAIT_POLICY=passive) pay a
+    wakeup per call and halved decode on a quiet machine (stories15M fp32, NumPy runtime, 2 threads:
+    174-181 vs 320-434 tok/s), while threads that spin for long (libgomp's default, or active) hold a
+    core that torch's or BLAS's threads, or another process, need. A short spin keeps the threads awake
+    between one token's calls and lets them sleep between tokens and under load. It is restored after
+    the load so that processes started later, whose torch reads it too, are not changed."""
+    given = os.environ.get("GOMP_SPINCOUNT")
+    if given is None and "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = "20000"
     try:
         yield
     finally:
         if given is None:
-            del os.environ["OMP_WAIT_POLICY"]
+            os.environ.pop("GOMP_SPINCOUNT", None)
 
 
 def default_threads() -> int:
