@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> None:
     settings = {"out_dir": args.out, "data": dataset, "minutes": args.minutes, "device": args.device,
                 "compile": args.compile, "batch_size": 16, "lr": 2e-3, "schedule": "wsd", "decay_frac": 0.3,
                 "eval_batches": 8, "vocab_size": VOCAB}  # fmt: skip
-    model = {"family": "llama", "n_layers": 4, "dim": 128, "n_heads": 4, "context_length": 128}
+    model = {"family": "llama", "n_layers": 4, "dim": 128, "n_heads": 4, "context_length": 128, "dropout": 0.2}
     result = run_training(settings, model, quiet=args.quiet, overwrite=args.overwrite)
     print_samples(result.model.cpu(), result.tokenizer, PROMPTS[dataset], max_new_tokens=80)
     print(f"\nheld-out bits per byte: {_bits_per_byte(result, dataset, args):.3f} (lower is better; 8 = no model)")
