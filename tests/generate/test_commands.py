@@ -77,14 +77,23 @@ def test_sample_truncate_keeps_going(ckpt: Path, capsys) -> None:
 @pytest.mark.slow
 def test_bench_prints_the_table(tmp_path: Path, capsys) -> None:
     args = ["bench", "--shapes", "stories260K", "--engines", "numpy,torch", "--threads", "1", "--tokens", "8",
-            "--prompt-tokens", "8", "--repeats", "1", "--json", str(tmp_path / "b.json")]  # fmt: skip
+            "--prompt-tokens", "8", "--repeats", "2", "--json", str(tmp_path / "b.json")]  # fmt: skip
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "stories260K  numpy" in out and "stories260K  torch" in out and "memory read bandwidth" in out
     results = json.loads((tmp_path / "b.json").read_text())["results"]
-    assert {r["engine"] for r in results} == {"numpy", "torch"} and all(
-        r["decode_tok_s"] > 0 for r in results
-    )
+    assert {r["engine"] for r in results} == {"numpy", "torch"}
+    # two repeats give a range: the slowest and the fastest of each, both measured
+    assert all(0 < r["decode_min_tok_s"] <= r["decode_tok_s"] and 0 < r["prefill_min_tok_s"] <= r["prefill_tok_s"]
+               for r in results)  # fmt: skip
+
+
+def test_bench_speeds_print_as_ranges() -> None:
+    from tinylm.generate.bench import span
+
+    assert span(1.25, 2.5, ".1f") == "1.2-2.5"
+    assert span(2.5, 2.5, ".1f") == "2.5"  # one repeat, or equal after rounding
+    assert span(0.0, 2.5, ".1f") == "2.5"  # a result from a checkout that kept only the fastest
 
 
 def test_bench_bad_input(capsys) -> None:

@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default fp32)")  # fmt: skip
     p.add_argument("--tokens", type=int, default=256, help="new tokens per decode run (default 256)")
     p.add_argument("--prompt-tokens", type=int, default=128, help="prompt length for prefill (default 128)")
-    p.add_argument("--repeats", type=int, default=3, help="runs per measurement; the best counts (default 3)")
+    p.add_argument("--repeats", type=int, default=3, help="runs per measurement; the table gives their range (default 3)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
 
 

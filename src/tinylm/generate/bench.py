@@ -55,6 +55,9 @@ class Result:
     prompt_tokens: int
     warmup_s: float  # building the engine and its first steps (compilation, for torch-compile)
     scheme: str = FLOAT
+    # the slowest repeat, for a range (decode_tok_s and prefill_tok_s are the fastest); 0 from an older checkout
+    decode_min_tok_s: float = 0.0
+    prefill_min_tok_s: float = 0.0
 
 
 def weight_bytes_per_token(cfg: ModelConfig, scheme: str = FLOAT) -> int:
@@ -162,16 +165,17 @@ def measure(
         pass
     warmup = time.perf_counter() - start
     prompt = np.random.default_rng(0).integers(0, cfg.vocab_size, prompt_tokens).tolist()
-    decode, prefill = 0.0, 0.0
+    decode, prefill = [], []
     for _ in range(repeats):
         t = Timing()
         for _ in generate_ids(eng, [[1]], new_tokens, greedy, timing=t):
             pass
-        decode = max(decode, t.decode_tokens_per_s)
+        decode.append(t.decode_tokens_per_s)
         start = time.perf_counter()
         eng.prefill([0], [prompt])
-        prefill = max(prefill, prompt_tokens / (time.perf_counter() - start))
-    return Result(shape, engine, threads, decode, prefill, new_tokens, prompt_tokens, warmup, scheme)
+        prefill.append(prompt_tokens / (time.perf_counter() - start))
+    return Result(shape, engine, threads, max(decode), max(prefill), new_tokens, prompt_tokens, warmup, scheme,
+                  min(decode), min(prefill))  # fmt: skip
 
 
 def measure_isolated(shape: str, engine: str, threads: int, new_tokens: int, prompt_tokens: int,
@@ -194,6 +198,11 @@ def measure_isolated(shape: str, engine: str, threads: int, new_tokens: int, pro
     return Result(**json.loads(r.stdout.strip().splitlines()[-1]))
 
 
+def span(lo: float, hi: float, fmt: str) -> str:
+    """`lo-hi` formatted, or just `hi` when there was one repeat (or no slowest figure)."""
+    return f"{hi:{fmt}}" if lo <= 0 or f"{lo:{fmt}}" == f"{hi:{fmt}}" else f"{lo:{fmt}}-{hi:{fmt}}"
+
+
 def format_table(results: list[Result], bandwidth: dict[int, float]) -> str:
     """One row per measurement: speeds and the share of the memory-bandwidth bound measured in the same run
     (a reference engine belongs in the same run too, never as a figure typed in here)."""
@@ -203,7 +212,7 @@ def format_table(results: list[Result], bandwidth: dict[int, float]) -> str:
         "scheme",
         "threads",
         "decode tok/s",
-        "% of bound",
+        "% of bound (best)",
         "prefill tok/s",
         "warmup s",
     )
@@ -211,8 +220,8 @@ def format_table(results: list[Result], bandwidth: dict[int, float]) -> str:
     for r in results:
         bound = bandwidth[r.threads] * 1e9 / weight_bytes_per_token(get_preset(r.shape), r.scheme)
         rows.append((
-            r.shape, r.engine, r.scheme, str(r.threads), f"{r.decode_tok_s:,.1f}", f"{100 * r.decode_tok_s / bound:.0f}%",
-            f"{r.prefill_tok_s:,.0f}", f"{r.warmup_s:.1f}",
+            r.shape, r.engine, r.scheme, str(r.threads), span(r.decode_min_tok_s, r.decode_tok_s, ",.1f"),
+            f"{100 * r.decode_tok_s / bound:.0f}%", span(r.prefill_min_tok_s, r.prefill_tok_s, ",.0f"), f"{r.warmup_s:.1f}",
         ))  # fmt: skip
     widths = [max(len(x[i]) for x in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(x, widths, strict=True)))
@@ -220,8 +229,8 @@ def format_table(results: list[Result], bandwidth: dict[int, float]) -> str:
     notes = [
         f"decode: batch 1, greedy, a 1-token prompt then {max(r.new_tokens for r in results)} new tokens (fewer "
         f"where the context is shorter); prefill: a {results[0].prompt_tokens}-token prompt; random "
-        "weights (fp32, or packed by the row's scheme with the embedding and head fp32); each figure the best "
-        "of the repeats",
+        "weights (fp32, or packed by the row's scheme with the embedding and head fp32); speeds are the range "
+        "(slowest-fastest) over the repeats, the share of the bound that of the fastest",
         f"memory read bandwidth: {', '.join(f'{t} thread(s) {bw:.1f} GB/s' for t, bw in bandwidth.items())}",
     ]
     for shape, scheme in dict.fromkeys((r.shape, r.scheme) for r in results):
