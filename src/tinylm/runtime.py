@@ -283,9 +283,9 @@ class NumpyModel:
             k_cache, v_cache = self.k_cache[i], self.v_cache[i]  # (rows, KV, context, hs)
             k_cache[rows[:, None], :, pos] = k  # element (b, t) lands at [rows[b], :, pos[b, t]]
             v_cache[rows[:, None], :, pos] = v
-            y = None  # one token (a batch-1 decode step) goes to the C kernel, when there is one
-            if B * T == 1:
-                y = attend_one(np.ascontiguousarray(q).reshape(H, hs), k_cache[rows[0]], v_cache[rows[0]], n, 1 / math.sqrt(hs))
+            # one token (a batch-1 decode step) goes to the C kernel, when there is one (else None)
+            y = attend_one(np.ascontiguousarray(q).reshape(H, hs), k_cache[rows[0]], v_cache[rows[0]], n,
+                           1 / math.sqrt(hs)) if B * T == 1 else None  # fmt: skip
             if y is None:
                 y = self.attend(q, k_cache[read, :, :n], v_cache[read, :, :n], bias)
             x = x + linear(y.reshape(B * T, H * hs), layer.wo, layer.bo)
@@ -296,7 +296,6 @@ class NumpyModel:
         if last is not None:  # prefill: each row's last prompt token
             x = x[np.arange(B) * T + last]
         return linear(self.norm(x, *self.norm_w, eps), self.head, None)
-
 
     def attend(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
         """Queries q (B, T, H, hs) against the cache prefixes k, v (B, KV, n, hs), with `bias` hiding

@@ -171,14 +171,7 @@ def test_cli_trains_where_torch_cannot_be_imported(tmp_path):
     assert other.returncode == 1 and other.stderr.strip().count("\n") == 0 and "torch" in other.stderr, other.stderr
     saved = state.Saved.load(out / "last")
     assert saved.progress.step == 40 and saved.progress.best_val_loss < np.log(20) - 0.5  # it learned the walk
-    # torch loads it: its logits equal the NumPy runtime's, and the torch trainer resumes the run
-    torch_model, np_model = load_checkpoint(out / "last"), NumpyModel.from_checkpoint(out / "last")
-    prompt = torch_model.tokenizer.encode("abcbcd")
-    with torch.no_grad():
-        want = torch_model.model(torch.tensor([prompt]))[0, -1].numpy()
-    np.testing.assert_allclose(np_model.prefill([0], [prompt])[0], want, rtol=1e-4, atol=1e-5)
-    assert main(["train", "--out", str(out), "--resume", "--steps", "42", "--quiet", "--precision", "fp32"]) == 0
-    assert state.Saved.load(out / "last").progress.step == 42
+    torch_loads_it_and_resumes(out, "abcbcd", 42)
 
 
 def test_cli_engine_numpy_writes_a_checkpoint_both_engines_load(tmp_path, capsys):
@@ -193,11 +186,16 @@ def test_cli_engine_numpy_writes_a_checkpoint_both_engines_load(tmp_path, capsys
     assert "with NumPy" in capsys.readouterr().out
     for f in ("metrics.jsonl", "loss.png", "last/optimizer.safetensors", "best/model.safetensors"):
         assert (out / f).is_file(), f
+    torch_loads_it_and_resumes(out, "Once upon a time", 8)
+
+
+def torch_loads_it_and_resumes(out: Path, text: str, steps: int) -> None:
+    """A NumPy run's checkpoint: torch's logits equal the NumPy runtime's, and the torch trainer resumes it."""
     torch_model, np_model = load_checkpoint(out / "last"), NumpyModel.from_checkpoint(out / "last")
-    ids = torch_model.tokenizer.encode("Once upon a time")
+    ids = torch_model.tokenizer.encode(text)
     with torch.no_grad():
         want = torch_model.model(torch.tensor([ids]))[0, -1].numpy()
     np.testing.assert_allclose(np_model.prefill([0], [ids])[0], want, rtol=1e-4, atol=1e-5)
-    # --resume with the torch engine continues the NumPy run
-    assert main(["train", "--out", str(out), "--resume", "--steps", "8", "--quiet", "--precision", "fp32"]) == 0
-    assert state.Saved.load(out / "last").progress.step == 8
+    args = ["train", "--out", str(out), "--resume", "--steps", str(steps), "--quiet", "--precision", "fp32"]
+    assert main(args) == 0
+    assert state.Saved.load(out / "last").progress.step == steps
