@@ -126,6 +126,20 @@ def test_w8a8_linear_is_its_definition():
     assert (got - lin(x)).abs().max() < 0.05 * lin(x).abs().max()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the int8 tensor-core path")
+@pytest.mark.parametrize("rows", [1, 17, 40])
+def test_cuda_integer_products_are_exact(rows):
+    from tinylm.quantize.w8a8_linear import int_products
+
+    g = torch.Generator().manual_seed(0)
+    xq = torch.randint(-128, 128, (rows, 4096), generator=g, dtype=torch.int8)
+    wq = torch.randint(-128, 128, (72, 4096), generator=g, dtype=torch.int8)
+    xq[0], wq[0] = -128, -128  # the extremes, over a long inner dimension
+    expected = xq.long() @ wq.long().T
+    assert torch.equal(int_products(xq.cuda(), wq.cuda()).cpu().long(), expected)
+    assert torch.equal(int_products(xq, wq).long(), expected)  # the float64 route
+
+
 def relative_error(model: Model, reference: torch.Tensor, tokens: torch.Tensor) -> float:
     with torch.no_grad():
         return float((model(tokens) - reference).norm() / reference.norm())

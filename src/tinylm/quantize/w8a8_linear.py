@@ -6,7 +6,9 @@ times int8 activations (one scale per token, computed on the fly), summed exactl
 Per-token activation scales are what SmoothQuant assumes: a few outlier channels would set every
 token's scale and crush the rest to zero, which is why `smoothquant` first moves them into the
 weights. On CPU the rounding, the integer product and the rescaling run in one call of our C kernel
-(tinylm.quantize.int8_gemm.Matrix); elsewhere in plain torch, the integer product in float64 (exact).
+(tinylm.quantize.int8_gemm.Matrix). On CUDA the integer product is torch._int_mm (cuBLASLt's int8 tensor-core
+GEMM, int32 sums); elsewhere, and for shapes _int_mm refuses, it is a float64 product (exact: the sums stay
+far below 2^53).
 """
 
 from __future__ import annotations
@@ -15,6 +17,17 @@ import torch
 
 from tinylm.quantize import int8_gemm
 from tinylm.quantize.linear import QuantLinear
+
+
+def int_products(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
+    """xq (T, n) @ wq (m, n)^T summed exactly, as float64. torch._int_mm wants, on CUDA, more than 16 rows
+    and n, m multiples of 8: rows are padded (decode has one), other shapes take the float64 route."""
+    T, n = xq.shape
+    if xq.device.type == "cuda" and n % 8 == 0 and wq.shape[0] % 8 == 0:
+        rows = max(32, -(-T // 8) * 8)
+        padded = torch.nn.functional.pad(xq, (0, 0, 0, rows - T))
+        return torch._int_mm(padded, wq.T)[:T].double()  # wq.T: column-major, the layout cuBLASLt takes
+    return xq.double() @ wq.double().T
 
 
 def quantize_tokens(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,8 +58,7 @@ class W8A8Linear(QuantLinear):
             y = self._matrix.apply(x2.detach().numpy(), torch.get_num_threads())  # the C kernel, one call
             return torch.from_numpy(y).reshape(*x.shape[:-1], self.out_features)
         xq, sx = quantize_tokens(x2.detach())  # plain torch: CUDA, other dtypes
-        acc = xq.double() @ self.qweight.double().T  # exact: the sums stay far below 2^53
-        y = acc.float() * sx * self.scales.float()
+        y = int_products(xq, self.qweight).float() * sx * self.scales.float()
         if self.bias is not None:
             y = y + self.bias
         return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
