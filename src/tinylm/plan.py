@@ -1,7 +1,19 @@
-"""Compute-optimal sizing (Chinchilla: about 20 training tokens per parameter; compute C ~ 6 N D).
+"""Compute-optimal sizing (Chinchilla: Hoffmann et al. 2022).
 
-Given a token count D, a parameter count N, or a wall-clock budget (with tokens/s measured here by
-timing a few training steps of each candidate shape), suggest a shape and how many tokens to train on.
+Given a token count D or a parameter count N, the rule of thumb: about 20 training tokens per parameter
+(compute C ~ 6 N D). Given a wall-clock budget, the rule is not enough: on a CPU, small models run far
+below the matmul peak (their time goes to small kernels and overhead, not 6 N flops per token), so
+shrinking a model buys fewer extra tokens than 6 N D assumes, and the shape that sees 20 tokens per
+parameter in a few minutes trains to a worse loss than a bigger one that sees fewer (measured: pydocs,
+1.5 minutes, 2x64 held-out loss 4.30 vs 4x128 3.72). So for a budget we measure tokens/s of each
+candidate here and pick the one whose *predicted loss* is lowest, from the paper's fitted law
+
+    L(N, D) = E + A / N^alpha + B / D^beta        (E 1.69, A 406.4, B 410.7, alpha 0.34, beta 0.28)
+
+with D the tokens the candidate reaches in the budget. Its absolute values belong to the paper's data
+and tokenizer, not ours; only the ranking is used. Repeated data is worth less than fresh data: with U
+unique tokens (--data), D counts as U + U R* (1 - exp(-(D/U - 1) / R*)), R* = 15.4 (Muennighoff et al.
+2023, "Scaling data-constrained language models"), so many passes over a small corpus stop paying.
 """
 
 from __future__ import annotations
@@ -24,6 +36,8 @@ from tinylm.train.optim import make_optimizer
 from tinylm.train.shapes import build_config
 
 TOKENS_PER_PARAM = 20.0
+LAW = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # Chinchilla's fit (approach 3)
+REPEAT_DECAY = 15.4  # R*: passes over the same data after which repeats are worth ~1/e of fresh tokens
 # (layers, dim, heads): a ladder of Llama shapes from ~0.1M to ~150M parameters (with a 4K vocabulary);
 # 288/6/6, 512/8/8 and 768/12/12 are llama2.c's stories15M/42M/110M bodies
 LADDER = [(2, 64, 4), (4, 96, 4), (4, 128, 4), (6, 192, 6), (6, 288, 6), (8, 384, 6), (8, 512, 8), (10, 640, 10),
@@ -43,6 +57,7 @@ def parse_count(text: str) -> int:
 class Candidate:
     config: ModelConfig
     tokens_per_s: float | None = None
+    loss: float | None = None  # predicted after the budget (fit_budget)
 
     @property
     def params(self) -> int:
@@ -67,6 +82,19 @@ class Candidate:
 
 def _body(c: ModelConfig) -> tuple:
     return c.family, c.n_layers, c.dim, c.n_heads, c.kv_heads, c.ffn_dim
+
+
+def effective_tokens(tokens: float, unique: float | None) -> float:
+    """Tokens worth as much as `tokens` drawn from `unique` distinct ones (all of them when None)."""
+    if not unique or tokens <= unique:
+        return tokens
+    return unique + unique * REPEAT_DECAY * (1 - math.exp(-(tokens / unique - 1) / REPEAT_DECAY))
+
+
+def predicted_loss(params: float, tokens: float, unique: float | None = None) -> float:
+    """Chinchilla's L(N, D), D discounted for repeats: for ranking shapes, not a forecast of our loss."""
+    d = effective_tokens(tokens, unique)
+    return LAW["E"] + LAW["A"] / params ** LAW["alpha"] + LAW["B"] / d ** LAW["beta"]
 
 
 def candidates(vocab_size: int, context: int, family: str = "llama") -> list[Candidate]:
@@ -103,24 +131,31 @@ def measure(cfg: ModelConfig, batch_size: int, device: str = "auto", precision: 
 
 
 def fit_budget(cands: list[Candidate], seconds: float, batch_size: int, device: str, precision: str,
-               progress: bool = True) -> Candidate:  # fmt: skip
-    """Measure candidates from the smallest up; the largest that still sees >= 20 tokens per parameter
-    in `seconds` is compute-optimal (a bigger one would be under-trained, a smaller one over-trained).
-    The first one that falls short is measured too (and at least two), so the table shows both sides."""
-    best = None
-    for i, c in enumerate(cands):
+               unique: float | None = None, progress: bool = True) -> Candidate:  # fmt: skip
+    """Measure candidates from the smallest up and return the one with the lowest predicted loss after
+    `seconds` of training here (`unique`: distinct training tokens, if known). Bigger shapes are slower,
+    so the predicted loss falls, bottoms out and rises along the ladder: stop after it has risen twice,
+    so the table shows both sides of the choice."""
+    best: Candidate | None = None
+    worse = 0
+    for c in cands:
         c.tokens_per_s = measure(c.config, batch_size, device, precision)
+        c.loss = predicted_loss(c.params, c.tokens_per_s * seconds, unique)
         if progress:
             print(f"  measured {c.name:>10}: {human(c.params)} params, {human(c.tokens_per_s)} tokens/s")
-        if c.tokens_per_s * seconds >= c.optimal_tokens:
-            best = c
-        elif i >= 1:
-            break  # bigger shapes are slower still: they cannot reach 20 tokens/param either
-    return best or cands[0]
+        if best is None or c.loss < best.loss:  # type: ignore[operator]
+            best, worse = c, 0
+        else:
+            worse += 1
+            if worse == 2:
+                break
+    assert best is not None
+    return best
 
 
 def table(cands: list[Candidate], chosen: Candidate, seconds: float | None) -> str:
-    cols = ["shape", "params", "20x tokens", "compute", "tokens/s", "time for 20x", "tokens in budget", "tok/param"]
+    cols = ["shape", "params", "20x tokens", "compute", "tokens/s", "time for 20x", "tokens in budget", "tok/param",
+            "predicted loss"]
     rows = []
     for c in cands:
         tps = c.tokens_per_s
@@ -129,7 +164,7 @@ def table(cands: list[Candidate], chosen: Candidate, seconds: float | None) -> s
             c.name + (" <-" if c is chosen else ""), human(c.params), human(c.optimal_tokens),
             f"{c.flops(c.optimal_tokens):.1e}", human(tps) if tps else "-",
             duration(c.optimal_tokens / tps) if tps else "-", human(in_budget) if in_budget else "-",
-            f"{in_budget / c.params:.0f}" if in_budget else "-",
+            f"{in_budget / c.params:.0f}" if in_budget else "-", f"{c.loss:.2f}" if c.loss else "-",
         ])  # fmt: skip
     if not any(c.tokens_per_s for c in cands):
         cols, rows = cols[:4], [r[:4] for r in rows]

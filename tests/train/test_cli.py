@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -125,16 +127,30 @@ def test_task_help_shows_the_tasks_own_defaults(task, shown, capsys):
     assert "TrainConfig" not in text and "(default 1000)" not in text
 
 
-def test_plan_budget_measures_both_sides_of_its_choice(monkeypatch):
+def test_plan_budget_picks_the_lowest_predicted_loss_and_measures_past_it(monkeypatch):
     import tinylm.plan as plan
 
     cands = candidates(4096, 256)
-    speed = {c.config: 1e9 / c.params for c in cands}  # tokens/s falling with size
-    monkeypatch.setattr(plan, "measure", lambda cfg, *a, **k: speed[cfg])
-    # 20 tokens/param in `seconds` at speed 1e9/N needs N^2 <= 5e7 * seconds
-    seconds = 1.01 * cands[1].params**2 / 5e7
-    assert plan.fit_budget(cands, seconds, 16, "cpu", "fp32", progress=False) is cands[1]
-    assert cands[2].tokens_per_s is not None and cands[3].tokens_per_s is None  # the first short one, no more
+    k = 1e9  # tokens/s = k / N: a fixed flop rate, so D = k * seconds / N
+    monkeypatch.setattr(plan, "measure", lambda cfg, *a, **kw: k / cfg.num_params())
+    # L = E + A N^-a + B (kS/N)^-b is lowest where a A N^-a = b B (kS)^-b N^b: put that optimum on cands[3]
+    a, b, A, B = 0.34, 0.28, 406.4, 410.7
+    seconds = (cands[3].params ** (a + b) * b * B / (a * A)) ** (1 / b) / k
+    assert plan.fit_budget(cands, seconds, 16, "cpu", "fp32", progress=False) is cands[3]
+    assert cands[5].tokens_per_s is not None and cands[6].tokens_per_s is None  # two past the best, no more
     fresh = candidates(4096, 256)
-    assert plan.fit_budget(fresh, 1e-3, 16, "cpu", "fp32", progress=False) is fresh[0]  # none reach 20x
-    assert fresh[1].tokens_per_s is not None and fresh[2].tokens_per_s is None
+    assert plan.fit_budget(fresh, 1e-3, 16, "cpu", "fp32", progress=False) is fresh[0]  # almost no time: the smallest
+    assert fresh[2].tokens_per_s is not None and fresh[3].tokens_per_s is None
+    # few distinct tokens: repeats are worth less, so the same time favours a bigger model
+    scarce = candidates(4096, 256)
+    unique = 0.01 * k * seconds / cands[3].params
+    assert scarce.index(plan.fit_budget(scarce, seconds, 16, "cpu", "fp32", unique=unique, progress=False)) > 3
+
+
+def test_repeated_tokens_count_less_than_fresh_ones():
+    from tinylm.plan import effective_tokens
+
+    assert effective_tokens(5e6, 1e7) == 5e6 and effective_tokens(5e6, None) == 5e6
+    # Muennighoff et al.: U + U R* (1 - exp(-(D/U - 1) / R*)), R* = 15.4; at 1 + R* passes 1 - 1/e of the repeats count
+    assert effective_tokens(1e6 * 16.4, 1e6) == pytest.approx(1e6 + 1e6 * 15.4 * (1 - math.exp(-1)))
+    assert 16e6 < effective_tokens(1e6 * 1000, 1e6) <= 16.4e6  # tends to U (1 + R*), never more

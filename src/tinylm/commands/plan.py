@@ -8,11 +8,13 @@ from tinylm.threads import add_threads_argument
 
 NAME = "plan"
 ORDER = 30
-HELP = "Compute-optimal sizing (Chinchilla, ~20 tokens/parameter): a shape and token count for your data or time."
+HELP = ("Compute-optimal sizing (Chinchilla): a shape and token count for your data (~20 tokens/parameter) or "
+        "for your time (measured tokens/s here, lowest predicted loss).")
 EXAMPLES = """
   tinylm plan --tokens 300M                   # the model size 300M tokens train compute-optimally
   tinylm plan --params 15M                    # the tokens (and compute) a 15M model wants
-  tinylm plan --minutes 60                    # measures tokens/s of candidate shapes on this machine
+  tinylm plan --minutes 60                    # measures tokens/s of candidate shapes on this machine and
+                                              # picks the lowest loss Chinchilla's law predicts for them
   tinylm plan --data data/tinystories --minutes 30 --vocab-size 32000
 """
 
@@ -20,7 +22,8 @@ EXAMPLES = """
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", help="training tokens available, e.g. 300M, 1.5B")
     p.add_argument("--params", help="a model size to plan for, e.g. 15M")
-    p.add_argument("--minutes", type=float, help="wall-clock budget: tokens/s is measured for each candidate")
+    p.add_argument("--minutes", type=float, help="wall-clock budget: tokens/s is measured for each candidate, and the "
+                   "one with the lowest predicted loss after that many minutes is suggested")
     p.add_argument("--data", help="a `tinylm prepare` directory: its training tokens (and vocabulary)")
     p.add_argument("--vocab-size", type=int, default=None, help="vocabulary of the candidates (default 4096 or --data's)")
     p.add_argument("--context", type=int, default=256, help="context length of the candidates (default 256)")
@@ -58,14 +61,10 @@ def run(args: argparse.Namespace) -> None:
     elif args.minutes:
         print(f"measuring training speed on this machine (batch {args.batch_size} x {args.context}, "
               f"{threads} thread{'s' if threads > 1 else ''}) ...")
-        chosen = fit_budget(cands, args.minutes * 60, args.batch_size, args.device, args.precision)
+        chosen = fit_budget(cands, args.minutes * 60, args.batch_size, args.device, args.precision, unique=tokens)
         reach = chosen.tokens_per_s * args.minutes * 60 / chosen.params  # type: ignore[operator]
-        why = (f"the largest that sees {TOKENS_PER_PARAM:g} tokens/parameter in {args.minutes:g} minutes"
-               if reach >= TOKENS_PER_PARAM else f"the smallest shape, and even it sees only {reach:.0f} "
-               f"tokens/parameter in {args.minutes:g} minutes: under-trained, give more minutes")  # fmt: skip
-        if tokens and chosen.optimal_tokens > tokens:
-            chosen = closest(cands, tokens / TOKENS_PER_PARAM)
-            why = f"data-limited: {human(tokens)} tokens / {TOKENS_PER_PARAM:g}"
+        why = (f"the lowest loss Chinchilla's law predicts after {args.minutes:g} minutes at the speeds measured here"
+               f"{' and your ' + human(tokens) + ' tokens' if tokens else ''}; it sees {reach:.0f} tokens/parameter")
     else:
         chosen = closest(cands, tokens / TOKENS_PER_PARAM)  # type: ignore[operator]
         why = f"{human(tokens)} tokens / {TOKENS_PER_PARAM:g} tokens per parameter = {human(tokens / TOKENS_PER_PARAM)}"  # type: ignore[operator]
