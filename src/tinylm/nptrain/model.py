@@ -251,7 +251,7 @@ class Transformer:
         # attention branch
         dy = ops.linear_backward(dx, a.y, P[p + "attn.wo.weight"], G[p + "attn.wo.weight"], G.get(p + "attn.wo.bias"))
         dqkv = np.empty((B, T, H + 2 * KV, hs), self.dtype)
-        dqkv[:, :, :H], dqkv[:, :, H : H + KV], dqkv[:, :, H + KV :] = ops.attention_backward(dy, a.att)
+        ops.attention_backward(dy, a.att, out=(dqkv[:, :, :H], dqkv[:, :, H : H + KV], dqkv[:, :, H + KV :]))
         if cfg.positions == "rope":
             dqkv[:, :, : H + KV] = ops.rope_backward(dqkv[:, :, : H + KV], self.rotation[:T])
         dxn = ops.linear_backward(dqkv.reshape(B * T, -1), a.xn, P[p + "attn.wqkv.weight"], G[p + "attn.wqkv.weight"],

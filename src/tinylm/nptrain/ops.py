@@ -286,78 +286,89 @@ def rope_backward(dy: np.ndarray, rotation: np.ndarray) -> np.ndarray:
 #   max is one row broadcast (NumPy is several times slower broadcasting one number along each short
 #   row). BLAS writes each kv head's product into its columns, and takes the transposes, for free.
 # - The G query heads of a kv head are stacked, so one product per kv head serves them all: queries
-#   are laid out (B, KV, T, G, hs), and a block of positions is (KV, n*G, hs) in the order (position,
-#   head), without a copy.
+#   are laid out (B, KV, T*G, hs), rows in the order (position, head), and a block of positions is a
+#   slice of rows. OpenBLAS multiplies small matrices 1.5x faster when the right-hand one is stored
+#   row by row rather than as a transposed view, so q (for S^T = k q^T) and dy (for dP^T = v dy^T)
+#   are also kept transposed, (B, KV, hs, T*G): one small copy each instead of a slow product per tile.
 # - Unnormalised: the tile keeps E = exp(S - max) and l = sum over the keys of E, so P = E / l, and
-#   y = (E v) / l divides hs numbers per query instead of P's up to T (the backward below takes the
-#   1/l the same way).
+#   y = (E v) / l divides hs numbers per query instead of P's up to T (done as y is copied back into
+#   (B, T, H*hs) order; the backward takes the 1/l the same way).
 # - Causal: a block is scored only against the keys up to its end (for T = 256 and blocks of 64, 5/8
 #   of T x T); inside the block's diagonal square the later keys get -inf (E = 0, no gradient).
 
 
 def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, block: int = 64):
-    """Returns y (B, T, H*hs) and the cache: q (scaled), k, v and y by head, 1/l, and E^T per query block."""
+    """Returns y (B, T, H*hs) and the cache: q (scaled) by kv head, k and v, E v, 1/l, and E^T per
+    query block. k and v are kept as given (views are fine: BLAS reads them in place)."""
     B, T, H, hs = q.shape
     KV = k.shape[2]
     G = H // KV
     # q scaled by 1/sqrt(hs) as it is regrouped (a copy either way): cheaper than scaling the scores
     qh = np.multiply(q.reshape(B, T, KV, G, hs).transpose(0, 2, 1, 3, 4), 1.0 / math.sqrt(hs),
-                     out=np.empty((B, KV, T, G, hs), q.dtype))  # fmt: skip
-    kh, vh = np.ascontiguousarray(k.transpose(0, 2, 1, 3)), np.ascontiguousarray(v.transpose(0, 2, 1, 3))  # (B, KV, T, hs)
-    yh = np.empty_like(qh)
-    rl = np.empty((B, KV, T, G), q.dtype)  # 1/l per query
+                     out=np.empty((B, KV, T, G, hs), q.dtype)).reshape(B, KV, T * G, hs)  # fmt: skip
+    qT = np.ascontiguousarray(qh.transpose(0, 1, 3, 2))  # (B, KV, hs, T*G)
+    kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # (B, KV, T, hs)
+    ev, rl = np.empty_like(qh), np.empty((B, KV, T * G), q.dtype)  # E v and 1 / l, by query
     # (keys, KV, queries): G query columns per position, the same square for every kv head
     mask = np.ascontiguousarray(np.repeat(causal_mask(block, q.dtype), G, axis=0).T[:, None].repeat(KV, 1))
+    ones = np.ones(T, q.dtype)
     es = []  # per query block: E^T (B, t1, KV, n*G), what the backward needs
     for t0 in range(0, T, block):
         t1 = min(t0 + block, T)
-        n = t1 - t0
-        es.append(np.empty((B, t1, KV, n * G), q.dtype))
+        n, c = (t1 - t0) * G, slice(t0 * G, t1 * G)  # the block's query rows
+        es.append(np.empty((B, t1, KV, n), q.dtype))
         for b in range(B):
-            qt, et = qh[b, :, t0:t1].reshape(KV, n * G, hs), es[-1][b]
-            np.matmul(kh[b, :, :t1], qt.transpose(0, 2, 1), out=et.transpose(1, 0, 2))  # S^T, head by head
-            et[t0:] += mask[:n, :, : n * G]
+            et = es[-1][b]
+            np.matmul(kh[b, :, :t1], qT[b, :, :, c], out=et.transpose(1, 0, 2))  # S^T, head by head
+            et[t0:] += mask[: t1 - t0, :, :n]
             et -= et.max(0)  # softmax over the keys; the max shift changes nothing but overflow
             np.exp(et, out=et)
-            l_inv = np.divide(1.0, column_sums(et.reshape(t1, -1)).reshape(KV, n * G), out=rl[b, :, t0:t1].reshape(KV, n * G))
-            yt = np.matmul(et.transpose(1, 2, 0), vh[b, :, :t1], out=yh[b, :, t0:t1].reshape(KV, n * G, hs))
-            yt *= l_inv[:, :, None]
-    y = yh.transpose(0, 2, 1, 3, 4).reshape(B, T, H * hs)  # heads back beside each other: a copy
-    return y, (qh, kh, vh, yh, rl, es, block)
+            np.divide(1.0, (ones[:t1] @ et.reshape(t1, KV * n)).reshape(KV, n), out=rl[b, :, c])
+            np.matmul(et.transpose(1, 2, 0), vh[b, :, :t1], out=ev[b, :, c])
+    # y = (E v) / l, the heads back beside each other
+    y = np.multiply(ev.reshape(B, KV, T, G, hs).transpose(0, 2, 1, 3, 4), rl.reshape(B, KV, T, G, 1).transpose(0, 2, 1, 3, 4),
+                    out=np.empty((B, T, KV, G, hs), q.dtype))  # fmt: skip
+    return y.reshape(B, T, H * hs), (qh, kh, vh, ev, rl, es, block)
 
 
-def attention_backward(dy: np.ndarray, cache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def attention_backward(dy: np.ndarray, cache, out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
     """dy (B, T, H*hs) -> dq (B, T, H, hs), dk, dv (B, T, KV, hs), tile by tile as the forward:
         y = P v                 ->  dP = dy v^T,  dv = P^T dy (summed over the G heads sharing v)
         P = softmax(S) by rows  ->  dS_ij = P_ij (dP_ij - D_i),  D_i = sum_j dP_ij P_ij
         S = q k^T / sqrt(hs)    ->  dq = dS k / sqrt(hs),  dk = dS^T q / sqrt(hs)
     and D_i = sum_j (dy_i . v_j) P_ij = dy_i . y_i, a dot product per query instead of a pass over the
     scores (FlashAttention's trick). With P_ij = E_ij / l_i, every term above has one factor P and one
-    dy_i, so with dy'_i = dy_i / l_i (and D'_i = dy'_i . y_i) the same formulas hold with E for P:
-        dv = E^T dy',  dS_ij = E_ij (dy'_i . v_j - D'_i).
-    The cached q is already divided by sqrt(hs). Every query block adds into dk and dv."""
-    qh, kh, vh, yh, rl, es, block = cache
-    B, KV, T, G, hs = qh.shape
-    dyh = np.multiply(dy.reshape(B, T, KV, G, hs).transpose(0, 2, 1, 3, 4), rl[..., None], out=np.empty_like(qh))
-    D = np.einsum("bktgh,bktgh->bktg", dyh, yh)  # (B, KV, T, G)
+    dy_i, so with dy'_i = dy_i / l_i the same formulas hold with E for P:
+        dv = E^T dy',  dS_ij = E_ij (dy'_i . v_j - D'_i),  D'_i = dy'_i . y_i = dy'_i . (E v)_i / l_i.
+    The cached q is already divided by sqrt(hs). Every query block adds into dk and dv. out: arrays
+    (dq, dk, dv) to write into (views are fine), else new ones."""
+    qh, kh, vh, ev, rl, es, block = cache
+    B, KV, T, hs = kh.shape
+    G = qh.shape[2] // T
+    dq, dk, dv = out or (np.empty((B, T, KV * G, hs), dy.dtype), np.empty((B, T, KV, hs), dy.dtype),
+                         np.empty((B, T, KV, hs), dy.dtype))  # fmt: skip
+    dyh = np.multiply(dy.reshape(B, T, KV, G, hs).transpose(0, 2, 1, 3, 4), rl.reshape(B, KV, T, G, 1),
+                      out=np.empty((B, KV, T, G, hs), dy.dtype)).reshape(qh.shape)  # fmt: skip
+    dyT = np.ascontiguousarray(dyh.transpose(0, 1, 3, 2))  # (B, KV, hs, T*G)
+    D = np.einsum("bkth,bkth->bkt", dyh, ev)
+    D *= rl  # (B, KV, T*G)
     dqh = np.empty_like(qh)
-    dk, dv = np.zeros_like(kh), np.zeros_like(vh)  # (B, KV, T, hs)
+    dkh, dvh = np.zeros(kh.shape, dy.dtype), np.zeros(vh.shape, dy.dtype)  # (B, KV, T, hs): contiguous rows to add into
     scratch = np.empty(T * KV * G * block, dy.dtype)
     for t0, eb in zip(range(0, T, block), es, strict=True):
         t1 = min(t0 + block, T)
-        n = t1 - t0
+        n, c = (t1 - t0) * G, slice(t0 * G, t1 * G)
         for b in range(B):
-            et, dyt, qt = eb[b], dyh[b, :, t0:t1].reshape(KV, n * G, hs), qh[b, :, t0:t1].reshape(KV, n * G, hs)
-            dv[b, :, :t1] += et.transpose(1, 0, 2) @ dyt
-            dst = scratch[: t1 * KV * n * G].reshape(t1, KV, n * G)
-            np.matmul(vh[b, :, :t1], dyt.transpose(0, 2, 1), out=dst.transpose(1, 0, 2))
-            dst -= D[b, :, t0:t1].reshape(KV, n * G)  # dP^T, then dS^T in place
-            dst *= et
-            dk[b, :, :t1] += dst.transpose(1, 0, 2) @ qt
-            np.matmul(dst.transpose(1, 2, 0), kh[b, :, :t1], out=dqh[b, :, t0:t1].reshape(KV, n * G, hs))
-    dqh *= 1.0 / math.sqrt(hs)
-    dq = dqh.transpose(0, 2, 1, 3, 4).reshape(B, T, KV * G, hs)
-    return dq, dk.transpose(0, 2, 1, 3), dv.transpose(0, 2, 1, 3)
+            et, dst = eb[b], scratch[: t1 * KV * n].reshape(t1, KV, n)
+            dvh[b, :, :t1] += et.transpose(1, 0, 2) @ dyh[b, :, c]
+            np.matmul(vh[b, :, :t1], dyT[b, :, :, c], out=dst.transpose(1, 0, 2))  # dP^T
+            dst -= D[b, :, c]
+            dst *= et  # dS^T
+            dkh[b, :, :t1] += dst.transpose(1, 0, 2) @ qh[b, :, c]
+            np.matmul(dst.transpose(1, 2, 0), kh[b, :, :t1], out=dqh[b, :, c])
+    np.multiply(dqh.reshape(B, KV, T, G, hs).transpose(0, 2, 1, 3, 4), 1.0 / math.sqrt(hs), out=dq.reshape(B, T, KV, G, hs))
+    dk[...], dv[...] = dkh.transpose(0, 2, 1, 3), dvh.transpose(0, 2, 1, 3)
+    return dq, dk, dv
 
 
 def causal_mask(T: int, dtype: np.dtype) -> np.ndarray:
