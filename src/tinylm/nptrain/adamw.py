@@ -7,6 +7,7 @@ weights only" (tinylm.train.optim) is a decay of the slice [:n_decay].
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -34,29 +35,41 @@ class AdamW:
     (ops.row_blocks): the dozen passes over four parameter-sized arrays then hit the cache."""
 
     def __init__(self, size: int, n_decay: int, lr: float, betas: tuple[float, float], eps: float = 1e-8,
-                 weight_decay: float = 0.0, dtype: type = np.float32):  # fmt: skip
+                 weight_decay: float = 0.0, dtype: type = np.float32, threads: int = 1):  # fmt: skip
         self.n_decay, self.lr, self.betas, self.eps, self.weight_decay = n_decay, lr, betas, eps, weight_decay
         self.m = np.zeros(size, dtype)
         self.v = np.zeros(size, dtype)
         self.steps = 0
-        self._tmp = np.empty(min(size, BLOCK_ELEMENTS), dtype)  # scratch for one block
+        self._tmp = np.empty((threads, min(size, BLOCK_ELEMENTS)), dtype)  # scratch: a block per thread
+        # threads > 1: each thread updates its share of the blocks (the update is the same number
+        # whoever computes it, so the result does not depend on the thread count)
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="adamw") if threads > 1 else None
 
     def step(self, p: np.ndarray, g: np.ndarray) -> None:
         b1, b2 = self.betas
         self.steps += 1
         c2 = math.sqrt(1.0 - b2**self.steps)
         size, eps = self.lr * c2 / (1.0 - b1**self.steps), self.eps * c2
-        for r in row_blocks(p):
-            pr, gr, m, v, tmp = p[r], g[r], self.m[r], self.v[r], self._tmp[: p[r].size]
-            pr[: max(0, self.n_decay - r.start)] *= 1.0 - self.lr * self.weight_decay
-            m *= b1
-            m += np.multiply(gr, 1.0 - b1, out=tmp)
-            v *= b2
-            np.multiply(gr, 1.0 - b2, out=tmp)
-            tmp *= gr
-            v += tmp
-            np.sqrt(v, out=tmp)
-            tmp += eps
-            np.divide(m, tmp, out=tmp)
-            tmp *= size
-            pr -= tmp
+
+        def update(blocks: list[slice], tmp: np.ndarray) -> None:
+            for r in blocks:
+                pr, gr, m, v, t = p[r], g[r], self.m[r], self.v[r], tmp[: p[r].size]
+                pr[: max(0, self.n_decay - r.start)] *= 1.0 - self.lr * self.weight_decay
+                m *= b1
+                m += np.multiply(gr, 1.0 - b1, out=t)
+                v *= b2
+                np.multiply(gr, 1.0 - b2, out=t)
+                t *= gr
+                v += t
+                np.sqrt(v, out=t)
+                t += eps
+                np.divide(m, t, out=t)
+                t *= size
+                pr -= t
+
+        blocks = row_blocks(p)
+        if self.pool is None:
+            update(blocks, self._tmp[0])
+        else:
+            shares = [blocks[i :: len(self._tmp)] for i in range(len(self._tmp))]
+            list(self.pool.map(update, shares, self._tmp))

@@ -177,10 +177,15 @@ class Transformer:
     def loss_and_backward(self, idx: np.ndarray, targets: np.ndarray, scale: float = 1.0) -> float:
         """Mean cross-entropy of the batch; adds the gradients of `scale` * loss to self.grads."""
         loss = self._split(idx, targets, lambda run, x, y, share: self._loss(run, x, y, scale * share, backward=True))
-        for run in self.passes[1:]:  # the threads' gradients, in a fixed order (same sums every run)
-            self.flat_grad += run.flat_grad
-            run.flat_grad.fill(0.0)
+        if self.pool is not None:  # the threads' gradients, summed in a fixed order (same sums every run)
+            list(self.pool.map(self._gather_grads, ops.row_blocks(self.flat_grad)))
         return loss
+
+    def _gather_grads(self, r: slice) -> None:
+        """Add the other passes' gradients in block r to the model's own, and zero them."""
+        for run in self.passes[1:]:
+            self.flat_grad[r] += run.flat_grad[r]
+            run.flat_grad[r] = 0.0
 
     def loss(self, idx: np.ndarray, targets: np.ndarray) -> float:
         return self._split(idx, targets, lambda run, x, y, share: self._loss(run, x, y))
