@@ -134,17 +134,16 @@ def _norm_backward(dy, cache, w, dw, db, dx, centred: bool) -> np.ndarray:
     dw += np.einsum("nc,nc->c", dy, xhat)
     if db is not None:
         db += column_sums(dy)
-    out = np.empty_like(dy)
+    dx = np.zeros_like(dy) if dx is None else dx
     for r in row_blocks(dy):
-        g = np.multiply(dy[r], w, out=out[r])
+        g = dy[r] * w
         t = xhat[r] * (np.einsum("nc,nc->n", g, xhat[r]) / C)[:, None]  # xhat * mean(g * xhat)
         if centred:
             t += row_sums(g)[:, None] / C  # + mean(g)
         g -= t
         g *= rstd[r]
-        if dx is not None:
-            dx[r] += g
-    return out if dx is None else dx
+        dx[r] += g
+    return dx
 
 
 # ----------------------------------------------------------------------------------------------
