@@ -67,7 +67,7 @@ class NumpyLoop:
     def __init__(self, cfg: ModelConfig, train: TrainConfig, weights: dict[str, np.ndarray], threads: int):
         self.model, self.train = Transformer(cfg, weights, threads=threads), train
         self.opt = AdamW(self.model.flat.size, self.model.n_decay, train.lr, (train.beta1, train.beta2), 1e-8,
-                         train.weight_decay)  # fmt: skip
+                         train.weight_decay, threads=threads)  # fmt: skip
 
     def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
         self.opt.lr = lr

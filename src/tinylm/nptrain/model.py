@@ -177,10 +177,15 @@ class Transformer:
     def loss_and_backward(self, idx: np.ndarray, targets: np.ndarray, scale: float = 1.0) -> float:
         """Mean cross-entropy of the batch; adds the gradients of `scale` * loss to self.grads."""
         loss = self._split(idx, targets, lambda run, x, y, share: self._loss(run, x, y, scale * share, backward=True))
-        for run in self.passes[1:]:  # the threads' gradients, in a fixed order (same sums every run)
-            self.flat_grad += run.flat_grad
-            run.flat_grad.fill(0.0)
+        if self.pool is not None:  # the threads' gradients, summed in a fixed order (same sums every run)
+            list(self.pool.map(self._gather_grads, ops.row_blocks(self.flat_grad)))
         return loss
+
+    def _gather_grads(self, r: slice) -> None:
+        """Add the other passes' gradients in block r to the model's own, and zero them."""
+        for run in self.passes[1:]:
+            self.flat_grad[r] += run.flat_grad[r]
+            run.flat_grad[r] = 0.0
 
     def loss(self, idx: np.ndarray, targets: np.ndarray) -> float:
         return self._split(idx, targets, lambda run, x, y, share: self._loss(run, x, y))
@@ -221,7 +226,7 @@ class Transformer:
             qkv[:, :, : H + KV] = ops.rope_forward(qkv[:, :, : H + KV], self.rotation[:T])
         y, a.att = ops.attention_forward(qkv[:, :, :H], qkv[:, :, H : H + KV], qkv[:, :, H + KV :])
         a.y = y.reshape(B * T, H * hs)
-        x = x + ops.linear_forward(a.y, P[p + "attn.wo.weight"], P.get(p + "attn.wo.bias"))
+        x += ops.linear_forward(a.y, P[p + "attn.wo.weight"], P.get(p + "attn.wo.bias"))  # x is ours: no copy
         a.xn2, a.norm2 = self.norm_fwd(x, P[p + "mlp_norm.weight"], P.get(p + "mlp_norm.bias"), cfg.norm_eps)
         a.u = ops.linear_forward(a.xn2, P[p + "mlp.w1.weight"], P.get(p + "mlp.w1.bias"))
         if cfg.mlp == "swiglu":
@@ -246,15 +251,15 @@ class Transformer:
             du, dxn2 = self.gelu_bwd(dh, a.u, a.act), 0.0
         dxn2 = dxn2 + ops.linear_backward(du, a.xn2, P[p + "mlp.w1.weight"], G[p + "mlp.w1.weight"],
                                           G.get(p + "mlp.w1.bias"))  # fmt: skip
-        dx = dx + self.norm_bwd(dxn2, a.norm2, P[p + "mlp_norm.weight"], G[p + "mlp_norm.weight"],
-                                G.get(p + "mlp_norm.bias"))  # fmt: skip
+        self.norm_bwd(dxn2, a.norm2, P[p + "mlp_norm.weight"], G[p + "mlp_norm.weight"], G.get(p + "mlp_norm.bias"),
+                      dx)  # fmt: skip
         # attention branch
         dy = ops.linear_backward(dx, a.y, P[p + "attn.wo.weight"], G[p + "attn.wo.weight"], G.get(p + "attn.wo.bias"))
         dqkv = np.empty((B, T, H + 2 * KV, hs), self.dtype)
-        dqkv[:, :, :H], dqkv[:, :, H : H + KV], dqkv[:, :, H + KV :] = ops.attention_backward(dy, a.att)
+        ops.attention_backward(dy, a.att, out=(dqkv[:, :, :H], dqkv[:, :, H : H + KV], dqkv[:, :, H + KV :]))
         if cfg.positions == "rope":
             dqkv[:, :, : H + KV] = ops.rope_backward(dqkv[:, :, : H + KV], self.rotation[:T])
         dxn = ops.linear_backward(dqkv.reshape(B * T, -1), a.xn, P[p + "attn.wqkv.weight"], G[p + "attn.wqkv.weight"],
                                   G.get(p + "attn.wqkv.bias"))  # fmt: skip
-        return dx + self.norm_bwd(dxn, a.norm1, P[p + "attn_norm.weight"], G[p + "attn_norm.weight"],
-                                  G.get(p + "attn_norm.bias"))  # fmt: skip
+        return self.norm_bwd(dxn, a.norm1, P[p + "attn_norm.weight"], G[p + "attn_norm.weight"],
+                             G.get(p + "attn_norm.bias"), dx)  # fmt: skip

@@ -17,6 +17,33 @@ import numpy as np
 from tinylm.runtime import erf
 
 # ----------------------------------------------------------------------------------------------
+# Row blocks. An element-wise op is several passes over its arrays (GELU's forward is eight), and
+# NumPy makes each pass a separate loop. Over a whole (N, 512) activation every pass goes out to
+# memory; run block by block, a few hundred rows at a time, the block's arrays stay in the core's
+# L2 cache (2 MB per core here), the inputs are read from memory once and the outputs written
+# once, and the passes in between run about twice as fast. 64K elements per array is 256 KB in
+# float32: the five or six arrays of a block fit.
+
+BLOCK_ELEMENTS = 1 << 16
+
+
+def row_blocks(x: np.ndarray) -> list[slice]:
+    """Slices of x's first axis, each about BLOCK_ELEMENTS elements."""
+    rows = max(1, BLOCK_ELEMENTS // max(1, x[0].size)) if len(x) else 1
+    return [slice(i, i + rows) for i in range(0, len(x), rows)]
+
+
+def row_sums(x: np.ndarray) -> np.ndarray:
+    """Sum over the last axis as a matrix-vector product: BLAS does short rows (a head, a model
+    width) several times faster than NumPy's reduction, which runs one small loop per row."""
+    return x @ np.ones(x.shape[-1], x.dtype)
+
+
+def column_sums(x: np.ndarray) -> np.ndarray:
+    """Sum over the rows of x (N, C), as a vector-matrix product for the same reason."""
+    return np.ones(len(x), x.dtype) @ x
+
+# ----------------------------------------------------------------------------------------------
 # Linear: y = x W^T + b
 
 
@@ -34,7 +61,7 @@ def linear_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, dw: np.ndarray
         dL/db[j]    = sum_n dy[n, j]"""
     dw += dy.T @ x
     if db is not None:
-        db += dy.sum(0)
+        db += column_sums(dy)
     return dy @ w
 
 
@@ -44,8 +71,12 @@ def linear_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray, dw: np.ndarray
 
 def embedding_backward(dx: np.ndarray, idx: np.ndarray, dE: np.ndarray) -> None:
     """Each row of E receives the gradients of every position that looked it up (a scatter-add:
-    a token that occurs twice in the batch gets both rows' gradients)."""
-    np.add.at(dE, idx, dx)
+    a token that occurs twice in the batch gets both rows' gradients). Sorted by token, each token's
+    rows are adjacent and one np.add.reduceat sums every run: twice as fast as np.add.at."""
+    order = np.argsort(idx, kind="stable")
+    tokens = idx[order]
+    starts = np.flatnonzero(np.r_[True, tokens[1:] != tokens[:-1]])  # where each token's run begins
+    dE[tokens[starts]] += np.add.reduceat(dx[order], starts, axis=0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -53,29 +84,26 @@ def embedding_backward(dx: np.ndarray, idx: np.ndarray, dE: np.ndarray) -> None:
 
 
 def layernorm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, eps: float):
-    xc = x - x.mean(-1, keepdims=True)
-    rstd = 1.0 / np.sqrt(np.mean(xc * xc, -1, keepdims=True) + eps)  # (N, 1)
-    xhat = np.multiply(xc, rstd, out=xc)
-    y = xhat * w
-    if b is not None:
-        y += b
+    C = x.shape[-1]
+    y, xhat, rstd = np.empty_like(x), np.empty_like(x), np.empty((len(x), 1), x.dtype)
+    for r in row_blocks(x):
+        xc = np.subtract(x[r], row_sums(x[r])[:, None] / C, out=xhat[r])
+        rstd[r, 0] = 1.0 / np.sqrt(np.einsum("nc,nc->n", xc, xc) / C + eps)
+        xc *= rstd[r]  # xhat
+        np.multiply(xc, w, out=y[r])
+        if b is not None:
+            y[r] += b
     return y, (xhat, rstd)
 
 
-def layernorm_backward(dy: np.ndarray, cache, w: np.ndarray, dw: np.ndarray, db: np.ndarray | None) -> np.ndarray:
+def layernorm_backward(dy: np.ndarray, cache, w: np.ndarray, dw: np.ndarray, db: np.ndarray | None,
+                       dx: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """With g = dL/dxhat = dy * w, and xhat_i = (x_i - mu) * rstd over the C features of a row:
         dmu/dx_i = 1/C,   drstd/dx_i = -rstd^3 (x_i - mu) / C = -rstd^2 xhat_i / C
     so  dxhat_j/dx_i = rstd (delta_ij - 1/C - xhat_j xhat_i / C), and summing over j:
-        dx = rstd * (g - mean(g) - xhat * mean(g * xhat))."""
-    xhat, rstd = cache
-    dw += np.einsum("nc,nc->c", dy, xhat)
-    if db is not None:
-        db += dy.sum(0)
-    g = dy * w
-    dx = g - g.mean(-1, keepdims=True)
-    dx -= xhat * np.mean(g * xhat, -1, keepdims=True)
-    dx *= rstd
-    return dx
+        dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
+    dx given: the gradient is ADDED to it (the residual stream's gradient, which passes the norm by)."""
+    return _norm_backward(dy, cache, w, dw, db, dx, centred=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -83,19 +111,38 @@ def layernorm_backward(dy: np.ndarray, cache, w: np.ndarray, dw: np.ndarray, db:
 
 
 def rmsnorm_forward(x: np.ndarray, w: np.ndarray, b: None, eps: float):
-    rstd = 1.0 / np.sqrt(np.mean(x * x, -1, keepdims=True) + eps)  # (N, 1)
-    xhat = x * rstd
-    return xhat * w, (xhat, rstd)
+    C = x.shape[-1]
+    y, xhat, rstd = np.empty_like(x), np.empty_like(x), np.empty((len(x), 1), x.dtype)
+    for r in row_blocks(x):
+        rstd[r, 0] = 1.0 / np.sqrt(np.einsum("nc,nc->n", x[r], x[r]) / C + eps)
+        np.multiply(x[r], rstd[r], out=xhat[r])
+        np.multiply(xhat[r], w, out=y[r])
+    return y, (xhat, rstd)
 
 
-def rmsnorm_backward(dy: np.ndarray, cache, w: np.ndarray, dw: np.ndarray, db: None) -> np.ndarray:
+def rmsnorm_backward(dy: np.ndarray, cache, w: np.ndarray, dw: np.ndarray, db: None,
+                     dx: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """As LayerNorm without the mean: drstd/dx_i = -rstd^3 x_i / C = -rstd^2 xhat_i / C, so
         dx = rstd * (g - xhat * mean(g * xhat)),   g = dy * w."""
+    return _norm_backward(dy, cache, w, dw, db, dx, centred=False)
+
+
+def _norm_backward(dy, cache, w, dw, db, dx, centred: bool) -> np.ndarray:
+    """Both norms' backward, row block by row block (the formulas above)."""
     xhat, rstd = cache
+    C = dy.shape[-1]
     dw += np.einsum("nc,nc->c", dy, xhat)
-    g = dy * w
-    dx = g - xhat * np.mean(g * xhat, -1, keepdims=True)
-    dx *= rstd
+    if db is not None:
+        db += column_sums(dy)
+    dx = np.zeros_like(dy) if dx is None else dx
+    for r in row_blocks(dy):
+        g = dy[r] * w
+        t = xhat[r] * (np.einsum("nc,nc->n", g, xhat[r]) / C)[:, None]  # xhat * mean(g * xhat)
+        if centred:
+            t += row_sums(g)[:, None] / C  # + mean(g)
+        g -= t
+        g *= rstd[r]
+        dx[r] += g
     return dx
 
 
@@ -106,33 +153,39 @@ GELU_K, GELU_A = math.sqrt(2.0 / math.pi), 0.044715
 
 
 def gelu_tanh_forward(u: np.ndarray):
-    t = u * u
-    t *= GELU_A * GELU_K
-    t += GELU_K
-    t *= u
-    np.tanh(t, out=t)  # tanh(k (u + a u^3))
-    y = t + 1.0
-    y *= u
-    y *= 0.5
+    """Returns y and t = tanh(k (u + a u^3)), which the backward needs."""
+    y, t = np.empty_like(u), np.empty_like(u)
+    for r in row_blocks(u):
+        ur, tr, yr = u[r], t[r], y[r]
+        np.multiply(ur, ur, out=tr)
+        tr *= GELU_A * GELU_K
+        tr += GELU_K
+        tr *= ur
+        np.tanh(tr, out=tr)
+        np.multiply(tr, 0.5, out=yr)
+        yr += 0.5
+        yr *= ur
     return y, t
 
 
 def gelu_tanh_backward(dy: np.ndarray, u: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Product rule, with tanh' = 1 - tanh^2:
-        dy/du = (1 + t)/2 + u/2 (1 - t^2) k (1 + 3a u^2).
-    (Written as in-place steps: the MLP's activations are the widest arrays after the logits.)"""
-    g = u * u
-    g *= 3.0 * GELU_A * 0.5 * GELU_K
-    g += 0.5 * GELU_K
-    g *= u  # u/2 k (1 + 3a u^2)
-    s = t * t
-    np.subtract(1.0, s, out=s)
-    g *= s
-    g += 0.5
-    s = np.multiply(t, 0.5, out=s)
-    g += s
-    g *= dy
-    return g
+        dy/du = (1 + t)/2 + u/2 (1 - t^2) k (1 + 3a u^2)
+    and with p = u/2 k (1 + 3a u^2) that is 1/2 + p + t (1/2 - p t): six passes after p's four."""
+    du = np.empty_like(u)
+    for r in row_blocks(u):
+        ur, tr, p = u[r], t[r], du[r]
+        np.multiply(ur, ur, out=p)
+        p *= 1.5 * GELU_A * GELU_K
+        p += 0.5 * GELU_K
+        p *= ur
+        s = p * tr  # p t
+        np.subtract(0.5, s, out=s)
+        s *= tr
+        p += s
+        p += 0.5
+        p *= dy[r]
+    return du
 
 
 # ----------------------------------------------------------------------------------------------
@@ -148,13 +201,25 @@ def _erf(x: np.ndarray) -> np.ndarray:
 
 
 def gelu_exact_forward(u: np.ndarray):
-    cdf = 0.5 * (1.0 + _erf(u * (1.0 / math.sqrt(2.0))))
-    return u * cdf, cdf
+    y, cdf = np.empty_like(u), np.empty_like(u)
+    for r in row_blocks(u):
+        c = np.multiply(_erf(u[r] * (1.0 / math.sqrt(2.0))), 0.5, out=cdf[r])
+        c += 0.5
+        np.multiply(u[r], c, out=y[r])
+    return y, cdf
 
 
 def gelu_exact_backward(dy: np.ndarray, u: np.ndarray, cdf: np.ndarray) -> np.ndarray:
     """dy/du = Phi(u) + u phi(u), phi(u) = exp(-u^2/2) / sqrt(2 pi) the normal density."""
-    return dy * (cdf + u * np.exp(-0.5 * u * u) * (1.0 / math.sqrt(2.0 * math.pi)))
+    du = np.empty_like(u)
+    for r in row_blocks(u):
+        d = np.multiply(u[r], u[r], out=du[r])
+        d *= -0.5
+        np.exp(d, out=d)
+        d *= u[r] * (1.0 / math.sqrt(2.0 * math.pi))
+        d += cdf[r]
+        d *= dy[r]
+    return du
 
 
 # ----------------------------------------------------------------------------------------------
@@ -162,18 +227,29 @@ def gelu_exact_backward(dy: np.ndarray, u: np.ndarray, cdf: np.ndarray) -> np.nd
 
 
 def swiglu_forward(a: np.ndarray, b: np.ndarray):
-    sig = 1.0 / (1.0 + np.exp(-a))
-    silu = a * sig
-    return silu * b, (sig, silu)
+    h, sig, silu = np.empty_like(a), np.empty_like(a), np.empty_like(a)
+    for r in row_blocks(a):
+        s = np.negative(a[r], out=sig[r])
+        np.exp(s, out=s)
+        s += 1.0
+        np.reciprocal(s, out=s)  # sigmoid(a) = 1 / (1 + exp(-a))
+        np.multiply(a[r], s, out=silu[r])
+        np.multiply(silu[r], b[r], out=h[r])
+    return h, (sig, silu)
 
 
 def swiglu_backward(dh: np.ndarray, a: np.ndarray, b: np.ndarray, cache) -> tuple[np.ndarray, np.ndarray]:
     """dh/db = silu(a);  dh/da = b silu'(a), and with sigmoid' = s (1 - s):
-        silu'(a) = s + a s (1 - s) = s (1 + a (1 - s))."""
+        silu'(a) = s + a s (1 - s) = s + silu - silu s."""
     sig, silu = cache
-    db = dh * silu
-    da = dh * b
-    da *= sig * (1.0 + a * (1.0 - sig))
+    da, db = np.empty_like(a), np.empty_like(a)
+    for r in row_blocks(a):
+        np.multiply(dh[r], silu[r], out=db[r])
+        d = np.multiply(silu[r], sig[r], out=da[r])
+        np.subtract(silu[r], d, out=d)
+        d += sig[r]
+        d *= b[r]
+        d *= dh[r]
     return da, db
 
 
@@ -205,77 +281,97 @@ def rope_backward(dy: np.ndarray, rotation: np.ndarray) -> np.ndarray:
 #
 # The scores are B*H*T*T numbers that the softmax and its backward walk over several times: element-
 # wise work, not BLAS work, so the layout is chosen for NumPy's element-wise loops:
-# - Tiles: one sequence b and one block of queries at a time, at most KV x T x (G * block) scores,
+# - Tiles: one sequence b and one block of queries at a time, at most T x KV x (G * block) scores,
 #   which stay in the CPU's L2 cache through the passes (two to four times faster than from memory).
-# - Transposed scores, S^T (keys down, queries across): the softmax's max and sum over the keys then
-#   combine whole contiguous rows, and subtracting or dividing by them is a contiguous row operation
-#   (NumPy is several times slower broadcasting one number along each short row). BLAS takes the
-#   transposes for free.
+# - Transposed scores, S^T, keys down, and across them every head's queries side by side: a tile is
+#   (keys, KV, n*G). The softmax's max and sum over the keys then combine whole contiguous rows of
+#   KV*n*G numbers (NumPy runs one small loop per row, so long rows are cheap), and subtracting the
+#   max is one row broadcast (NumPy is several times slower broadcasting one number along each short
+#   row). BLAS writes each kv head's product into its columns, and takes the transposes, for free.
 # - The G query heads of a kv head are stacked, so one product per kv head serves them all: queries
-#   are laid out (B, KV, T, G, hs), and a block of positions is (KV, n*G, hs) in the order (position,
-#   head), without a copy.
+#   are laid out (B, KV, T*G, hs), rows in the order (position, head), and a block of positions is a
+#   slice of rows. OpenBLAS multiplies small matrices 1.5x faster when the right-hand one is stored
+#   row by row rather than as a transposed view, so q (for S^T = k q^T) and dy (for dP^T = v dy^T)
+#   are also kept transposed, (B, KV, hs, T*G): one small copy each instead of a slow product per tile.
+# - Unnormalised: the tile keeps E = exp(S - max) and l = sum over the keys of E, so P = E / l, and
+#   y = (E v) / l divides hs numbers per query instead of P's up to T (done as y is copied back into
+#   (B, T, H*hs) order; the backward takes the 1/l the same way).
 # - Causal: a block is scored only against the keys up to its end (for T = 256 and blocks of 64, 5/8
-#   of T x T); inside the block's diagonal square the later keys get -inf (P = 0, no gradient).
+#   of T x T); inside the block's diagonal square the later keys get -inf (E = 0, no gradient).
 
 
 def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, block: int = 64):
-    """Returns y (B, T, H*hs) and the cache: q (scaled), k, v and y by head, and P^T per query block."""
+    """Returns y (B, T, H*hs) and the cache: q (scaled) by kv head, k and v, E v, 1/l, and E^T per
+    query block. k and v are kept as given (views are fine: BLAS reads them in place)."""
     B, T, H, hs = q.shape
     KV = k.shape[2]
     G = H // KV
     # q scaled by 1/sqrt(hs) as it is regrouped (a copy either way): cheaper than scaling the scores
     qh = np.multiply(q.reshape(B, T, KV, G, hs).transpose(0, 2, 1, 3, 4), 1.0 / math.sqrt(hs),
-                     out=np.empty((B, KV, T, G, hs), q.dtype))  # fmt: skip
-    kh, vh = np.ascontiguousarray(k.transpose(0, 2, 1, 3)), np.ascontiguousarray(v.transpose(0, 2, 1, 3))  # (B, KV, T, hs)
-    yh = np.empty_like(qh)
-    mask = np.repeat(causal_mask(block, q.dtype), G, axis=0).T  # (keys, queries): G query rows per position
-    scratch = np.empty(KV * T * G * block, q.dtype)
-    ps = []  # per query block: P^T (B, KV, t1, n*G), what the backward needs
+                     out=np.empty((B, KV, T, G, hs), q.dtype)).reshape(B, KV, T * G, hs)  # fmt: skip
+    qT = np.ascontiguousarray(qh.transpose(0, 1, 3, 2))  # (B, KV, hs, T*G)
+    kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # (B, KV, T, hs)
+    ev, rl = np.empty_like(qh), np.empty((B, KV, T * G), q.dtype)  # E v and 1 / l, by query
+    # (keys, KV, queries): G query columns per position, the same square for every kv head
+    mask = np.ascontiguousarray(np.repeat(causal_mask(block, q.dtype), G, axis=0).T[:, None].repeat(KV, 1))
+    ones = np.ones(T, q.dtype)
+    es = []  # per query block: E^T (B, t1, KV, n*G), what the backward needs
     for t0 in range(0, T, block):
         t1 = min(t0 + block, T)
-        n = t1 - t0
-        ps.append(np.empty((B, KV, t1, n * G), q.dtype))
+        n, c = (t1 - t0) * G, slice(t0 * G, t1 * G)  # the block's query rows
+        es.append(np.empty((B, t1, KV, n), q.dtype))
         for b in range(B):
-            qt = qh[b, :, t0:t1].reshape(KV, n * G, hs)
-            st = np.matmul(kh[b, :, :t1], qt.transpose(0, 2, 1), out=scratch[: KV * t1 * n * G].reshape(KV, t1, n * G))
-            st[:, t0:] += mask[:n, : n * G]
-            st -= st.max(1, keepdims=True)  # softmax over the keys; the max shift changes nothing but overflow
-            np.exp(st, out=st)
-            pt = np.divide(st, st.sum(1, keepdims=True), out=ps[-1][b])
-            np.matmul(pt.transpose(0, 2, 1), vh[b, :, :t1], out=yh[b, :, t0:t1].reshape(KV, n * G, hs))
-    y = yh.transpose(0, 2, 1, 3, 4).reshape(B, T, H * hs)  # heads back beside each other: a copy
-    return y, (qh, kh, vh, yh, ps, block)
+            et = es[-1][b]
+            np.matmul(kh[b, :, :t1], qT[b, :, :, c], out=et.transpose(1, 0, 2))  # S^T, head by head
+            et[t0:] += mask[: t1 - t0, :, :n]
+            et -= et.max(0)  # softmax over the keys; the max shift changes nothing but overflow
+            np.exp(et, out=et)
+            np.divide(1.0, (ones[:t1] @ et.reshape(t1, KV * n)).reshape(KV, n), out=rl[b, :, c])
+            np.matmul(et.transpose(1, 2, 0), vh[b, :, :t1], out=ev[b, :, c])
+    # y = (E v) / l, the heads back beside each other
+    y = np.multiply(ev.reshape(B, KV, T, G, hs).transpose(0, 2, 1, 3, 4), rl.reshape(B, KV, T, G, 1).transpose(0, 2, 1, 3, 4),
+                    out=np.empty((B, T, KV, G, hs), q.dtype))  # fmt: skip
+    return y.reshape(B, T, H * hs), (qh, kh, vh, ev, rl, es, block)
 
 
-def attention_backward(dy: np.ndarray, cache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def attention_backward(dy: np.ndarray, cache, out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
     """dy (B, T, H*hs) -> dq (B, T, H, hs), dk, dv (B, T, KV, hs), tile by tile as the forward:
         y = P v                 ->  dP = dy v^T,  dv = P^T dy (summed over the G heads sharing v)
         P = softmax(S) by rows  ->  dS_ij = P_ij (dP_ij - D_i),  D_i = sum_j dP_ij P_ij
         S = q k^T / sqrt(hs)    ->  dq = dS k / sqrt(hs),  dk = dS^T q / sqrt(hs)
     and D_i = sum_j (dy_i . v_j) P_ij = dy_i . y_i, a dot product per query instead of a pass over the
-    scores (FlashAttention's trick). The cached q is already divided by sqrt(hs). Every query block adds
-    into dk and dv."""
-    qh, kh, vh, yh, ps, block = cache
-    B, KV, T, G, hs = qh.shape
-    dyh = np.ascontiguousarray(dy.reshape(B, T, KV, G, hs).transpose(0, 2, 1, 3, 4))  # (B, KV, T, G, hs)
-    D = np.einsum("bktgh,bktgh->bktg", dyh, yh)  # (B, KV, T, G)
+    scores (FlashAttention's trick). With P_ij = E_ij / l_i, every term above has one factor P and one
+    dy_i, so with dy'_i = dy_i / l_i the same formulas hold with E for P:
+        dv = E^T dy',  dS_ij = E_ij (dy'_i . v_j - D'_i),  D'_i = dy'_i . y_i = dy'_i . (E v)_i / l_i.
+    The cached q is already divided by sqrt(hs). Every query block adds into dk and dv. out: arrays
+    (dq, dk, dv) to write into (views are fine), else new ones."""
+    qh, kh, vh, ev, rl, es, block = cache
+    B, KV, T, hs = kh.shape
+    G = qh.shape[2] // T
+    dq, dk, dv = out or (np.empty((B, T, KV * G, hs), dy.dtype), np.empty((B, T, KV, hs), dy.dtype),
+                         np.empty((B, T, KV, hs), dy.dtype))  # fmt: skip
+    dyh = np.multiply(dy.reshape(B, T, KV, G, hs).transpose(0, 2, 1, 3, 4), rl.reshape(B, KV, T, G, 1),
+                      out=np.empty((B, KV, T, G, hs), dy.dtype)).reshape(qh.shape)  # fmt: skip
+    dyT = np.ascontiguousarray(dyh.transpose(0, 1, 3, 2))  # (B, KV, hs, T*G)
+    D = np.einsum("bkth,bkth->bkt", dyh, ev)
+    D *= rl  # (B, KV, T*G)
     dqh = np.empty_like(qh)
-    dk, dv = np.zeros_like(kh), np.zeros_like(vh)  # (B, KV, T, hs)
-    scratch = np.empty(KV * T * G * block, dy.dtype)
-    for t0, pb in zip(range(0, T, block), ps, strict=True):
+    dkh, dvh = np.zeros(kh.shape, dy.dtype), np.zeros(vh.shape, dy.dtype)  # (B, KV, T, hs): contiguous rows to add into
+    scratch = np.empty(T * KV * G * block, dy.dtype)
+    for t0, eb in zip(range(0, T, block), es, strict=True):
         t1 = min(t0 + block, T)
-        n = t1 - t0
+        n, c = (t1 - t0) * G, slice(t0 * G, t1 * G)
         for b in range(B):
-            pt, dyt, qt = pb[b], dyh[b, :, t0:t1].reshape(KV, n * G, hs), qh[b, :, t0:t1].reshape(KV, n * G, hs)
-            dv[b, :, :t1] += pt @ dyt
-            dst = np.matmul(vh[b, :, :t1], dyt.transpose(0, 2, 1), out=scratch[: KV * t1 * n * G].reshape(KV, t1, n * G))
-            dst -= D[b, :, t0:t1].reshape(KV, 1, n * G)  # dP^T, then dS^T in place
-            dst *= pt
-            dk[b, :, :t1] += dst @ qt
-            np.matmul(dst.transpose(0, 2, 1), kh[b, :, :t1], out=dqh[b, :, t0:t1].reshape(KV, n * G, hs))
-    dqh *= 1.0 / math.sqrt(hs)
-    dq = dqh.transpose(0, 2, 1, 3, 4).reshape(B, T, KV * G, hs)
-    return dq, dk.transpose(0, 2, 1, 3), dv.transpose(0, 2, 1, 3)
+            et, dst = eb[b], scratch[: t1 * KV * n].reshape(t1, KV, n)
+            dvh[b, :, :t1] += et.transpose(1, 0, 2) @ dyh[b, :, c]
+            np.matmul(vh[b, :, :t1], dyT[b, :, :, c], out=dst.transpose(1, 0, 2))  # dP^T
+            dst.reshape(t1, KV * n)[...] -= D[b, :, c].reshape(KV * n)  # one row (a small copy), broadcast down
+            dst *= et  # dS^T
+            dkh[b, :, :t1] += dst.transpose(1, 0, 2) @ qh[b, :, c]
+            np.matmul(dst.transpose(1, 2, 0), kh[b, :, :t1], out=dqh[b, :, c])
+    np.multiply(dqh.reshape(B, KV, T, G, hs).transpose(0, 2, 1, 3, 4), 1.0 / math.sqrt(hs), out=dq.reshape(B, T, KV, G, hs))
+    dk[...], dv[...] = dkh.transpose(0, 2, 1, 3), dvh.transpose(0, 2, 1, 3)
+    return dq, dk, dv
 
 
 def causal_mask(T: int, dtype: np.dtype) -> np.ndarray:

@@ -106,7 +106,7 @@ def _setup(cfg: TrainConfig, data: Data, model_config: ModelConfig | None, weigh
                           f"({model_config.context_length}) or the data; lower --batch-size or --context")  # fmt: skip
     per_micro = cfg.batch_size * T
     accum = max(1, round((cfg.batch_tokens or per_micro) / per_micro))
-    opt = AdamW(model.flat.size, model.n_decay, cfg.lr, (cfg.beta1, cfg.beta2), 1e-8, cfg.weight_decay, dtype)
+    opt = AdamW(model.flat.size, model.n_decay, cfg.lr, (cfg.beta1, cfg.beta2), 1e-8, cfg.weight_decay, dtype, threads)
     sampler = Sampler(len(data.train), cfg.batch_size, accum, seed=cfg.seed)
     progress = Progress(max_steps=cfg.max_steps, data_size=len(data.train))
     if saved is not None:
