@@ -73,10 +73,11 @@ def load_library(path: Path) -> ctypes.CDLL:
     lib.matmul_q8.argtypes = [p, p, p, p, i, i, i, i, i]
     lib.matmul_q4.argtypes = [p, p, p, p, p, p, f, p, i, i, i, i, i]
     lib.quantize_act.argtypes = [p, p, p, i]
-    lib.matmul_act8.argtypes = [p] * 8 + [f] + [i] * 5
+    lib.matmul_a8.argtypes = [p] * 6 + [i] * 6
+    lib.matmul_a8.restype = ctypes.c_int
     lib.matmul_f32.argtypes = [p, p, p, i, i, i, i]
     lib.attend_one.argtypes = [p] * 5 + [i] * 5 + [f]
-    for fn in (lib.matmul_q8, lib.matmul_q4, lib.quantize_act, lib.matmul_act8, lib.matmul_f32, lib.attend_one):
+    for fn in (lib.matmul_q8, lib.matmul_q4, lib.quantize_act, lib.matmul_f32, lib.attend_one):
         fn.restype = None
     return lib
 
@@ -147,18 +148,25 @@ def matmul(x: np.ndarray, w: Form | np.ndarray, threads: int | None = None,
         lib.matmul_f32(_ptr(y), _ptr(x), _ptr(np.ascontiguousarray(w, dtype=np.float32)), B, n, m, threads)
         return y
     q, scale, mins, lut = w.addresses  # a 4-bit form without a table (LINEAR): the kernel converts nibbles
-    if ACTIVATIONS == "int8" and n % 32 == 0 and w.group % 32 == 0 and (w.bits == 8 or w.lut is LINEAR):
-        xq, xd = quantize_activations(x, lib)
-        xsum = np.empty(B * (n // w.group), dtype=np.float32)
+    if ACTIVATIONS == "int8" and takes_int8_activations(w):
         q8, q4 = (q, None) if w.bits == 8 else (None, q)
-        lib.matmul_act8(_ptr(y), _ptr(xq), _ptr(xd), _ptr(xsum), q8, q4, scale, mins, w.offset, B, n, m, w.group,
-                        threads)  # fmt: skip
+        if lib.matmul_a8(_ptr(y), _ptr(x), q8, q4, scale, mins, int(w.offset), B, n, m, w.group, threads):
+            raise MemoryError("kernels: no memory for the rounded activations")
     elif w.bits == 8:
         lib.matmul_q8(_ptr(y), _ptr(x), q, scale, B, n, m, w.group, threads)
     else:
         xsum = np.empty(B * (n // w.group), dtype=np.float32)
         lib.matmul_q4(_ptr(y), _ptr(x), q, scale, mins, lut, w.offset, _ptr(xsum), B, n, m, w.group, threads)
     return y
+
+
+def takes_int8_activations(w: Form) -> bool:
+    """Whether matmul_a8 multiplies this form: 8-bit, or 4-bit without a table and with a whole-number
+    offset (q4_0, int4); groups of 32, or a multiple of 64 or the whole row (a 512-bit step's two blocks
+    share one scale)."""
+    n = w.shape[1]
+    integer = w.bits == 8 or (w.lut is LINEAR and float(w.offset).is_integer())
+    return integer and n % 32 == 0 and (w.group == 32 or w.group % 64 == 0 or w.group == n)
 
 
 def attend_one(q: np.ndarray, k: np.ndarray, v: np.ndarray, n: int, scale: float) -> np.ndarray | None:
