@@ -146,3 +146,18 @@ def test_quantized_output_head_runs_in_both_engines():
     greedy = Sampler(SamplingParams(temperature=0))
     ids = [[t.tolist() for t in generate_ids(e, [[1, 5, 9]], 12, greedy)] for e in (runtime, TorchEngine(model))]
     assert ids[0] == ids[1]
+
+
+def test_bench_says_which_activations_each_engine_multiplied(monkeypatch):
+    from tinylm.generate import bench
+
+    monkeypatch.delenv("TINYLM_ACTIVATIONS", raising=False)
+    cfg = tiny_llama(dim=64, hidden_dim=128)
+    weights = bench.random_weights(cfg)
+    said = {(e, s): bench.activations_of(bench.build_engine(e, cfg, weights, s), s)
+            for e in ("numpy", "torch") for s in ("fp32", "q4_0", "nf4", "w8a8")}  # fmt: skip
+    assert said == {("numpy", "fp32"): "float32", ("numpy", "q4_0"): "int8", ("numpy", "nf4"): "float32",
+                    ("numpy", "w8a8"): "int8/token", ("torch", "fp32"): "float32", ("torch", "q4_0"): "float32",
+                    ("torch", "nf4"): "float32", ("torch", "w8a8"): "int8/token"}  # fmt: skip
+    monkeypatch.setenv("TINYLM_ACTIVATIONS", "int8")
+    assert bench.activations_of(bench.build_engine("torch", cfg, weights, "q8_0"), "q8_0") == "int8"
