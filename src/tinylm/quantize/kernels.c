@@ -1,4 +1,5 @@
-/* Matrix products of activations (float32, or rounded to int8: see "int8 activations" below) with quantized (or float32) weights, for decoding on a CPU.
+/* Matrix products of activations (float32, or rounded to int8: see "int8 activations" below) with
+   quantized (or float32) weights, for decoding on a CPU.
 
    y (B, m) = x (B, n) @ W^T, where W (m, n) is stored row by row in groups of `group` values:
      8-bit:  W[o, i] = scale[o, i / group] * q[o, i]                       (q int8)
