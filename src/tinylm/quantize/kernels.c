@@ -267,10 +267,12 @@ void matmul_f32(float *y, const float *x, const float *w, int B, int n, int m, i
 
 #if defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
 /* one zmm holds 64 activations: two blocks per step. A 4-bit step's 32 packed bytes (blocks b, c)
-   are loaded into both halves and the upper half shifted: b's low nibbles, c's low nibbles, b's high
-   nibbles, c's high nibbles, i.e. elements b 0-15, c 0-15, b 16-31, c 16-31 -- so x is laid out that
-   way (a8_element) and no shuffle runs per row. A last step with a single block loads half (masked:
-   the padding multiplies zero activations). */
+   are loaded into both halves; the lower half keeps the low nibbles, the upper half the high ones, left
+   in place (byte & 0xF0 = 16 x the nibble, one `and` instead of a shift and an `and`): elements b 0-15,
+   c 0-15, b 16-31, c 16-31 -- so x is laid out that way (a8_element) and no shuffle runs per row. The
+   upper lanes' factor 16 is taken out through their corr (x 16) and xdv (/ 16, exact: a power of 2),
+   a8_lane_shift. A last step with a single block loads half (masked: the padding multiplies zero
+   activations). */
 #define STEP 2  /* blocks per step */
 #define LANE 4  /* activation bytes summed in one int32 lane */
 #define Q8_K (-128)
@@ -288,9 +290,8 @@ INLINE vint a8_dot8(const int8_t *q, vbytes x, vint corr, int whole) {
 }
 INLINE vint a8_dot4(const uint8_t *q, vbytes x, vint corr, int whole) {
     __m256i p = whole ? _mm256_loadu_si256((const __m256i *)q) : _mm256_maskz_loadu_epi8(0xFFFF, q);
-    __m512i w = _mm512_broadcast_i64x4(p);
-    w = _mm512_mask_srli_epi16(w, 0xFFFF0000u, w, 4);  /* the upper 16 int16: high nibbles */
-    return _mm512_dpbusd_epi32(corr, _mm512_and_si512(w, _mm512_set1_epi8(15)), x);
+    __m512i nibbles = _mm512_inserti64x4(_mm512_set1_epi8(0x0F), _mm256_set1_epi8((char)0xF0), 1);
+    return _mm512_dpbusd_epi32(corr, _mm512_and_si512(_mm512_broadcast_i64x4(p), nibbles), x);
 }
 /* the weight scales of step t's blocks, per lane: lanes 0-7 block b, 8-15 block c (8-bit); lanes
    0-3 and 8-11 b, 4-7 and 12-15 c (4-bit). Groups of 64 or more (or one group per row) hold both. */
@@ -323,6 +324,8 @@ INLINE float a8_round_block(int8_t *q, const float *x) {
     return d;
 }
 /* which element of the row sits at position p of the vectors (see above; n or more: padding) */
+/* log2 of the factor lane j's products carry (4: the high nibbles, kept in place) */
+INLINE int a8_lane_shift(int j, int bits) { return bits == 4 && j % 16 >= 8 ? 4 : 0; }
 INLINE int a8_element(int p, int bits) {
     if (bits == 8) return p;
     int e = p % 64;  /* 16 of b, 16 of c, 16 of b, 16 of c */
@@ -378,6 +381,7 @@ INLINE vacc a8_scales(const float *s, int t, int group, int bits, int whole) {
 INLINE vacc a8_fma(vint d, vacc scales, vacc xd, vacc acc) {
     return _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(scales, xd), acc);
 }
+INLINE int a8_lane_shift(int j, int bits) { (void)j, (void)bits; return 0; }
 INLINE int a8_element(int p, int bits) { (void)bits; return p; }
 /* as round16 above, 8 values, as int32 */
 INLINE __m256i round8(__m256 v) {
@@ -433,6 +437,7 @@ INLINE vacc a8_scales(const float *s, int t, int group, int bits, int whole) {
     return s[t * 32 / group];
 }
 INLINE vacc a8_fma(vint d, vacc scales, vacc xd, vacc acc) { return (float)d * (scales * xd) + acc; }
+INLINE int a8_lane_shift(int j, int bits) { (void)j, (void)bits; return 0; }
 INLINE int a8_element(int p, int bits) { (void)bits; return p; }
 INLINE float a8_round_block(int8_t *q, const float *x) {
     float amax = 0.0f;
@@ -459,8 +464,8 @@ void quantize_act(int8_t *xq, float *xd, const float *x, int n) {
 /* One activation row as the kernel reads it, padded to whole steps (npad values; zeros past n). */
 typedef struct {
     int8_t *x;     /* npad values: element a8_element(p) at p */
-    int32_t *corr; /* npad / LANE: k times each lane's sum of x */
-    float *xdv;    /* npad / LANE: each lane's block scale xd */
+    int32_t *corr; /* npad / LANE: k times each lane's sum of x (times 2^a8_lane_shift) */
+    float *xdv;    /* npad / LANE: each lane's block scale xd (over 2^a8_lane_shift) */
 } act_row;
 
 /* x (n floats) -> a: rounded, laid out for `bits`-bit weights with constant k; xq, xd: scratch of n and
@@ -476,8 +481,9 @@ INLINE void prepare_act(act_row a, int8_t *xq, float *xd, float *xsum, const flo
     for (int j = 0; j < npad / LANE; j++) {
         int e = a8_element(j * LANE, bits), t = 0;
         for (int i = j * LANE; i < (j + 1) * LANE; i++) t += a.x[i];
-        a.corr[j] = k * t;
-        a.xdv[j] = e < n ? xd[e / 32] : 0.0f;
+        int shift = a8_lane_shift(j, bits);
+        a.corr[j] = k * t * (1 << shift);
+        a.xdv[j] = e < n ? ldexpf(xd[e / 32], -shift) : 0.0f;
     }
     for (int g = 0; g < n / group; g++) {
         float s = 0.0f;
