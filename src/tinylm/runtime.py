@@ -28,7 +28,7 @@ from tinylm.config import CONFIG_FILE, ModelConfig, read_config
 from tinylm.errors import TinyLMError
 from tinylm.layout import check_tensors
 from tinylm.quantize.blocks import Form
-from tinylm.quantize.kernels import activations_from_env, attend_one, matmul
+from tinylm.quantize.kernels import activations_from_env, attend_one, default_threads, matmul
 from tinylm.quantize.transform import numpy_forms
 
 # ----------------------------------------------------------------------------------------------
@@ -148,10 +148,11 @@ class Layer:
         self.w2, self.b2 = matrix("mlp.w2.weight"), bias("mlp.w2.bias")
 
 
-def linear(x: np.ndarray, w: np.ndarray | Form | Any, b: np.ndarray | None, activations: str) -> np.ndarray:
+def linear(x: np.ndarray, w: np.ndarray | Form | Any, b: np.ndarray | None, how: tuple[str, int]) -> np.ndarray:
+    """x @ w.T (+ b); how: (activations, threads) for our kernels."""
     # float and weight-only quantized matrices go through our kernels; others (W8A8's int8_gemm.Matrix,
     # which rounds the activations its own way) multiply themselves
-    y = matmul(x, w, activations=activations) if isinstance(w, (np.ndarray, Form)) else x @ w
+    y = matmul(x, w, how[1], activations=how[0]) if isinstance(w, (np.ndarray, Form)) else x @ w
     if b is not None:
         y += b
     return y
@@ -264,7 +265,8 @@ class NumpyModel:
         column when T == 1."""
         cfg = self.config
         B, T = idx.shape
-        H, KV, hs, eps, acts = cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.norm_eps, self.activations
+        H, KV, hs, eps = cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.norm_eps
+        how = (self.activations, default_threads())  # the thread count once per pass, not per product
         n = int(pos.max()) + 1  # attend over the cache prefix that any row has filled
         # rows 0..B-1 are a slice of the cache (a view); other rows are gathered (a copy of their prefix)
         read = slice(0, B) if np.array_equal(rows, np.arange(B)) else rows
@@ -278,7 +280,7 @@ class NumpyModel:
         bias = np.where(hidden, np.float32(-np.inf), np.float32(0)) if hidden.any() else None
         for i, layer in enumerate(self.layers):
             # attention: project, rotate, store in the cache, attend over the filled prefix
-            qkv = linear(self.norm(x, *layer.attn_norm, eps), layer.wqkv, layer.bqkv, acts)
+            qkv = linear(self.norm(x, *layer.attn_norm, eps), layer.wqkv, layer.bqkv, how)
             qkv = qkv.reshape(B, T, H + 2 * KV, hs)
             q, k, v = qkv[:, :, :H], qkv[:, :, H : H + KV], qkv[:, :, H + KV :]
             if cfg.positions == "rope":
@@ -292,14 +294,14 @@ class NumpyModel:
                            1 / math.sqrt(hs)) if B * T == 1 else None  # fmt: skip
             if y is None:
                 y = self.attend(q, k_cache[read, :, :n], v_cache[read, :, :n], bias)
-            x = x + linear(y.reshape(B * T, H * hs), layer.wo, layer.bo, acts)
+            x = x + linear(y.reshape(B * T, H * hs), layer.wo, layer.bo, how)
             # MLP
-            h = linear(self.norm(x, *layer.mlp_norm, eps), layer.w1, layer.b1, acts)
+            h = linear(self.norm(x, *layer.mlp_norm, eps), layer.w1, layer.b1, how)
             h = swiglu(h) if cfg.mlp == "swiglu" else gelu_tanh(h) if cfg.gelu == "tanh" else gelu_exact(h)
-            x = x + linear(h, layer.w2, layer.b2, acts)
+            x = x + linear(h, layer.w2, layer.b2, how)
         if last is not None:  # prefill: each row's last prompt token
             x = x[np.arange(B) * T + last]
-        return linear(self.norm(x, *self.norm_w, eps), self.head, None, acts)
+        return linear(self.norm(x, *self.norm_w, eps), self.head, None, how)
 
     def attend(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
         """Queries q (B, T, H, hs) against the cache prefixes k, v (B, KV, n, hs), with `bias` hiding
