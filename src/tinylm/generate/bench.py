@@ -163,7 +163,8 @@ def activations_of(eng, scheme: str) -> str:
 
         layer = next(m for m in eng.model.modules() if isinstance(m, QuantLinear))
         form, mode = layer._form, kernels.activations_from_env("float32")
-    return mode if form is not None and kernels.takes_int8_activations(form) else "float32"
+    compiled = kernels.library() is not None  # the NumPy fallback dequantizes and multiplies in float
+    return mode if compiled and form is not None and kernels.takes_int8_activations(form) else "float32"
 
 
 def measure(
