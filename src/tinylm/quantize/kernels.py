@@ -9,12 +9,12 @@ Without a compiler (or with TINYLM_KERNELS=numpy) it falls back to NumPy: dequan
 same numbers up to float32 rounding, far slower. Batches larger than SMALL_BATCH (prefill) also take
 that route, since there a float matrix product's arithmetic, not reading the weights, is the cost.
 
-Activations: the NumPy runtime rounds them to int8 in blocks of 32 by default (as llama.cpp does for q8_0
-and q4_0) and multiplies with integer dot products (8-bit weights, q4_0 and int4; nf4 keeps float32):
-1.25-1.4x faster decode on stories110M (one thread), at the cost of the activations' rounding error (about 0.5/127 of each
-block's largest value). float32 activations give exactly the numbers of a float model holding the
-dequantized weights; they are what `matmul` does unless asked, and the torch engine's default.
-TINYLM_ACTIVATIONS=float32 or int8 sets both engines.
+Activations: the NumPy runtime rounds them to int8 in blocks of 32 by default (as llama.cpp does for
+q8_0 and q4_0) and multiplies with integer dot products (8-bit weights, q4_0 and int4; nf4 keeps
+float32): 1.25-1.4x faster decode on stories110M (one thread), at the cost of the activations'
+rounding error (about 0.5/127 of each block's largest value). float32 activations give exactly the
+numbers of a float model holding the dequantized weights; they are what `matmul` does unless asked,
+and the torch engine's default. TINYLM_ACTIVATIONS=float32 or int8 sets both engines.
 """
 
 from __future__ import annotations
