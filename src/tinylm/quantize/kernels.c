@@ -261,9 +261,11 @@ void matmul_f32(float *y, const float *x, const float *w, int B, int n, int m, i
    nothing is added per weight. Where vpmaddubsw stands in for VNNI, its int16 pair sums would
    saturate at 2 * 255 * 127, so 8-bit weights take |q| and x with q's sign there instead (k = 0).
 
-   Speed: a block of ROWS weight rows shares each activation vector loaded, and the scales are
+   Speed: a block of A8_ROWS weight rows shares each activation vector loaded, and the scales are
    applied per lane in float: each lane's int32 sum times (its block's weight scale x its block's
-   xd), the xd lanes laid out once per call (xdv). The lanes are summed once per row, at the end. */
+   xd), the xd lanes laid out once per call (xdv). The lanes are summed once per row, at the end.
+   On one core of this Xeon (AVX-512 VNNI), 768 x 2048 in the L2 cache, weight bytes per second:
+   8-bit 13.9 GB/s with float32 activations (matmul_q8), 27.9 here; q4_0 7.5 and 24.4. */
 
 #if defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
 /* one zmm holds 64 activations: two blocks per step. A 4-bit step's 32 packed bytes (blocks b, c)
@@ -357,7 +359,8 @@ INLINE vint a8_dot8(const int8_t *q, vbytes x, vint corr, int whole) {
     __m256i w = _mm256_loadu_si256((const __m256i *)q);
     return a8_dpbusd(corr, _mm256_xor_si256(w, _mm256_set1_epi8(-128)), x);
 }
-#else  /* pairs of products as int16 (at most 2 * 128 * 127 with the sign trick: no saturation), then sums of pairs */
+#else  /* pairs of products as int16 (at most 2 * 128 * 127 with the sign trick: no saturation), then
+         sums of pairs */
 #define Q8_K 0
 INLINE vint a8_dpbusd(vint acc, __m256i u, __m256i s) {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
@@ -403,7 +406,7 @@ INLINE float a8_round_block(int8_t *q, const float *x) {
     __m256 id = _mm256_set1_ps(d > 0.0f ? 1.0f / d : 0.0f);
     __m256i r[4];
     for (int i = 0; i < 4; i++) r[i] = round8(_mm256_mul_ps(v[i], id));
-    /* int32 -> int8: the packs work within 128-bit halves, so the last step puts the 4-byte runs back in order */
+    /* int32 -> int8: the packs work within 128-bit halves; the last step puts the 4-byte runs in order */
     __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
     bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     _mm256_storeu_si256((__m256i *)q, bytes);
@@ -523,7 +526,8 @@ INLINE void block_a8(float *y, const void *q, const float *s, act_row a, int n, 
 INLINE void rows_a8(float *out, const void *q, const float *s, act_row a, int n, int group, int bits, int R) {
     if (R == A8_ROWS) block_a8(out, q, s, a, n, group, bits, A8_ROWS);
     else for (int r = 0; r < R; r++)
-        block_a8(out + r, (const uint8_t *)q + (int64_t)r * n * bits / 8, s + r * (n / group), a, n, group, bits, 1);
+        block_a8(out + r, (const uint8_t *)q + (int64_t)r * n * bits / 8, s + r * (n / group), a, n, group,
+                 bits, 1);
 }
 
 /* y (B, m) = x (B, n, float32, rounded here) @ W^T for 8-bit (q8) or linear 4-bit (q4: v = nibble +
@@ -548,8 +552,9 @@ int matmul_a8(float *y, const float *x, const int8_t *q8, const uint8_t *q4, con
         p += n / 32 * 4;
         acts[b].x = (int8_t *)p, p += npad;
         int8_t *xq = (int8_t *)p;
-        if (bits == 8) prepare_act(acts[b], xq, xd, xsum + b * groups, x + (int64_t)b * n, n, npad, 8, k, group);
-        else prepare_act(acts[b], xq, xd, xsum + b * groups, x + (int64_t)b * n, n, npad, 4, k, group);
+        const float *xb = x + (int64_t)b * n;
+        if (bits == 8) prepare_act(acts[b], xq, xd, xsum + b * groups, xb, n, npad, 8, k, group);
+        else prepare_act(acts[b], xq, xd, xsum + b * groups, xb, n, npad, 4, k, group);
         p += n;
     }
     const void *q = q8 ? (const void *)q8 : (const void *)q4;
@@ -563,7 +568,9 @@ int matmul_a8(float *y, const float *x, const int8_t *q8, const uint8_t *q4, con
             if (bits == 8) rows_a8(out, qo, so, acts[b], n, group, 8, R);
             else rows_a8(out, qo, so, acts[b], n, group, 4, R);
             for (int r = 0; r < R; r++) {
-                if (mins) out[r] += offset_sum(mins + (int64_t)(o + r) * groups, 0.0f, so + r * groups, xsum + b * groups, groups);
+                if (mins)
+                    out[r] += offset_sum(mins + (int64_t)(o + r) * groups, 0.0f, so + r * groups, xsum + b * groups,
+                                         groups);
                 y[(int64_t)b * m + o + r] = out[r];
             }
         }
