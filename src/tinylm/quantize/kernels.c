@@ -568,9 +568,8 @@ int matmul_a8(float *y, const float *x, const int8_t *q8, const uint8_t *q4, con
             if (bits == 8) rows_a8(out, qo, so, acts[b], n, group, 8, R);
             else rows_a8(out, qo, so, acts[b], n, group, 4, R);
             for (int r = 0; r < R; r++) {
-                if (mins)
-                    out[r] += offset_sum(mins + (int64_t)(o + r) * groups, 0.0f, so + r * groups, xsum + b * groups,
-                                         groups);
+                const float *mr = mins ? mins + (int64_t)(o + r) * groups : 0;
+                if (mr) out[r] += offset_sum(mr, 0.0f, so + r * groups, xsum + b * groups, groups);
                 y[(int64_t)b * m + o + r] = out[r];
             }
         }
