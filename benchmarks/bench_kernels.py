@@ -37,7 +37,9 @@ def calls(w, x: np.ndarray, y: np.ndarray, lib) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shapes", default="768x768,2048x768,768x2048,12288x768", help="rows x columns, comma-separated")
+    p.add_argument(
+        "--shapes", default="768x768,2048x768,768x2048,12288x768", help="rows x columns, comma-separated"
+    )
     p.add_argument("--schemes", default="q8_0,q4_0,int8,int4")
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()
@@ -64,7 +66,10 @@ def main() -> None:
                         call()
                     best[mode] = min(best.get(mode, np.inf), (time.thread_time() - start) / repeats)
             cells = "".join(f"{best[k] * 1e6:>10.1f} us {nbytes / best[k] / 1e9:>5.1f} GB/s" for k in best)
-            print(f"{scheme:<7}{shape:>12}{nbytes / 1e6:>7.2f}{cells}{best['float32'] / best['int8']:>7.2f}", flush=True)
+            print(
+                f"{scheme:<7}{shape:>12}{nbytes / 1e6:>7.2f}{cells}{best['float32'] / best['int8']:>7.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
