@@ -538,24 +538,24 @@ int matmul_a8(float *y, const float *x, const int8_t *q8, const uint8_t *q4, con
               const float *mins, int offset, int B, int n, int m, int group, int threads) {
     int groups = n / group, npad = (n + STEP_BYTES - 1) / STEP_BYTES * STEP_BYTES;
     int bits = q8 ? 8 : 4, k = q8 ? Q8_K : offset;
-    size_t per_row = npad + 2 * (size_t)(npad / LANE) * 4 + n + n / 32 * 4 + groups * 4;
-    char *scratch = malloc(B * per_row + 64);
+    /* per activation row: x, corr and xdv (npad bytes each, whole vectors: 64-byte aligned, so that no
+       load splits a cache line), then xq and xd; then everyone's xsum */
+    size_t per_row = 3 * (size_t)npad + n + n / 32 * 4, bytes = B * per_row + (size_t)B * groups * 4;
+    char *scratch = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!scratch) return -1;
     act_row *acts = malloc(B * sizeof(act_row));
     if (!acts) { free(scratch); return -1; }
-    float *xsum = (float *)scratch;  /* B * groups floats first: everything below stays 4-byte aligned */
-    char *p = scratch + (size_t)B * groups * 4;
+    float *xsum = (float *)(scratch + B * per_row);
     for (int b = 0; b < B; b++) {
-        acts[b].corr = (int32_t *)p, p += npad / LANE * 4;
-        acts[b].xdv = (float *)p, p += npad / LANE * 4;
-        float *xd = (float *)p;
-        p += n / 32 * 4;
-        acts[b].x = (int8_t *)p, p += npad;
-        int8_t *xq = (int8_t *)p;
+        char *p = scratch + b * per_row;
+        acts[b].x = (int8_t *)p;
+        acts[b].corr = (int32_t *)(p + npad);
+        acts[b].xdv = (float *)(p + 2 * npad);
+        int8_t *xq = (int8_t *)(p + 3 * npad);
+        float *xd = (float *)(p + 3 * npad + n);
         const float *xb = x + (int64_t)b * n;
         if (bits == 8) prepare_act(acts[b], xq, xd, xsum + b * groups, xb, n, npad, 8, k, group);
         else prepare_act(acts[b], xq, xd, xsum + b * groups, xb, n, npad, 4, k, group);
-        p += n;
     }
     const void *q = q8 ? (const void *)q8 : (const void *)q4;
     #pragma omp parallel for num_threads(threads) schedule(static)
