@@ -2,7 +2,9 @@
 memory-bandwidth bound of each (measured in the same run), and llama.cpp on our GGUF exports of the
 same random weights when llama-cpp-python is installed (it is not a tinylm dependency).
 
-Batch 1, greedy, 256 new tokens, 2 threads, random weights of the stories15M and stories110M shapes:
+Batch 1, greedy, 256 new tokens, 2 threads, random weights of the stories15M and stories110M shapes; the
+`activations` column says what each row multiplied its quantized matrices with (the NumPy runtime: int8
+blocks of 32 by default, TINYLM_ACTIVATIONS=float32 for the exact path; the torch engine: float32):
 
 python benchmarks/bench_quantize.py
 python benchmarks/bench_quantize.py --shapes stories15M --schemes fp32,q8_0,q4_0 --repeats 1

@@ -135,3 +135,15 @@ def test_exact_gelu_model_decodes_like_torch() -> None:
     got = runtime.prefill([0], [prompt])[0]
     err, tanh_err = np.abs(got - want[0].numpy()).max(), np.abs(got - tanh).max()
     assert err < 1e-4 and tanh_err > 20 * err
+
+
+def test_rms_norm_of_one_row_and_of_many_equal_its_definition():
+    """A decode step normalises one row (its own branch), prefill many: both x / rms(x) * w."""
+    from tinylm.runtime import rms_norm
+
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(0, 3, (4, 64)).astype(np.float32), rng.normal(1, 0.1, 64).astype(np.float32)
+    x64 = x.astype(np.float64)
+    want = x64 / np.sqrt((x64 * x64).mean(-1, keepdims=True) + 1e-5) * w
+    np.testing.assert_allclose(rms_norm(x, w, None, 1e-5), want, rtol=1e-5)
+    np.testing.assert_allclose(rms_norm(x[:1], w, None, 1e-5), want[:1], rtol=1e-5)

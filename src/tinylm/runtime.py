@@ -28,7 +28,7 @@ from tinylm.config import CONFIG_FILE, ModelConfig, read_config
 from tinylm.errors import TinyLMError
 from tinylm.layout import check_tensors
 from tinylm.quantize.blocks import Form
-from tinylm.quantize.kernels import attend_one, matmul
+from tinylm.quantize.kernels import activations_from_env, attend_one, default_threads, matmul
 from tinylm.quantize.transform import numpy_forms
 
 # ----------------------------------------------------------------------------------------------
@@ -93,6 +93,8 @@ def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, eps: float) -
 
 
 def rms_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, eps: float) -> np.ndarray:
+    if x.shape[0] == 1:  # a decode step's one row: its scale as a number (3 us; the NumPy form below, 9 us)
+        return x * (w * np.float32(1.0 / math.sqrt(float(np.dot(x[0], x[0])) / x.shape[-1] + eps)))
     scale = 1.0 / np.sqrt(np.einsum("ij,ij->i", x, x)[:, None] / x.shape[-1] + eps)
     return x * scale * w
 
@@ -148,10 +150,11 @@ class Layer:
         self.w2, self.b2 = matrix("mlp.w2.weight"), bias("mlp.w2.bias")
 
 
-def linear(x: np.ndarray, w: np.ndarray | Form | Any, b: np.ndarray | None) -> np.ndarray:
+def linear(x: np.ndarray, w: np.ndarray | Form | Any, b: np.ndarray | None, how: tuple[str, int]) -> np.ndarray:
+    """x @ w.T (+ b); how: (activations, threads) for our kernels."""
     # float and weight-only quantized matrices go through our kernels; others (W8A8's int8_gemm.Matrix,
-    # which rounds the activations too) multiply themselves
-    y = matmul(x, w) if isinstance(w, (np.ndarray, Form)) else x @ w
+    # which rounds the activations its own way) multiply themselves
+    y = matmul(x, w, how[1], activations=how[0]) if isinstance(w, (np.ndarray, Form)) else x @ w
     if b is not None:
         y += b
     return y
@@ -161,9 +164,13 @@ class NumpyModel:
     """A tinylm model in NumPy with a KV cache: `prefill` a batch of prompts, then `decode` a token per row."""
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray], tokenizer: Any = None,
-                 quantization: dict[str, Any] | None = None):  # fmt: skip
-        """`quantization`: the checkpoint's spec (tinylm.quantize.transform) when its weights are quantized."""
+                 quantization: dict[str, Any] | None = None, activations: str | None = None):  # fmt: skip
+        """`quantization`: the checkpoint's spec (tinylm.quantize.transform) when its weights are quantized.
+        `activations`: "int8" (the default, unless TINYLM_ACTIVATIONS says otherwise) rounds the inputs of
+        8-bit, q4_0 and int4 matrices to int8 blocks of 32 in decode steps, as llama.cpp does: faster, not
+        exact; "float32" gives the numbers of a float model holding the dequantized weights."""
         self.config = cfg
+        self.activations = activations or activations_from_env("int8")
         self.tokenizer = tokenizer
         forms: dict[str, Form] = {}
         if quantization is not None:
@@ -187,7 +194,7 @@ class NumpyModel:
         self.pos = np.zeros(0, dtype=np.int64)  # each cache row's next position
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> NumpyModel:
+    def from_checkpoint(cls, path: str | Path, activations: str | None = None) -> NumpyModel:
         path = Path(path)
         cfg, transforms = read_config(path)  # (finishes a save a crash interrupted, or says the folder is missing)
         weights = load_weights(path, as_stored=True)
@@ -200,7 +207,7 @@ class NumpyModel:
             if tokenizer.vocab_size > cfg.vocab_size:
                 raise TinyLMError(f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model only "
                                   f"{cfg.vocab_size}; they do not belong together")  # fmt: skip
-        return cls(cfg, weights, tokenizer, transforms.get("quantization"))
+        return cls(cfg, weights, tokenizer, transforms.get("quantization"), activations)
 
     # ---- the engine interface used by tinylm.generate (loop and scheduler)
 
@@ -261,6 +268,7 @@ class NumpyModel:
         cfg = self.config
         B, T = idx.shape
         H, KV, hs, eps = cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.norm_eps
+        how = (self.activations, default_threads())  # the thread count once per pass, not per product
         n = int(pos.max()) + 1  # attend over the cache prefix that any row has filled
         # rows 0..B-1 are a slice of the cache (a view); other rows are gathered (a copy of their prefix)
         read = slice(0, B) if np.array_equal(rows, np.arange(B)) else rows
@@ -274,7 +282,7 @@ class NumpyModel:
         bias = np.where(hidden, np.float32(-np.inf), np.float32(0)) if hidden.any() else None
         for i, layer in enumerate(self.layers):
             # attention: project, rotate, store in the cache, attend over the filled prefix
-            qkv = linear(self.norm(x, *layer.attn_norm, eps), layer.wqkv, layer.bqkv)
+            qkv = linear(self.norm(x, *layer.attn_norm, eps), layer.wqkv, layer.bqkv, how)
             qkv = qkv.reshape(B, T, H + 2 * KV, hs)
             q, k, v = qkv[:, :, :H], qkv[:, :, H : H + KV], qkv[:, :, H + KV :]
             if cfg.positions == "rope":
@@ -288,14 +296,14 @@ class NumpyModel:
                            1 / math.sqrt(hs)) if B * T == 1 else None  # fmt: skip
             if y is None:
                 y = self.attend(q, k_cache[read, :, :n], v_cache[read, :, :n], bias)
-            x = x + linear(y.reshape(B * T, H * hs), layer.wo, layer.bo)
+            x = x + linear(y.reshape(B * T, H * hs), layer.wo, layer.bo, how)
             # MLP
-            h = linear(self.norm(x, *layer.mlp_norm, eps), layer.w1, layer.b1)
+            h = linear(self.norm(x, *layer.mlp_norm, eps), layer.w1, layer.b1, how)
             h = swiglu(h) if cfg.mlp == "swiglu" else gelu_tanh(h) if cfg.gelu == "tanh" else gelu_exact(h)
-            x = x + linear(h, layer.w2, layer.b2)
+            x = x + linear(h, layer.w2, layer.b2, how)
         if last is not None:  # prefill: each row's last prompt token
             x = x[np.arange(B) * T + last]
-        return linear(self.norm(x, *self.norm_w, eps), self.head, None)
+        return linear(self.norm(x, *self.norm_w, eps), self.head, None, how)
 
     def attend(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
         """Queries q (B, T, H, hs) against the cache prefixes k, v (B, KV, n, hs), with `bias` hiding

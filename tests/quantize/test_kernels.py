@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tinylm.errors import TinyLMError
 from tinylm.quantize import kernels, schemes
 from tinylm.quantize.blocks import round_away
 
@@ -79,22 +80,36 @@ def test_rows_of_fused_forms_multiply_like_their_parts(lib):
     np.testing.assert_array_equal(both, np.concatenate([kernels.matmul(x, a), kernels.matmul(x, b)], axis=1))
 
 
-@pytest.mark.parametrize("target", [(), ("-mavx2", "-mfma")], ids=["plain-C", "AVX2"])
-def test_other_builds_equal_the_native_one(lib, tmp_path, monkeypatch, target):
+BUILDS = {"plain-C": (), "AVX2": ("-mavx2", "-mfma"), "AVX2+AVX-VNNI": ("-mavx2", "-mfma", "-mavxvnni")}
+
+
+@pytest.fixture(scope="module")
+def builds(lib, tmp_path_factory):
+    """The kernels without -march=native: the plain C loops, and AVX2 (with AVX-VNNI where this CPU has it),
+    beside the native build (AVX-512 where the CPU has it). Each is compiled once."""
+    out = {"native": lib}
+    for name, target in BUILDS.items():
+        if "-mavxvnni" in target and "avx_vnni" not in kernels._cpu().split():
+            continue
+        path = tmp_path_factory.mktemp("kernels") / f"{name}.so"
+        assert kernels.compile_library(path, ("-O2", *target, "-fPIC", "-shared"))
+        out[name] = kernels.load_library(path)
+    return out
+
+
+def test_other_builds_equal_the_native_one(builds, monkeypatch):
     """Without -march=native the plain C loops run (or AVX2 where the native build has AVX-512): same
     numbers. 22 rows: blocks of 4 rows and a remainder."""
-    portable = tmp_path / "portable.so"
-    assert kernels.compile_library(portable, ("-O2", *target, "-fPIC", "-shared"))
     rng = np.random.default_rng(3)
     x = rng.normal(0, 1, (2, 128)).astype(np.float32)
     for scheme in [*schemes.SCHEMES, "float32"]:
         w = weights(rng, (22, 128)) if scheme == "float32" else quantized(scheme, weights(rng, (22, 128)))
-        for acts in ("float32", "int8"):
-            monkeypatch.setattr(kernels, "ACTIVATIONS", acts)
-            native = kernels.matmul(x, w)
-            monkeypatch.setattr(kernels, "library", lambda: kernels.load_library(portable))
-            np.testing.assert_allclose(kernels.matmul(x, w), native, rtol=1e-5, atol=1e-5 * np.abs(native).max())
-            monkeypatch.setattr(kernels, "library", lambda: lib)
+        for acts in kernels.ACTIVATIONS:
+            native = kernels.matmul(x, w, activations=acts)
+            for name, built in builds.items():
+                monkeypatch.setattr(kernels, "library", lambda built=built: built)
+                got = kernels.matmul(x, w, activations=acts)
+                np.testing.assert_allclose(got, native, rtol=1e-5, atol=1e-5 * np.abs(native).max(), err_msg=name)
 
 
 def test_activations_round_like_gguf_q8_0(lib):
@@ -107,19 +122,67 @@ def test_activations_round_like_gguf_q8_0(lib):
     assert np.array_equal(xd, d) and np.array_equal(xq, round_away(g * inverse[..., None]).reshape(3, 96))
 
 
+def rounded_like_q8_0(x: np.ndarray) -> np.ndarray:
+    """x (B, n) with each block of 32 rounded to int8 steps of max |x| / 127 (halves away from zero), as
+    float64: what the int8-activation kernels multiply, worked out here in NumPy."""
+    g = x.reshape(x.shape[0], -1, 32)
+    d = np.abs(g).max(axis=-1) / np.float32(127)
+    inverse = np.where(d > 0, np.float32(1) / np.where(d > 0, d, 1), 0).astype(np.float32)
+    return (round_away(g * inverse[..., None]) * d[..., None].astype(np.float64)).reshape(x.shape)
+
+
+@pytest.mark.parametrize("width", [288, 256], ids=["odd-blocks", "even-blocks"])
+@pytest.mark.parametrize("batch", [1, 3, kernels.SMALL_BATCH])
 @pytest.mark.parametrize("scheme", ["int8", "q8_0", "q4_0", "int4"])
-def test_int8_activation_kernel_equals_its_exact_reference(lib, scheme, monkeypatch):
-    """TINYLM_ACTIVATIONS=int8: the float64 product of the rounded activations and dequantized weights."""
-    monkeypatch.setattr(kernels, "ACTIVATIONS", "int8")
+def test_int8_activation_kernel_equals_its_reference_on_every_build(builds, scheme, batch, width, monkeypatch):
+    """activations="int8": the float64 product of the activations rounded in NumPy and the dequantized
+    weights, within float32 rounding, on each build. 38 rows: blocks of 4 and 2 left over; 288 columns:
+    9 blocks, so AVX-512's steps of two blocks end with a half one. Extreme values: a zero weight row, huge
+    and tiny weights; activations with a huge block, an all-zero block, a block with one value, halves
+    that round away from zero, and values of both signs at the block maximum."""
     rng = np.random.default_rng(5)
-    w = quantized(scheme, weights(rng, (40, 256)))
-    x = rng.normal(0, 1, (3, 256)).astype(np.float32)
-    xq, xd = kernels.quantize_activations(x, lib)
-    rounded = (xq.reshape(3, -1, 32) * xd[..., None].astype(np.float64)).reshape(3, 256)
+    w = quantized(scheme, weights(rng, (38, width)))
+    x = rng.normal(0, 1, (batch, width)).astype(np.float32)
+    x[0, :8] = 1e3
+    x[0, 32:64] = 0.0
+    x[-1, 64:96] = 0.0
+    x[-1, 70] = -3.0
+    x[-1, 96:128] = np.arange(32) - 15.5  # scale 16.5/127: many values land near a half step
+    x[-1, 128] = 254.0  # scale 2: odd integers are exact halves
+    x[-1, 129:160] = np.arange(1, 32, dtype=np.float32) * np.where(np.arange(31) % 2, 1, -1)
+    rounded = rounded_like_q8_0(x)
     exact = rounded @ w.dequantize().astype(np.float64).T
-    y = kernels.matmul(x, w)
-    np.testing.assert_allclose(y, exact, rtol=1e-5, atol=1e-5 * np.abs(exact).max())
-    assert np.abs(y - x.astype(np.float64) @ w.dequantize().T).max() > 1e-4 * np.abs(exact).max()  # it did round
+    terms = (np.abs(w.values()) + abs(w.offset)).reshape(38, -1, w.group) * np.abs(w.scale)[:, :, None]
+    if w.mins is not None:  # int4 adds min * (each group's sum of x) separately
+        terms += np.abs(w.mins)[:, :, None]
+    magnitude = np.abs(rounded) @ terms.reshape(38, width).astype(np.float64).T
+    # float32: each block's exact integer sum times (weight scale x activation scale), summed over
+    # the blocks (at most 9 per lane, then 16 lanes): a few ulps per step
+    bound = (width // 32 + 16) * np.finfo(np.float32).eps * magnitude + 1e-30
+    for name, built in builds.items():
+        monkeypatch.setattr(kernels, "library", lambda built=built: built)
+        y = kernels.matmul(x, w, activations="int8")
+        assert y.shape == (batch, 38) and np.all(np.abs(y - exact) <= bound), name
+        xq, xd = kernels.quantize_activations(x, built)
+        assert np.array_equal(xq * xd.repeat(32, axis=1).astype(np.float64), rounded), name
+    float_result = x.astype(np.float64) @ w.dequantize().astype(np.float64).T
+    assert np.abs(y - float_result).max() > 1e-4 * np.abs(exact).max()  # it did round
+
+
+def test_int8_activations_only_where_the_form_allows(lib):
+    """nf4 (a table, not integers) and groups that a 512-bit step would straddle keep float32 activations."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(0, 1, (1, 256)).astype(np.float32)
+    nf4 = quantized("nf4", weights(rng, (12, 256)))
+    assert not kernels.takes_int8_activations(nf4)
+    assert np.array_equal(kernels.matmul(x, nf4, activations="int8"), kernels.matmul(x, nf4))
+    assert kernels.takes_int8_activations(quantized("q4_0", weights(rng, (12, 256))))
+
+
+def test_a_bad_activation_mode_is_one_line(monkeypatch):
+    monkeypatch.setenv("TINYLM_ACTIVATIONS", "int4")
+    with pytest.raises(TinyLMError, match=r"TINYLM_ACTIVATIONS=.int4. .*int8 or float32"):
+        kernels.activations_from_env("int8")
 
 
 def test_one_token_attention_equals_a_float64_reference(lib):

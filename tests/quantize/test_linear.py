@@ -102,7 +102,7 @@ def test_numpy_runtime_runs_quantized_weights_like_the_torch_engine(scheme):
 
     model, reference = quantized_model(scheme)
     weights = {k: v.numpy() for k, v in model_state_dict(model).items()}
-    runtime = NumpyModel(model.config, weights, quantization=make_spec(scheme))
+    runtime = NumpyModel(model.config, weights, quantization=make_spec(scheme), activations="float32")
     assert isinstance(runtime.layers[0].w1, Form) and runtime.layers[0].w1.shape == (256, 64)  # gate + up, packed
     greedy = Sampler(SamplingParams(temperature=0))
     ids = [[t.tolist() for t in generate_ids(e, [[1, 5, 9], [3]], 12, greedy)] for e in (runtime, TorchEngine(reference))]
@@ -113,6 +113,25 @@ def test_numpy_runtime_runs_quantized_weights_like_the_torch_engine(scheme):
     np.testing.assert_allclose(runtime.logits(idx.numpy()), want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("scheme", ["q8_0", "q4_0"])
+def test_numpy_runtime_rounds_activations_to_int8_unless_asked(scheme, monkeypatch):
+    """Its default, as llama.cpp's: the inputs of 8-bit and q4_0 matrices rounded to int8 blocks (close to,
+    not equal to, the exact float32 path); TINYLM_ACTIVATIONS=float32 or the argument choose exact."""
+    from tinylm.quantize.transform import make_spec
+    from tinylm.runtime import NumpyModel
+
+    monkeypatch.delenv("TINYLM_ACTIVATIONS", raising=False)
+    model, _ = quantized_model(scheme)
+    weights = {k: v.numpy() for k, v in model_state_dict(model).items()}
+    cfg, spec = model.config, make_spec(scheme)
+    fast, exact = (NumpyModel(cfg, weights, quantization=spec, activations=a) for a in (None, "float32"))
+    assert fast.activations == "int8"
+    rounded, want = (e.prefill([0], [[1, 5, 9]]) for e in (fast, exact))  # 3 rows: through the kernels
+    assert 0 < np.abs(rounded - want).max() < 0.05 * np.abs(want).max()
+    monkeypatch.setenv("TINYLM_ACTIVATIONS", "float32")
+    assert NumpyModel(cfg, weights, quantization=spec).activations == "float32"
+
+
 def test_quantized_output_head_runs_in_both_engines():
     from tinylm.quantize.transform import make_spec
     from tinylm.runtime import NumpyModel
@@ -121,8 +140,24 @@ def test_quantized_output_head_runs_in_both_engines():
     quantize_model(model, "q8_0", keep=["tok_emb"])  # what --quantize-embeddings asks for
     assert isinstance(model.lm_head, QuantLinear)
     weights = {k: v.numpy() for k, v in model_state_dict(model).items()}
-    runtime = NumpyModel(model.config, weights, quantization=make_spec("q8_0", keep=["tok_emb"]))
+    spec = make_spec("q8_0", keep=["tok_emb"])
+    runtime = NumpyModel(model.config, weights, quantization=spec, activations="float32")
     assert isinstance(runtime.head, Form)
     greedy = Sampler(SamplingParams(temperature=0))
     ids = [[t.tolist() for t in generate_ids(e, [[1, 5, 9]], 12, greedy)] for e in (runtime, TorchEngine(model))]
     assert ids[0] == ids[1]
+
+
+def test_bench_says_which_activations_each_engine_multiplied(monkeypatch):
+    from tinylm.generate import bench
+
+    monkeypatch.delenv("TINYLM_ACTIVATIONS", raising=False)
+    cfg = tiny_llama(dim=64, hidden_dim=128)
+    weights = bench.random_weights(cfg)
+    said = {(e, s): bench.activations_of(bench.build_engine(e, cfg, weights, s), s)
+            for e in ("numpy", "torch") for s in ("fp32", "q4_0", "nf4", "w8a8")}  # fmt: skip
+    assert said == {("numpy", "fp32"): "float32", ("numpy", "q4_0"): "int8", ("numpy", "nf4"): "float32",
+                    ("numpy", "w8a8"): "int8/token", ("torch", "fp32"): "float32", ("torch", "q4_0"): "float32",
+                    ("torch", "nf4"): "float32", ("torch", "w8a8"): "int8/token"}  # fmt: skip
+    monkeypatch.setenv("TINYLM_ACTIVATIONS", "int8")
+    assert bench.activations_of(bench.build_engine("torch", cfg, weights, "q8_0"), "q8_0") == "int8"

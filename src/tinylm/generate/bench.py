@@ -58,6 +58,8 @@ class Result:
     # the slowest repeat, for a range (decode_tok_s and prefill_tok_s are the fastest); 0 from an older checkout
     decode_min_tok_s: float = 0.0
     prefill_min_tok_s: float = 0.0
+    # what the decode steps multiplied the quantized matrices with (activations_of); "" from an older checkout
+    activations: str = ""
 
 
 def weight_bytes_per_token(cfg: ModelConfig, scheme: str = FLOAT) -> int:
@@ -144,6 +146,27 @@ def build_engine(engine: str, cfg: ModelConfig, weights: dict[str, np.ndarray], 
     return TorchEngine(model, compile=engine == "torch-compile", transpose_weights=True)
 
 
+def activations_of(eng, scheme: str) -> str:
+    """The activations an engine's decode steps multiply its matrices with: "float32", "int8" (rounded in
+    blocks of 32 by our kernels, the NumPy runtime's default for 8-bit, q4_0 and int4 weights) or
+    "int8/token" (W8A8's per-token rounding)."""
+    from tinylm.quantize import kernels
+
+    if scheme == W8A8:
+        return "int8/token"
+    if scheme == FLOAT:
+        return "float32"
+    if hasattr(eng, "activations"):  # the NumPy runtime: its own choice
+        form, mode = eng.layers[0].w1, eng.activations
+    else:  # the torch engine: QuantLinear's
+        from tinylm.quantize.linear import QuantLinear
+
+        layer = next(m for m in eng.model.modules() if isinstance(m, QuantLinear))
+        form, mode = layer._form, kernels.activations_from_env("float32")
+    compiled = kernels.library() is not None  # the NumPy fallback dequantizes and multiplies in float
+    return mode if compiled and form is not None and kernels.takes_int8_activations(form) else "float32"
+
+
 def measure(
     shape: str, engine: str, threads: int, new_tokens: int, prompt_tokens: int, repeats: int, scheme: str = FLOAT
 ) -> Result:
@@ -175,7 +198,7 @@ def measure(
         eng.prefill([0], [prompt])
         prefill.append(prompt_tokens / (time.perf_counter() - start))
     return Result(shape, engine, threads, max(decode), max(prefill), new_tokens, prompt_tokens, warmup, scheme,
-                  min(decode), min(prefill))  # fmt: skip
+                  min(decode), min(prefill), activations_of(eng, scheme))  # fmt: skip
 
 
 def measure_isolated(shape: str, engine: str, threads: int, new_tokens: int, prompt_tokens: int,
@@ -210,6 +233,7 @@ def format_table(results: list[Result], bandwidth: dict[int, float]) -> str:
         "shape",
         "engine",
         "scheme",
+        "activations",
         "threads",
         "decode tok/s",
         "% of bound (best)",
@@ -220,17 +244,20 @@ def format_table(results: list[Result], bandwidth: dict[int, float]) -> str:
     for r in results:
         bound = bandwidth[r.threads] * 1e9 / weight_bytes_per_token(get_preset(r.shape), r.scheme)
         rows.append((
-            r.shape, r.engine, r.scheme, str(r.threads), span(r.decode_min_tok_s, r.decode_tok_s, ",.1f"),
+            r.shape, r.engine, r.scheme, r.activations or "?", str(r.threads), span(r.decode_min_tok_s, r.decode_tok_s, ",.1f"),
             f"{100 * r.decode_tok_s / bound:.0f}%", span(r.prefill_min_tok_s, r.prefill_tok_s, ",.0f"), f"{r.warmup_s:.1f}",
         ))  # fmt: skip
     widths = [max(len(x[i]) for x in [head, *rows]) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(x, widths, strict=True)))
+    lines = ["  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(x, widths, strict=True)))
              for x in [head, *rows]]  # fmt: skip
     notes = [
         f"decode: batch 1, greedy, a 1-token prompt then {max(r.new_tokens for r in results)} new tokens (fewer "
         f"where the context is shorter); prefill: a {results[0].prompt_tokens}-token prompt; random "
         "weights (fp32, or packed by the row's scheme with the embedding and head fp32); speeds are the range "
         "(slowest-fastest) over the repeats, the share of the bound that of the fastest",
+        "activations: what the quantized matrices were multiplied with: float32 (exact), int8 (rounded to int8 "
+        "blocks of 32, the NumPy runtime's default for 8-bit, q4_0 and int4 weights; TINYLM_ACTIVATIONS=float32 "
+        "or int8 chooses) or int8/token (W8A8)",
         f"memory read bandwidth: {', '.join(f'{t} thread(s) {bw:.1f} GB/s' for t, bw in bandwidth.items())}",
     ]
     for shape, scheme in dict.fromkeys((r.shape, r.scheme) for r in results):

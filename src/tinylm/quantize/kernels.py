@@ -9,10 +9,12 @@ Without a compiler (or with TINYLM_KERNELS=numpy) it falls back to NumPy: dequan
 same numbers up to float32 rounding, far slower. Batches larger than SMALL_BATCH (prefill) also take
 that route, since there a float matrix product's arithmetic, not reading the weights, is the cost.
 
-Activations are float32 by default, so results equal a float model of the dequantized weights.
-TINYLM_ACTIVATIONS=int8 rounds them to int8 in blocks of 32 first, as llama.cpp does for q8_0 and
-q4_0, and multiplies with integer dot products (8-bit weights and q4_0/int4; nf4 keeps float32):
-faster where arithmetic, not memory, limits, at the cost of the activations' rounding error.
+Activations: the NumPy runtime rounds them to int8 in blocks of 32 by default (as llama.cpp does for
+q8_0 and q4_0) and multiplies with integer dot products (8-bit weights, q4_0 and int4; nf4 keeps
+float32): 1.25-1.4x faster decode on stories110M (one thread), at the cost of the activations'
+rounding error (about 0.5/127 of each block's largest value). float32 activations give exactly the
+numbers of a float model holding the dequantized weights; they are what `matmul` does unless asked,
+and the torch engine's default. TINYLM_ACTIVATIONS=float32 or int8 sets both engines.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
+from tinylm.errors import TinyLMError
 from tinylm.quantize.blocks import LINEAR, Form
 
 SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp")
 SMALL_BATCH = 8
-ACTIVATIONS = os.environ.get("TINYLM_ACTIVATIONS", "float32")  # or "int8" (see above)
+ACTIVATIONS = ("int8", "float32")
 _float_p = ctypes.POINTER(ctypes.c_float)
 
 
@@ -73,10 +76,11 @@ def load_library(path: Path) -> ctypes.CDLL:
     lib.matmul_q8.argtypes = [p, p, p, p, i, i, i, i, i]
     lib.matmul_q4.argtypes = [p, p, p, p, p, p, f, p, i, i, i, i, i]
     lib.quantize_act.argtypes = [p, p, p, i]
-    lib.matmul_act8.argtypes = [p] * 8 + [f] + [i] * 5
+    lib.matmul_a8.argtypes = [p] * 6 + [i] * 6
+    lib.matmul_a8.restype = ctypes.c_int
     lib.matmul_f32.argtypes = [p, p, p, i, i, i, i]
     lib.attend_one.argtypes = [p] * 5 + [i] * 5 + [f]
-    for fn in (lib.matmul_q8, lib.matmul_q4, lib.quantize_act, lib.matmul_act8, lib.matmul_f32, lib.attend_one):
+    for fn in (lib.matmul_q8, lib.matmul_q4, lib.quantize_act, lib.matmul_f32, lib.attend_one):
         fn.restype = None
     return lib
 
@@ -128,13 +132,22 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def activations_from_env(default: str) -> str:
+    """TINYLM_ACTIVATIONS (int8 or float32) where set, else `default`: how an engine rounds activations."""
+    mode = os.environ.get("TINYLM_ACTIVATIONS") or default
+    if mode not in ACTIVATIONS:
+        raise TinyLMError(f"TINYLM_ACTIVATIONS={mode!r} is not an activation mode; set int8 or float32")
+    return mode
+
+
 def _ptr(a: np.ndarray | None) -> int | None:
     return None if a is None else a.ctypes.data
 
 
-def matmul(x: np.ndarray, w: Form | np.ndarray, threads: int | None = None,
-           out: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
-    """x (B, n) float32 @ w.T -> (B, m) float32, w a quantized or a float32 (m, n) matrix."""
+def matmul(x: np.ndarray, w: Form | np.ndarray, threads: int | None = None, out: np.ndarray | None = None,
+           activations: str = "float32") -> np.ndarray:  # fmt: skip
+    """x (B, n) float32 @ w.T -> (B, m) float32, w a quantized or a float32 (m, n) matrix; `activations`
+    "int8" rounds x first where the form allows it (uses_int8_activations)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     B, n = x.shape
     m = w.shape[0]
@@ -147,18 +160,25 @@ def matmul(x: np.ndarray, w: Form | np.ndarray, threads: int | None = None,
         lib.matmul_f32(_ptr(y), _ptr(x), _ptr(np.ascontiguousarray(w, dtype=np.float32)), B, n, m, threads)
         return y
     q, scale, mins, lut = w.addresses  # a 4-bit form without a table (LINEAR): the kernel converts nibbles
-    if ACTIVATIONS == "int8" and n % 32 == 0 and w.group % 32 == 0 and (w.bits == 8 or w.lut is LINEAR):
-        xq, xd = quantize_activations(x, lib)
-        xsum = np.empty(B * (n // w.group), dtype=np.float32)
+    if activations == "int8" and takes_int8_activations(w):
         q8, q4 = (q, None) if w.bits == 8 else (None, q)
-        lib.matmul_act8(_ptr(y), _ptr(xq), _ptr(xd), _ptr(xsum), q8, q4, scale, mins, w.offset, B, n, m, w.group,
-                        threads)  # fmt: skip
+        if lib.matmul_a8(_ptr(y), _ptr(x), q8, q4, scale, mins, int(w.offset), B, n, m, w.group, threads):
+            raise MemoryError("kernels: no memory for the rounded activations")
     elif w.bits == 8:
         lib.matmul_q8(_ptr(y), _ptr(x), q, scale, B, n, m, w.group, threads)
     else:
         xsum = np.empty(B * (n // w.group), dtype=np.float32)
         lib.matmul_q4(_ptr(y), _ptr(x), q, scale, mins, lut, w.offset, _ptr(xsum), B, n, m, w.group, threads)
     return y
+
+
+def takes_int8_activations(w: Form) -> bool:
+    """Whether matmul_a8 multiplies this form: 8-bit, or 4-bit without a table and with a whole-number
+    offset (q4_0, int4); groups of 32, or a multiple of 64 or the whole row (a 512-bit step's two blocks
+    share one scale)."""
+    n = w.shape[1]
+    integer = w.bits == 8 or (w.lut is LINEAR and float(w.offset).is_integer())
+    return integer and n % 32 == 0 and (w.group == 32 or w.group % 64 == 0 or w.group == n)
 
 
 def attend_one(q: np.ndarray, k: np.ndarray, v: np.ndarray, n: int, scale: float) -> np.ndarray | None:

@@ -32,12 +32,19 @@ def _form(q: torch.Tensor, scale: torch.Tensor, mins: torch.Tensor | None, lut: 
     return Form(bits, group, q.numpy(), scale.numpy(), None if mins is None else mins.numpy(), table, offset)
 
 
+def _cpu_matmul(x: torch.Tensor, form: Form) -> torch.Tensor:
+    """x (B, in) float32 @ W^T through the C kernels; float32 activations unless TINYLM_ACTIVATIONS=int8."""
+    acts = kernels.activations_from_env("float32")
+    y = kernels.matmul(x.contiguous().numpy(), form, torch.get_num_threads(), activations=acts)
+    return torch.from_numpy(y)
+
+
 @torch.library.custom_op("tinylm::quant_matmul", mutates_args=())
 def quant_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, mins: torch.Tensor | None,
                  lut: torch.Tensor | None, bits: int, group: int, offset: float) -> torch.Tensor:  # fmt: skip
     """x (B, in) float32 @ W^T for W given as the parts of a kernels Form (CPU tensors)."""
     form = _form(q, scale, mins, lut, bits, group, offset)
-    return torch.from_numpy(kernels.matmul(x.contiguous().numpy(), form, torch.get_num_threads()))
+    return _cpu_matmul(x, form)
 
 
 @quant_matmul.register_fake
@@ -109,7 +116,7 @@ class QuantLinear(nn.Module):
         if torch.compiler.is_compiling():
             y = quant_matmul(x2, q, scale, mins, lut, self._bits, self.group, self._offset)
         else:  # the plain call: the custom op's dispatch costs more than a small product here
-            y = torch.from_numpy(kernels.matmul(x2.contiguous().numpy(), self._form, torch.get_num_threads()))
+            y = _cpu_matmul(x2, self._form)
         if self.bias is not None:
             y = y + self.bias
         return y.view(*x.shape[:-1], self.out_features)
