@@ -81,3 +81,25 @@ def test_a_failed_default_compile_trains_eager_and_an_asked_one_says_so(cfg, tmp
     assert all(torch.equal(a[k], b[k]) for k in a)  # the failed first step was redone, not half-applied
     with pytest.raises(TinyLMError, match="--no-compile"):
         train(cfg.replace(out_dir=str(tmp_path / "c"), compile=True), data, mc, quiet=True)
+
+
+def test_compiled_training_compiles_the_loss_with_the_model_and_matches_eager(cfg, tmp_path, monkeypatch):
+    from tinylm.train.objectives import next_token
+
+    compiled: list = []
+    real_compile = torch.compile
+
+    def recording(fn, *args, **kwargs):
+        compiled.append(fn)
+        return real_compile(fn, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", recording)
+    mc, data, short = model_config(), stream_data(), cfg.replace(max_steps=4, eval_interval=4, log_interval=1)
+    eager = train(short.replace(out_dir=str(tmp_path / "e"), compile=False), data, mc, quiet=True)
+    assert compiled == []
+    fused = train(short.replace(out_dir=str(tmp_path / "c"), compile=True), data, mc, quiet=True)
+    assert compiled == [next_token]  # one graph: model and cross-entropy, not the model alone
+    losses = [[m["loss"] for m in read_metrics(r.out_dir / "metrics.jsonl") if "loss" in m] for r in (eager, fused)]
+    assert len(losses[0]) == 4 and losses[0] == pytest.approx(losses[1], rel=1e-4)
+    a, b = eager.model.state_dict(), fused.model.state_dict()
+    assert all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5) for k in a)
