@@ -80,63 +80,71 @@ def embedding_backward(dx: np.ndarray, idx: np.ndarray, dE: np.ndarray) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# LayerNorm: y = xhat * w + b, xhat = (x - mean(x)) * rstd, rstd = 1 / sqrt(var(x) + eps)
+# LayerNorm: y = xhat * g + beta, xhat = (x - mean(x)) * rstd, rstd = 1 / sqrt(var(x) + eps)
+# RMSNorm (Llama): y = xhat * g, xhat = x * rstd, rstd = 1 / sqrt(mean(x^2) + eps)
+#
+# A norm always feeds linear layers, so its weight g and bias beta are folded into them (see
+# `norm_linear_weight`): the norm ops here compute xhat alone, and their backward takes dL/dxhat.
+# That saves the passes y = xhat * g + beta forward and g = dy * w, dg, dbeta backward: NumPy
+# multiplying by a row (or a number per row) is several times slower than the small matrix products
+# that replace them.
 
 
-def layernorm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, eps: float):
+def layernorm_forward(x: np.ndarray, eps: float, ones: bool = False):
+    """Returns xe = xhat (N, C), or [xhat | 1] (N, C + 1) with ones (the folded linear's bias input),
+    and the cache (xhat, rstd)."""
     C = x.shape[-1]
-    y, xhat, rstd = np.empty_like(x), np.empty_like(x), np.empty((len(x), 1), x.dtype)
+    xe, rstd = _normed(x, ones), np.empty((len(x), 1), x.dtype)
+    xhat = xe[:, :C]
     for r in row_blocks(x):
         xc = np.subtract(x[r], row_sums(x[r])[:, None] / C, out=xhat[r])
         rstd[r, 0] = 1.0 / np.sqrt(np.einsum("nc,nc->n", xc, xc) / C + eps)
         xc *= rstd[r]  # xhat
-        np.multiply(xc, w, out=y[r])
-        if b is not None:
-            y[r] += b
-    return y, (xhat, rstd)
+    return xe, (xhat, rstd)
 
 
-def layernorm_backward(dy: np.ndarray, cache, w: np.ndarray, dw: np.ndarray, db: np.ndarray | None,
-                       dx: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
-    """With g = dL/dxhat = dy * w, and xhat_i = (x_i - mu) * rstd over the C features of a row:
+def layernorm_backward(dxhat: np.ndarray, cache, dx: np.ndarray | None = None) -> np.ndarray:
+    """With g = dL/dxhat, and xhat_i = (x_i - mu) * rstd over the C features of a row:
         dmu/dx_i = 1/C,   drstd/dx_i = -rstd^3 (x_i - mu) / C = -rstd^2 xhat_i / C
     so  dxhat_j/dx_i = rstd (delta_ij - 1/C - xhat_j xhat_i / C), and summing over j:
         dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
-    dx given: the gradient is ADDED to it (the residual stream's gradient, which passes the norm by)."""
-    return _norm_backward(dy, cache, w, dw, db, dx, centred=True)
+    Overwrites dxhat. dx given: the gradient is ADDED to it (the residual stream's gradient, which
+    passes the norm by)."""
+    return _norm_backward(dxhat, cache, dx, centred=True)
 
 
-# ----------------------------------------------------------------------------------------------
-# RMSNorm (Llama): y = xhat * w, xhat = x * rstd, rstd = 1 / sqrt(mean(x^2) + eps)
-
-
-def rmsnorm_forward(x: np.ndarray, w: np.ndarray, b: None, eps: float):
+def rmsnorm_forward(x: np.ndarray, eps: float, ones: bool = False):
+    """As layernorm_forward, without the mean."""
     C = x.shape[-1]
-    y, xhat, rstd = np.empty_like(x), np.empty_like(x), np.empty((len(x), 1), x.dtype)
+    xe, rstd = _normed(x, ones), np.empty((len(x), 1), x.dtype)
+    xhat = xe[:, :C]
     for r in row_blocks(x):
         rstd[r, 0] = 1.0 / np.sqrt(np.einsum("nc,nc->n", x[r], x[r]) / C + eps)
         np.multiply(x[r], rstd[r], out=xhat[r])
-        np.multiply(xhat[r], w, out=y[r])
-    return y, (xhat, rstd)
+    return xe, (xhat, rstd)
 
 
-def rmsnorm_backward(dy: np.ndarray, cache, w: np.ndarray, dw: np.ndarray, db: None,
-                     dx: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+def rmsnorm_backward(dxhat: np.ndarray, cache, dx: np.ndarray | None = None) -> np.ndarray:
     """As LayerNorm without the mean: drstd/dx_i = -rstd^3 x_i / C = -rstd^2 xhat_i / C, so
-        dx = rstd * (g - xhat * mean(g * xhat)),   g = dy * w."""
-    return _norm_backward(dy, cache, w, dw, db, dx, centred=False)
+        dx = rstd * (g - xhat * mean(g * xhat)),   g = dL/dxhat."""
+    return _norm_backward(dxhat, cache, dx, centred=False)
 
 
-def _norm_backward(dy, cache, w, dw, db, dx, centred: bool) -> np.ndarray:
+def _normed(x: np.ndarray, ones: bool) -> np.ndarray:
+    """The norm's output buffer, with a last column of ones if asked."""
+    xe = np.empty((len(x), x.shape[-1] + ones), x.dtype)
+    if ones:
+        xe[:, -1] = 1.0
+    return xe
+
+
+def _norm_backward(dxhat, cache, dx, centred: bool) -> np.ndarray:
     """Both norms' backward, row block by row block (the formulas above)."""
     xhat, rstd = cache
-    C = dy.shape[-1]
-    dw += np.einsum("nc,nc->c", dy, xhat)
-    if db is not None:
-        db += column_sums(dy)
-    dx = np.zeros_like(dy) if dx is None else dx
-    for r in row_blocks(dy):
-        g = dy[r] * w
+    C = dxhat.shape[-1]
+    dx = np.zeros_like(dxhat) if dx is None else dx
+    for r in row_blocks(dxhat):
+        g = dxhat[r]
         t = xhat[r] * (np.einsum("nc,nc->n", g, xhat[r]) / C)[:, None]  # xhat * mean(g * xhat)
         if centred:
             t += row_sums(g)[:, None] / C  # + mean(g)
@@ -144,6 +152,49 @@ def _norm_backward(dy, cache, w, dw, db, dx, centred: bool) -> np.ndarray:
         g *= rstd[r]
         dx[r] += g
     return dx
+
+
+# ----------------------------------------------------------------------------------------------
+# Norm then Linear, folded: with xn = xhat * g + beta the norm's output and y = xn W^T + b the linear,
+#     y = xhat (W * g)^T + (b + W beta) = [xhat | 1] [W * g | b + W beta]^T
+# one matrix product from the norm's xhat and a ones column, the bias inside it (an (N, out) pass
+# of `y += b` fewer, for one more column in the product). g multiplies W's columns (g_i scales
+# feature i). Without a norm bias or a linear bias, no ones column.
+
+
+def norm_linear_weight(w: np.ndarray, b: np.ndarray | None, g: np.ndarray, beta: np.ndarray | None) -> np.ndarray:
+    """[W * g | b + W beta] (out, in + 1), or W * g (out, in) when there is neither bias."""
+    C = w.shape[1]
+    extra = b is not None or beta is not None
+    we = np.empty((len(w), C + extra), w.dtype)
+    np.multiply(w, g, out=we[:, :C])
+    if extra:
+        we[:, C] = (0.0 if b is None else b) + (0.0 if beta is None else w @ beta)
+    return we
+
+
+def norm_linear_backward(dy: np.ndarray, xe: np.ndarray, w: np.ndarray, we: np.ndarray, g: np.ndarray,
+                         beta: np.ndarray | None, dw: np.ndarray, db: np.ndarray | None, dg: np.ndarray,
+                         dbeta: np.ndarray | None) -> np.ndarray:  # fmt: skip
+    """xe = [xhat | 1] as the forward had it, we from `norm_linear_weight`. With M = dy^T xhat and
+    s = dy^T 1 (the column sums of dy), both from one product dy^T xe, and dxn = dL/dxn = dy W:
+        dW_ji = sum_n dy_nj xn_ni = M_ji g_i + s_j beta_i,   db_j = s_j
+        dg_i = sum_n dxn_ni xhat_ni = sum_n sum_j dy_nj W_ji xhat_ni = sum_j W_ji M_ji
+        dbeta_i = sum_n dxn_ni = sum_j s_j W_ji
+    small (out, in) operations instead of passes over (N, in). Returns dL/dxhat = dxn * g = dy (W * g).
+    A norm feeding several linears (SwiGLU's w1 and w3) sums their dL/dxhat."""
+    C = w.shape[1]
+    m = dy.T @ xe  # [M | s]
+    dw += np.multiply(m[:, :C], g)
+    dg += np.einsum("jc,jc->c", w, m[:, :C])
+    if xe.shape[1] > C:
+        s = m[:, C]
+        if beta is not None:
+            dw += np.outer(s, beta)
+            dbeta += s @ w
+        if db is not None:
+            db += s
+    return dy @ we[:, :C]
 
 
 # ----------------------------------------------------------------------------------------------
