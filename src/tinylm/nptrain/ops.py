@@ -409,26 +409,40 @@ def attention_backward(dy: np.ndarray, cache, out: tuple[np.ndarray, np.ndarray,
                          np.empty((B, T, KV, hs), dy.dtype))  # fmt: skip
     dyh = np.multiply(dy.reshape(B, T, KV, G, hs).transpose(0, 2, 1, 3, 4), rl.reshape(B, KV, T, G, 1),
                       out=np.empty((B, KV, T, G, hs), dy.dtype)).reshape(qh.shape)  # fmt: skip
-    dyT = np.ascontiguousarray(dyh.transpose(0, 1, 3, 2))  # (B, KV, hs, T*G)
-    D = np.einsum("bkth,bkth->bkt", dyh, ev)
-    D *= rl  # (B, KV, T*G)
+    # dS_ij = E_ij (dy'_i . v_j - D'_i) = E_ij ([dy'_i | -D'_i] . [v_j | 1]): the product gives dP - D
+    # with one more term, instead of a pass subtracting D over the scores
+    dyT = np.empty((B, KV, hs + 1, T * G), dy.dtype)  # [dy' | -D']^T
+    dyT[:, :, :hs] = dyh.transpose(0, 1, 3, 2)
+    np.multiply(np.einsum("bkth,bkth->bkt", dyh, ev), rl, out=dyT[:, :, hs])
+    np.negative(dyT[:, :, hs], out=dyT[:, :, hs])
+    v1 = np.empty((B, KV, T, hs + 1), dy.dtype)  # [v | 1]
+    v1[..., :hs], v1[..., hs] = vh, 1.0
     dqh = np.empty_like(qh)
-    dkh, dvh = np.zeros(kh.shape, dy.dtype), np.zeros(vh.shape, dy.dtype)  # (B, KV, T, hs): contiguous rows to add into
+    dkh, dvh = np.empty(kh.shape, dy.dtype), np.empty(vh.shape, dy.dtype)  # (B, KV, T, hs): contiguous rows
     scratch = np.empty(T * KV * G * block, dy.dtype)
-    for t0, eb in zip(range(0, T, block), es, strict=True):
+    # the last query block first: it sees all T keys, so its products initialise dk and dv (written
+    # in place), and the earlier blocks add into their first t1 rows
+    for t0, eb in reversed(list(zip(range(0, T, block), es, strict=True))):
         t1 = min(t0 + block, T)
         n, c = (t1 - t0) * G, slice(t0 * G, t1 * G)
         for b in range(B):
             et, dst = eb[b], scratch[: t1 * KV * n].reshape(t1, KV, n)
-            dvh[b, :, :t1] += et.transpose(1, 0, 2) @ dyh[b, :, c]
-            np.matmul(vh[b, :, :t1], dyT[b, :, :, c], out=dst.transpose(1, 0, 2))  # dP^T
-            dst.reshape(t1, KV * n)[...] -= D[b, :, c].reshape(KV * n)  # one row (a small copy), broadcast down
+            _product_into(dvh[b, :, :t1], et.transpose(1, 0, 2), dyh[b, :, c], add=t1 < T)
+            np.matmul(v1[b, :, :t1], dyT[b, :, :, c], out=dst.transpose(1, 0, 2))  # (dP - D)^T
             dst *= et  # dS^T
-            dkh[b, :, :t1] += dst.transpose(1, 0, 2) @ qh[b, :, c]
+            _product_into(dkh[b, :, :t1], dst.transpose(1, 0, 2), qh[b, :, c], add=t1 < T)
             np.matmul(dst.transpose(1, 2, 0), kh[b, :, :t1], out=dqh[b, :, c])
     np.multiply(dqh.reshape(B, KV, T, G, hs).transpose(0, 2, 1, 3, 4), 1.0 / math.sqrt(hs), out=dq.reshape(B, T, KV, G, hs))
     dk[...], dv[...] = dkh.transpose(0, 2, 1, 3), dvh.transpose(0, 2, 1, 3)
     return dq, dk, dv
+
+
+def _product_into(out: np.ndarray, a: np.ndarray, b: np.ndarray, add: bool) -> None:
+    """out = a @ b, or out += a @ b."""
+    if add:
+        out += a @ b
+    else:
+        np.matmul(a, b, out=out)
 
 
 def causal_mask(T: int, dtype: np.dtype) -> np.ndarray:
