@@ -92,7 +92,7 @@ def test_norm_linear(bias, norm_bias):
     def backward(dy):
         dw, dg = np.zeros_like(w), np.zeros_like(g)
         db, dbeta = np.zeros_like(b) if bias else None, np.zeros_like(beta) if norm_bias else None
-        dxhat = ops.norm_linear_backward(dy, xe, w, we, g, beta, dw, db, dg, dbeta)
+        dxhat = ops.norm_linear_backward(dy, xhat, w, we, g, beta, dw, db, dg, dbeta)
         return [dxhat, dw, dg] + ([db] if bias else []) + ([dbeta] if norm_bias else [])
 
     inputs = [xhat, w, g] + ([b] if bias else []) + ([beta] if norm_bias else [])

@@ -153,17 +153,17 @@ class Transformer:
         run.acts = []
         for i in range(cfg.n_layers):
             x = self._block_forward(f"layers.{i}.", x, run)
-        top.xf, top.norm, top.w = self._norm_forward(x, "norm.", [self._head()])
+        xf, top.norm, top.w = self._norm_forward(x, "norm.", [self._head()])
         if run.logits.shape != (B * T, cfg.vocab_size):
             run.logits = np.empty((B * T, cfg.vocab_size), self.dtype)
-        return np.matmul(top.xf, top.w[0].T, out=run.logits).reshape(B, T, -1)
+        return np.matmul(xf, top.w[0].T, out=run.logits).reshape(B, T, -1)
 
     def backward(self, dlogits: np.ndarray, run: Pass | None = None) -> None:
         """Add the gradients of every parameter, given dL/dlogits (B, T, vocab), to the pass's grads."""
         cfg, run = self.config, run or self.passes[0]
         G, top = run.grads, run.top
         B, T = top.shape
-        dx = self._norm_backward([dlogits.reshape(B * T, -1)], top.xf, top.norm, top.w, "norm.", [self._head()], run)
+        dx = self._norm_backward([dlogits.reshape(B * T, -1)], top.norm, top.w, "norm.", [self._head()], run)
         for i in reversed(range(cfg.n_layers)):
             dx = self._block_backward(f"layers.{i}.", run.acts[i], dx, run)
         if cfg.positions == "learned":  # added to every sequence of the batch: sum over B
@@ -175,8 +175,8 @@ class Transformer:
 
     def _norm_forward(self, x: np.ndarray, norm: str, linears: list[str]):
         """The norm `norm` (a name prefix) of x and the weights of the linears it feeds, its own weight
-        and bias folded in (ops.norm_linear_weight): returns xe ([xhat | 1] or xhat), the norm's cache
-        and the folded weights, what `_norm_backward` needs."""
+        and bias folded in (ops.norm_linear_weight): returns xe ([xhat | 1] or xhat), the linears' input,
+        and the norm's cache (xhat, ...) and the folded weights, what `_norm_backward` needs."""
         P = self.params
         beta = P.get(norm + "bias")
         ones = beta is not None or any(P.get(n + "bias") is not None for n in linears)
@@ -184,13 +184,13 @@ class Transformer:
         ws = [ops.norm_linear_weight(P[n + "weight"], P.get(n + "bias"), P[norm + "weight"], beta) for n in linears]
         return xe, cache, ws
 
-    def _norm_backward(self, dys: list[np.ndarray], xe: np.ndarray, cache, ws: list[np.ndarray], norm: str,
+    def _norm_backward(self, dys: list[np.ndarray], cache, ws: list[np.ndarray], norm: str,
                        linears: list[str], run: Pass, dx: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
         """Backward of `_norm_forward` and its linears, given each linear's dL/dy; adds into dx."""
         P, G = self.params, run.grads
         dxhat = None
         for dy, n, we in zip(dys, linears, ws, strict=True):
-            d = ops.norm_linear_backward(dy, xe, P[n + "weight"], we, P[norm + "weight"], P.get(norm + "bias"),
+            d = ops.norm_linear_backward(dy, cache[0], P[n + "weight"], we, P[norm + "weight"], P.get(norm + "bias"),
                                          G[n + "weight"], G.get(n + "bias"), G[norm + "weight"], G.get(norm + "bias"))  # fmt: skip
             dxhat = d if dxhat is None else np.add(dxhat, d, out=dxhat)
         return self.norm_bwd(dxhat, cache, dx)
@@ -244,17 +244,17 @@ class Transformer:
         H, KV, hs = cfg.n_heads, cfg.kv_heads, cfg.head_dim
         a = SimpleNamespace()
         run.acts.append(a)
-        a.xn, a.norm1, a.attn_w = self._norm_forward(x, p + "attn_norm.", [p + "attn.wqkv."])
-        qkv = (a.xn @ a.attn_w[0].T).reshape(B, T, H + 2 * KV, hs)  # heads [q (H) | k (KV) | v (KV)]
+        xn, a.norm1, a.attn_w = self._norm_forward(x, p + "attn_norm.", [p + "attn.wqkv."])
+        qkv = (xn @ a.attn_w[0].T).reshape(B, T, H + 2 * KV, hs)  # heads [q (H) | k (KV) | v (KV)]
         if cfg.positions == "rope":  # q and k rotated in one product
             qkv[:, :, : H + KV] = ops.rope_forward(qkv[:, :, : H + KV], self.rotation[:T])
         y, a.att = ops.attention_forward(qkv[:, :, :H], qkv[:, :, H : H + KV], qkv[:, :, H + KV :])
         a.y = y.reshape(B * T, H * hs)
         x += ops.linear_forward(a.y, P[p + "attn.wo.weight"], P.get(p + "attn.wo.bias"))  # x is ours: no copy
-        a.xn2, a.norm2, a.mlp_w = self._norm_forward(x, p + "mlp_norm.", self._mlp_in(p))
-        a.u = a.xn2 @ a.mlp_w[0].T
+        xn, a.norm2, a.mlp_w = self._norm_forward(x, p + "mlp_norm.", self._mlp_in(p))
+        a.u = xn @ a.mlp_w[0].T
         if cfg.mlp == "swiglu":
-            a.up = a.xn2 @ a.mlp_w[1].T
+            a.up = xn @ a.mlp_w[1].T
             a.h, a.act = ops.swiglu_forward(a.u, a.up)
         else:
             a.h, a.act = self.gelu_fwd(a.u)
@@ -269,12 +269,12 @@ class Transformer:
         # MLP branch
         dh = ops.linear_backward(dx, a.h, P[p + "mlp.w2.weight"], G[p + "mlp.w2.weight"], G.get(p + "mlp.w2.bias"))
         dus = list(ops.swiglu_backward(dh, a.u, a.up, a.act)) if cfg.mlp == "swiglu" else [self.gelu_bwd(dh, a.u, a.act)]
-        self._norm_backward(dus, a.xn2, a.norm2, a.mlp_w, p + "mlp_norm.", self._mlp_in(p), run, dx)
+        self._norm_backward(dus, a.norm2, a.mlp_w, p + "mlp_norm.", self._mlp_in(p), run, dx)
         # attention branch
         dy = ops.linear_backward(dx, a.y, P[p + "attn.wo.weight"], G[p + "attn.wo.weight"], G.get(p + "attn.wo.bias"))
         dqkv = np.empty((B, T, H + 2 * KV, hs), self.dtype)
         ops.attention_backward(dy, a.att, out=(dqkv[:, :, :H], dqkv[:, :, H : H + KV], dqkv[:, :, H + KV :]))
         if cfg.positions == "rope":
             dqkv[:, :, : H + KV] = ops.rope_backward(dqkv[:, :, : H + KV], self.rotation[:T])
-        return self._norm_backward([dqkv.reshape(B * T, -1)], a.xn, a.norm1, a.attn_w, p + "attn_norm.", [p + "attn.wqkv."],
+        return self._norm_backward([dqkv.reshape(B * T, -1)], a.norm1, a.attn_w, p + "attn_norm.", [p + "attn.wqkv."],
                                    run, dx)  # fmt: skip

@@ -178,28 +178,29 @@ def norm_linear_weight(w: np.ndarray, b: np.ndarray | None, g: np.ndarray, beta:
     return we
 
 
-def norm_linear_backward(dy: np.ndarray, xe: np.ndarray, w: np.ndarray, we: np.ndarray, g: np.ndarray,
+def norm_linear_backward(dy: np.ndarray, xhat: np.ndarray, w: np.ndarray, we: np.ndarray, g: np.ndarray,
                          beta: np.ndarray | None, dw: np.ndarray, db: np.ndarray | None, dg: np.ndarray,
                          dbeta: np.ndarray | None) -> np.ndarray:  # fmt: skip
-    """xe = [xhat | 1] as the forward had it, we from `norm_linear_weight`. With M = dy^T xhat and
-    s = dy^T 1 (the column sums of dy), both from one product dy^T xe, and dxn = dL/dxn = dy W:
+    """xhat as the norm made it, we from `norm_linear_weight`. With M = dy^T xhat, s = dy^T 1 (the
+    column sums of dy), and dxn = dL/dxn = dy W:
         dW_ji = sum_n dy_nj xn_ni = M_ji g_i + s_j beta_i,   db_j = s_j
         dg_i = sum_n dxn_ni xhat_ni = sum_n sum_j dy_nj W_ji xhat_ni = sum_j W_ji M_ji
         dbeta_i = sum_n dxn_ni = sum_j s_j W_ji
     small (out, in) operations instead of passes over (N, in). Returns dL/dxhat = dxn * g = dy (W * g).
-    A norm feeding several linears (SwiGLU's w1 and w3) sums their dL/dxhat."""
+    A norm feeding several linears (SwiGLU's w1 and w3) sums their dL/dxhat. (The products here take
+    xhat and W * g as contiguous arrays: OpenBLAS is 4-8% slower on rows of C + 1 numbers.)"""
     C = w.shape[1]
-    m = dy.T @ xe  # [M | s]
-    dw += np.multiply(m[:, :C], g)
-    dg += np.einsum("jc,jc->c", w, m[:, :C])
-    if xe.shape[1] > C:
-        s = m[:, C]
+    m = dy.T @ xhat
+    dw += np.multiply(m, g)
+    dg += np.einsum("jc,jc->c", w, m)
+    if we.shape[1] > C:
+        s = column_sums(dy)
         if beta is not None:
             dw += np.outer(s, beta)
             dbeta += s @ w
         if db is not None:
             db += s
-    return dy @ we[:, :C]
+    return dy @ np.ascontiguousarray(we[:, :C])
 
 
 # ----------------------------------------------------------------------------------------------
