@@ -65,19 +65,38 @@ def test_embedding_accumulates_repeated_tokens():
     check(lambda e: e[idx], backward, [E])
 
 
-@pytest.mark.parametrize("kind", ["layernorm", "layernorm_nobias", "rmsnorm"])
-def test_norms(kind):
+@pytest.mark.parametrize("kind", ["layernorm", "rmsnorm"])
+@pytest.mark.parametrize("ones", [True, False])
+def test_norms(kind, ones):
     forward = ops.rmsnorm_forward if kind == "rmsnorm" else ops.layernorm_forward
     backward = ops.rmsnorm_backward if kind == "rmsnorm" else ops.layernorm_backward
-    x, w = randn(4, 6), randn(6)
-    b = randn(6) if kind == "layernorm" else None
+    x = randn(4, 6)
+    xe = forward(x, 1e-5, ones)[0]
+    assert xe.shape == (4, 7 if ones else 6) and (xe[:, -1] == 1).all() == ones
+    check(lambda v: forward(v, 1e-5, ones)[0][:, :6], lambda g: [backward(g.copy(), forward(x, 1e-5, ones)[1])], [x])
 
-    def grads(dy):
-        dw, db = np.zeros_like(w), np.zeros_like(b) if b is not None else None
-        dx = backward(dy, forward(x, w, b, 1e-5)[1], w, dw, db)
-        return [dx, dw] + ([db] if b is not None else [])
 
-    check(lambda *a: forward(x, w, b, 1e-5)[0], grads, [x, w] + ([b] if b is not None else []))
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("norm_bias", [True, False])
+def test_norm_linear(bias, norm_bias):
+    """The folded y = (xhat * g + beta) W^T + b against finite differences of that unfolded formula,
+    and its forward equal to it."""
+    xhat, w, g = randn(5, 4), randn(3, 4), randn(4)
+    b, beta = randn(3) if bias else None, randn(4) if norm_bias else None
+    unfolded = lambda: ops.linear_forward(xhat * g + (0.0 if beta is None else beta), w, b)  # noqa: E731
+    ones = bias or norm_bias
+    xe = np.hstack([xhat, np.ones((5, 1))]) if ones else xhat
+    we = ops.norm_linear_weight(w, b, g, beta)
+    np.testing.assert_allclose(xe @ we.T, unfolded(), rtol=1e-12)
+
+    def backward(dy):
+        dw, dg = np.zeros_like(w), np.zeros_like(g)
+        db, dbeta = np.zeros_like(b) if bias else None, np.zeros_like(beta) if norm_bias else None
+        dxhat = ops.norm_linear_backward(dy, xhat, w, we, g, beta, dw, db, dg, dbeta)
+        return [dxhat, dw, dg] + ([db] if bias else []) + ([dbeta] if norm_bias else [])
+
+    inputs = [xhat, w, g] + ([b] if bias else []) + ([beta] if norm_bias else [])
+    check(lambda *a: unfolded(), backward, inputs)
 
 
 @pytest.mark.parametrize("form", ["tanh", "exact"])

@@ -153,26 +153,47 @@ class Transformer:
         run.acts = []
         for i in range(cfg.n_layers):
             x = self._block_forward(f"layers.{i}.", x, run)
-        top.xf, top.norm = self.norm_fwd(x, P["norm.weight"], P.get("norm.bias"), cfg.norm_eps)
+        xf, top.norm, top.w = self._norm_forward(x, "norm.", [self._head()])
         if run.logits.shape != (B * T, cfg.vocab_size):
             run.logits = np.empty((B * T, cfg.vocab_size), self.dtype)
-        return ops.linear_forward(top.xf, self._head(P), None, out=run.logits).reshape(B, T, -1)
+        return np.matmul(xf, top.w[0].T, out=run.logits).reshape(B, T, -1)
 
     def backward(self, dlogits: np.ndarray, run: Pass | None = None) -> None:
         """Add the gradients of every parameter, given dL/dlogits (B, T, vocab), to the pass's grads."""
-        cfg, P, run = self.config, self.params, run or self.passes[0]
+        cfg, run = self.config, run or self.passes[0]
         G, top = run.grads, run.top
         B, T = top.shape
-        dxf = ops.linear_backward(dlogits.reshape(B * T, -1), top.xf, self._head(P), self._head(G), None)
-        dx = self.norm_bwd(dxf, top.norm, P["norm.weight"], G["norm.weight"], G.get("norm.bias"))
+        dx = self._norm_backward([dlogits.reshape(B * T, -1)], top.norm, top.w, "norm.", [self._head()], run)
         for i in reversed(range(cfg.n_layers)):
             dx = self._block_backward(f"layers.{i}.", run.acts[i], dx, run)
         if cfg.positions == "learned":  # added to every sequence of the batch: sum over B
             G["pos_emb.weight"][:T] += dx.reshape(B, T, -1).sum(0)
         ops.embedding_backward(dx, top.idx, G["tok_emb.weight"])
 
-    def _head(self, tensors: dict[str, np.ndarray]) -> np.ndarray:
-        return tensors["tok_emb.weight" if self.config.tie_embeddings else "lm_head.weight"]
+    def _head(self) -> str:
+        return "tok_emb." if self.config.tie_embeddings else "lm_head."
+
+    def _norm_forward(self, x: np.ndarray, norm: str, linears: list[str]):
+        """The norm `norm` (a name prefix) of x and the weights of the linears it feeds, its own weight
+        and bias folded in (ops.norm_linear_weight): returns xe ([xhat | 1] or xhat), the linears' input,
+        and the norm's cache (xhat, ...) and the folded weights, what `_norm_backward` needs."""
+        P = self.params
+        beta = P.get(norm + "bias")
+        ones = beta is not None or any(P.get(n + "bias") is not None for n in linears)
+        xe, cache = self.norm_fwd(x, self.config.norm_eps, ones)
+        ws = [ops.norm_linear_weight(P[n + "weight"], P.get(n + "bias"), P[norm + "weight"], beta) for n in linears]
+        return xe, cache, ws
+
+    def _norm_backward(self, dys: list[np.ndarray], cache, ws: list[np.ndarray], norm: str,
+                       linears: list[str], run: Pass, dx: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+        """Backward of `_norm_forward` and its linears, given each linear's dL/dy; adds into dx."""
+        P, G = self.params, run.grads
+        dxhat = None
+        for dy, n, we in zip(dys, linears, ws, strict=True):
+            d = ops.norm_linear_backward(dy, cache[0], P[n + "weight"], we, P[norm + "weight"], P.get(norm + "bias"),
+                                         G[n + "weight"], G.get(n + "bias"), G[norm + "weight"], G.get(norm + "bias"))  # fmt: skip
+            dxhat = d if dxhat is None else np.add(dxhat, d, out=dxhat)
+        return self.norm_bwd(dxhat, cache, dx)
 
     def loss_and_backward(self, idx: np.ndarray, targets: np.ndarray, scale: float = 1.0) -> float:
         """Mean cross-entropy of the batch; adds the gradients of `scale` * loss to self.grads."""
@@ -214,23 +235,26 @@ class Transformer:
 
     # ---- one block:  x = x + attn(norm(x));  x = x + mlp(norm(x))
 
+    def _mlp_in(self, p: str) -> list[str]:
+        """The MLP's input linears: w1, and SwiGLU's w3 (its order in swiglu_forward: gate, up)."""
+        return [p + "mlp.w1.", p + "mlp.w3."] if self.config.mlp == "swiglu" else [p + "mlp.w1."]
+
     def _block_forward(self, p: str, x: np.ndarray, run: Pass) -> np.ndarray:
         cfg, P, (B, T) = self.config, self.params, run.top.shape
         H, KV, hs = cfg.n_heads, cfg.kv_heads, cfg.head_dim
         a = SimpleNamespace()
         run.acts.append(a)
-        a.xn, a.norm1 = self.norm_fwd(x, P[p + "attn_norm.weight"], P.get(p + "attn_norm.bias"), cfg.norm_eps)
-        qkv = ops.linear_forward(a.xn, P[p + "attn.wqkv.weight"], P.get(p + "attn.wqkv.bias"))
-        qkv = qkv.reshape(B, T, H + 2 * KV, hs)  # heads [q (H) | k (KV) | v (KV)]
+        xn, a.norm1, a.attn_w = self._norm_forward(x, p + "attn_norm.", [p + "attn.wqkv."])
+        qkv = (xn @ a.attn_w[0].T).reshape(B, T, H + 2 * KV, hs)  # heads [q (H) | k (KV) | v (KV)]
         if cfg.positions == "rope":  # q and k rotated in one product
             qkv[:, :, : H + KV] = ops.rope_forward(qkv[:, :, : H + KV], self.rotation[:T])
         y, a.att = ops.attention_forward(qkv[:, :, :H], qkv[:, :, H : H + KV], qkv[:, :, H + KV :])
         a.y = y.reshape(B * T, H * hs)
         x += ops.linear_forward(a.y, P[p + "attn.wo.weight"], P.get(p + "attn.wo.bias"))  # x is ours: no copy
-        a.xn2, a.norm2 = self.norm_fwd(x, P[p + "mlp_norm.weight"], P.get(p + "mlp_norm.bias"), cfg.norm_eps)
-        a.u = ops.linear_forward(a.xn2, P[p + "mlp.w1.weight"], P.get(p + "mlp.w1.bias"))
+        xn, a.norm2, a.mlp_w = self._norm_forward(x, p + "mlp_norm.", self._mlp_in(p))
+        a.u = xn @ a.mlp_w[0].T
         if cfg.mlp == "swiglu":
-            a.up = ops.linear_forward(a.xn2, P[p + "mlp.w3.weight"], P.get(p + "mlp.w3.bias"))
+            a.up = xn @ a.mlp_w[1].T
             a.h, a.act = ops.swiglu_forward(a.u, a.up)
         else:
             a.h, a.act = self.gelu_fwd(a.u)
@@ -244,22 +268,13 @@ class Transformer:
         H, KV, hs = cfg.n_heads, cfg.kv_heads, cfg.head_dim
         # MLP branch
         dh = ops.linear_backward(dx, a.h, P[p + "mlp.w2.weight"], G[p + "mlp.w2.weight"], G.get(p + "mlp.w2.bias"))
-        if cfg.mlp == "swiglu":
-            du, dup = ops.swiglu_backward(dh, a.u, a.up, a.act)
-            dxn2 = ops.linear_backward(dup, a.xn2, P[p + "mlp.w3.weight"], G[p + "mlp.w3.weight"], G.get(p + "mlp.w3.bias"))
-        else:
-            du, dxn2 = self.gelu_bwd(dh, a.u, a.act), 0.0
-        dxn2 = dxn2 + ops.linear_backward(du, a.xn2, P[p + "mlp.w1.weight"], G[p + "mlp.w1.weight"],
-                                          G.get(p + "mlp.w1.bias"))  # fmt: skip
-        self.norm_bwd(dxn2, a.norm2, P[p + "mlp_norm.weight"], G[p + "mlp_norm.weight"], G.get(p + "mlp_norm.bias"),
-                      dx)  # fmt: skip
+        dus = list(ops.swiglu_backward(dh, a.u, a.up, a.act)) if cfg.mlp == "swiglu" else [self.gelu_bwd(dh, a.u, a.act)]
+        self._norm_backward(dus, a.norm2, a.mlp_w, p + "mlp_norm.", self._mlp_in(p), run, dx)
         # attention branch
         dy = ops.linear_backward(dx, a.y, P[p + "attn.wo.weight"], G[p + "attn.wo.weight"], G.get(p + "attn.wo.bias"))
         dqkv = np.empty((B, T, H + 2 * KV, hs), self.dtype)
         ops.attention_backward(dy, a.att, out=(dqkv[:, :, :H], dqkv[:, :, H : H + KV], dqkv[:, :, H + KV :]))
         if cfg.positions == "rope":
             dqkv[:, :, : H + KV] = ops.rope_backward(dqkv[:, :, : H + KV], self.rotation[:T])
-        dxn = ops.linear_backward(dqkv.reshape(B * T, -1), a.xn, P[p + "attn.wqkv.weight"], G[p + "attn.wqkv.weight"],
-                                  G.get(p + "attn.wqkv.bias"))  # fmt: skip
-        return self.norm_bwd(dxn, a.norm1, P[p + "attn_norm.weight"], G[p + "attn_norm.weight"],
-                             G.get(p + "attn_norm.bias"), dx)  # fmt: skip
+        return self._norm_backward([dqkv.reshape(B * T, -1)], a.norm1, a.attn_w, p + "attn_norm.", [p + "attn.wqkv."],
+                                   run, dx)  # fmt: skip
