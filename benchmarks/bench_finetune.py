@@ -139,8 +139,9 @@ def _tune(args: argparse.Namespace, method: str, base: Path, work: Path) -> tupl
                    too_long="truncate")  # a story cut at the context can still use its words
     peak = _reset_peak()
     t0 = time.perf_counter()
+    lr = {"lr": args.lora_lr} if args.lora_lr and method != "full" else {}  # else finetune's default per method
     result = run_finetune(opts, {"out_dir": str(work / method), "max_steps": args.tune_steps, "batch_size": args.batch,
-                                 "eval_interval": args.tune_steps, "eval_batches": 2}, quiet=True)  # fmt: skip
+                                 "eval_interval": args.tune_steps, "eval_batches": 2, **lr}, quiet=True)  # fmt: skip
     secs = time.perf_counter() - t0
     logged = [r for r in map(json.loads, (work / method / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
     first, last = logged[0], logged[-1]  # training time between two logged steps: no setup, no evaluation
@@ -264,6 +265,7 @@ def main() -> None:
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--targets", default="attn", help="LoRA targets (attn: q,k,v,o; see tinylm finetune --help)")
     p.add_argument("--batch", type=int, default=8, help="fine-tuning batch size")
+    p.add_argument("--lora-lr", type=float, help="LoRA and QLoRA learning rate (default: tinylm finetune's)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     p.add_argument("--dim", type=int, default=128, help="base model width (4 heads)")
     p.add_argument("--layers", type=int, default=4, help="base model layers")
