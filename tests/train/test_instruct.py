@@ -1,5 +1,5 @@
 """Instruction data: JSONL parsing with line-numbered errors (stop or skip), over-long conversations
-dropped or truncated, targets -1 everywhere but the replies, and the story-words task."""
+dropped or truncated, targets -1 everywhere but the replies."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from tinylm.chat import render_for_training
 from tinylm.errors import TinyLMError
 from tinylm.tokenizer import train_tokenizer
 from tinylm.train.instruct import encode, read_jsonl, split
-from tinylm.train.tasks.story_words import examples, pick_words, prompt, uses_words, write_task
 
 
 @pytest.fixture(scope="module")
@@ -83,25 +82,6 @@ def test_split_holds_out_a_fixed_share(tmp_path):
     train, val = split(records, val_frac=0.1)
     assert (len(train), len(val)) == (36, 4) and not {r.line for r in train} & {r.line for r in val}
     assert [r.line for r in split(records, val_frac=0.1)[1]] == [r.line for r in val]
-
-
-def test_story_words_examples_are_satisfiable(tmp_path, stories):
-    rows = list(examples(stories[:50]))
-    assert len(rows) >= 45
-    for r in rows:
-        assert len(set(r["words"])) == 3 and uses_words(r["completion"], r["words"])
-        assert r["prompt"] == prompt(r["words"]) and r["prompt"].startswith("Write a story that uses the words ")
-    assert prompt(["dog", "ball", "happy"]) == "Write a story that uses the words dog, ball and happy."
-    assert uses_words("The Dog ran.", ["dog"]) and not uses_words("The dogs ran.", ["dog"])
-    import random
-
-    assert pick_words("a an the", 3, random.Random(0)) is None
-    src = tmp_path / "s.txt"
-    src.write_text("<|endoftext|>".join(stories[:30]), encoding="utf-8")
-    n_train, n_test = write_task(str(src), tmp_path / "task", n_train=20, n_test=10)
-    assert (n_train, n_test) == (20, 10)
-    test = read_jsonl(tmp_path / "task" / "test.jsonl")
-    assert len(test) == 10 and all(len(r.extra["words"]) == 3 for r in test)
 
 
 def test_masked_objective_ignores_prompt_positions(tok, tmp_path):

@@ -59,4 +59,6 @@ def run(args: argparse.Namespace) -> None:
     train_args = {k: v for k, v in given.items() if k not in skip}
     result = run_finetune(opts, train_args, resume=args.resume, quiet=args.quiet, overwrite=args.overwrite)
     if result.metrics.get("words_rate") is not None and not args.quiet:
-        print(f"story-words: {result.metrics['words_rate']:.1%} of {opts.words_n} held-out prompts use every word")
+        m = result.metrics
+        print(f"story-words: {m['words_rate']:.1%} of {opts.words_n} held-out prompts use every word, "
+              f"{m['words_word_rate']:.1%} of their words are used")  # fmt: skip

@@ -19,7 +19,13 @@ EXAMPLES = """
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from tinylm.commands.train import add_model_arguments, add_train_arguments
-    from tinylm.train.tasks import ADDITION_SETTINGS, ADDITION_SHAPE, CHARLM_SETTINGS, CHARLM_SHAPE
+    from tinylm.train.tasks import (
+        ADDITION_SETTINGS,
+        ADDITION_SHAPE,
+        CHARLM_SETTINGS,
+        CHARLM_SHAPE,
+        STORY_WORDS_SHARES,
+    )
 
     sub = p.add_subparsers(dest="task", metavar="<task>", required=True)
     add = sub.add_parser("addition", help="a + b with n-digit operands; exact match over every pair",
@@ -31,13 +37,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     char.add_argument("--prompt", default="\n", help="start of the printed samples")
     sw = sub.add_parser("story-words", help="'write a story that uses the words X, Y and Z' data, and its metric",
                         description="Write train.jsonl/test.jsonl of story-words examples from TinyStories, or "
-                        "score a checkpoint: the share of test prompts whose greedy story uses every word.")  # fmt: skip
+                        "score a checkpoint: the share of test prompts whose greedy story uses every word, and the "
+                        "share of requested words it uses (each ± its binomial standard error). The words of a "
+                        "prompt come from its story and are common ones: found in at least --min-share and at most "
+                        "--max-share of the training stories (a small model can spell them; a word nearly every "
+                        "story has, like 'once' or 'day', would be used without reading the prompt).")  # fmt: skip
     sw.add_argument("--stories", default="tinystories", help="a text file of stories (<|endoftext|>-separated) or "
                     "tinystories (downloaded once; default)")  # fmt: skip
     sw.add_argument("--out", help="directory for train.jsonl and test.jsonl")
-    sw.add_argument("--train", type=int, default=20000, help="training examples (default 20000)")
-    sw.add_argument("--test", type=int, default=200, help="held-out examples (default 200)")
+    sw.add_argument("--train", type=int, default=20000, help="stories for training examples (default 20000; one without enough words makes none)")
+    sw.add_argument("--test", type=int, default=200, help="stories for held-out examples, read first (default 200)")
     sw.add_argument("--words", type=int, default=3, help="words per prompt (default 3)")
+    lo, hi = STORY_WORDS_SHARES
+    sw.add_argument("--min-share", type=float, default=lo, help=f"least share of training stories a requested "
+                    f"word is in (default {lo})")  # fmt: skip
+    sw.add_argument("--max-share", type=float, default=hi, help=f"greatest share of training stories a requested "
+                    f"word is in (default {hi})")  # fmt: skip
     sw.add_argument("--score", metavar="CKPT", help="instead: score this checkpoint on --test-file")
     sw.add_argument("--test-file", metavar="JSONL", help="test.jsonl written by this command (with --score)")
     sw.add_argument("--seed", type=int, default=1337)
@@ -119,10 +134,10 @@ def _story_words(args: argparse.Namespace) -> None:
         if ckpt.tokenizer is None:
             raise TinyLMError(f"{args.score}: no tokenizer in the checkpoint")
         records = read_jsonl(args.test_file)[: args.test]
-        rate = story_words.words_rate(ckpt.model, ckpt.tokenizer, records)
-        print(f"story-words: {rate:.1%} of {len(records)} held-out prompts answered with a story using every word")
+        print(f"story-words: {story_words.words_rate(ckpt.model, ckpt.tokenizer, records)}")
         return
     if not args.out:
         raise TinyLMError("give --out DIR for train.jsonl and test.jsonl (or --score CKPT --test-file FILE)")
-    n_train, n_test = story_words.write_task(args.stories, Path(args.out), args.train, args.test, args.words, args.seed)
+    n_train, n_test = story_words.write_task(args.stories, Path(args.out), args.train, args.test, args.words, args.seed,
+                                             args.min_share, args.max_share)
     print(f"wrote {n_train:,} training and {n_test:,} test examples to {args.out}/train.jsonl and test.jsonl")

@@ -119,8 +119,8 @@ def _words_hook(opts: Options, tok: Any):
         raise TinyLMError(f"{opts.words_test}: lines need a \"words\" list (write them with `tinylm task story-words`)")
 
     def hook(model: Model) -> dict[str, Any]:
-        rate = words_rate(model, tok, records)
+        score = words_rate(model, tok, records)
         model.train()
-        return {"words_rate": rate}
+        return {"words_rate": score.rate, "words_word_rate": score.word_rate}
 
     return hook

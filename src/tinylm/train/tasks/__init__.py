@@ -11,3 +11,5 @@ ADDITION_SETTINGS = {"batch_size": 256, "max_steps": 3000, "lr": 3e-3, "warmup_s
 CHARLM_SHAPE = {"family": "gpt2", "n_layers": 4, "dim": 128, "n_heads": 4, "context_length": 64, "gelu": "exact"}
 CHARLM_SETTINGS = {"out_dir": "runs/charlm", "batch_size": 12, "max_steps": 2000, "lr": 1e-3, "min_lr": 1e-4,
                    "beta2": 0.99, "warmup_steps": 100, "eval_interval": 250}  # fmt: skip
+# story-words: a requested word is in at least this share and at most that share of the training stories
+STORY_WORDS_SHARES = (0.01, 0.2)
