@@ -120,8 +120,8 @@ def train(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None = 
         with run_lock(cfg.out_dir) if d.main else contextlib.nullcontext():  # one writer per run folder
             if d.main:
                 check_new_run(Path(cfg.out_dir), resume, overwrite)
-            run = _setup(cfg, data, model_config, model, resume, d, device, quiet)
-            run.objective, run.loss, run.base = objective, _loss(objective, run), base
+            run = _setup(cfg, data, model_config, model, resume, d, device, quiet, objective)
+            run.base = base
             try:
                 return _loop(run, stop_at, on_eval, quiet)
             finally:
@@ -131,7 +131,7 @@ def train(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None = 
 
 
 def _setup(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None, model: Model | None, resume: bool,
-           d: distributed.Dist, device: torch.device, quiet: bool) -> _Run:  # fmt: skip
+           d: distributed.Dist, device: torch.device, quiet: bool, objective: Objective = next_token) -> _Run:  # fmt: skip
     """Everything the loop needs, in order: the model (new, given or resumed), batch arithmetic, the
     optimizer and data order (restored on resume), the compiled/DDP forward and the metrics log. Compiled
     by default when this session is long enough to repay the warm-up (tinylm.train.config.pick_compile)."""
@@ -153,7 +153,8 @@ def _setup(cfg: TrainConfig, data: TrainData, model_config: ModelConfig | None, 
     compiled = pick_compile(cfg.compile, device.type, progress.max_steps - progress.step, minutes_left)
     batches = Batches(sampler, data.train, device, ahead=cfg.prefetch)
     run = _Run(cfg, data, model, _forward(model, compiled, d, device), compiled, optimizer, precision, batches,
-               progress, d, device, out, log, eval_batches, accum * per_micro)  # fmt: skip
+               progress, d, device, out, log, eval_batches, accum * per_micro, objective=objective)  # fmt: skip
+    run.loss = _loss(objective, run)
     if d.main and not quiet:
         _announce(run, accum, resumed=saved is not None)
     return run
