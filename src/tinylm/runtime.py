@@ -293,7 +293,7 @@ class NumpyModel:
             v_cache[rows[:, None], :, pos] = v
             # one token (a batch-1 decode step) goes to the C kernel, when there is one (else None)
             y = attend_one(np.ascontiguousarray(q).reshape(H, hs), k_cache[rows[0]], v_cache[rows[0]], n,
-                           1 / math.sqrt(hs)) if B * T == 1 else None  # fmt: skip
+                           1 / math.sqrt(hs), how[1]) if B * T == 1 else None  # fmt: skip
             if y is None:
                 y = self.attend(q, k_cache[read, :, :n], v_cache[read, :, :n], bias)
             x = x + linear(y.reshape(B * T, H * hs), layer.wo, layer.bo, how)

@@ -192,6 +192,7 @@ def test_one_token_attention_equals_a_float64_reference(lib):
     k, v = rng.normal(0, 1, (2, 2, 16, 8)).astype(np.float32)
     k[:, 11:] = v[:, 11:] = np.nan  # positions not yet written
     y = kernels.attend_one(q, k, v, 11, 0.3)
+    assert np.array_equal(kernels.attend_one(q, k, v, 11, 0.3, threads=1), kernels.attend_one(q, k, v, 11, 0.3, 4))
     scores = np.einsum("hgd,htd->hgt", q.reshape(2, 3, 8).astype(np.float64), k[:, :11]) * 0.3
     p = np.exp(scores - scores.max(-1, keepdims=True))
     exact = np.einsum("hgt,htd->hgd", p / p.sum(-1, keepdims=True), v[:, :11]).reshape(6, 8)

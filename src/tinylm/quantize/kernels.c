@@ -598,19 +598,21 @@ static void axpy(float *y, float a, const float *x, int n) {
 
 /* y (H, hs) = softmax(q k^T * scale) v for each of the H query heads, q (H, hs); keys and values are
    one cache row, (KV, context, hs), of which the first n positions are read; query head h uses
-   kv head h / (H / KV). scores: scratch of n floats. */
+   kv head h / (H / KV). scores: scratch of H * n floats. Heads are split over threads: each reads its
+   own keys and values, so on a long prefix the heads' reads add up to as much as a small matrix. */
 void attend_one(float *y, const float *q, const float *k, const float *v, float *scores, int H, int KV,
-                int context, int hs, int n, float scale) {
+                int context, int hs, int n, float scale, int threads) {
+    #pragma omp parallel for num_threads(threads) schedule(static)
     for (int h = 0; h < H; h++) {
         int64_t kv = (int64_t)(h / (H / KV)) * context * hs;
-        float top = -INFINITY, total = 0.0f;
+        float *sh = scores + (int64_t)h * n, top = -INFINITY, total = 0.0f;
         for (int t = 0; t < n; t++) {
-            scores[t] = dot(q + (int64_t)h * hs, k + kv + (int64_t)t * hs, hs) * scale;
-            top = scores[t] > top ? scores[t] : top;
+            sh[t] = dot(q + (int64_t)h * hs, k + kv + (int64_t)t * hs, hs) * scale;
+            top = sh[t] > top ? sh[t] : top;
         }
-        for (int t = 0; t < n; t++) total += scores[t] = expf(scores[t] - top);
+        for (int t = 0; t < n; t++) total += sh[t] = expf(sh[t] - top);
         float *yh = y + (int64_t)h * hs;
         memset(yh, 0, hs * sizeof(float));
-        for (int t = 0; t < n; t++) axpy(yh, scores[t] / total, v + kv + (int64_t)t * hs, hs);
+        for (int t = 0; t < n; t++) axpy(yh, sh[t] / total, v + kv + (int64_t)t * hs, hs);
     }
 }

@@ -79,7 +79,7 @@ def load_library(path: Path) -> ctypes.CDLL:
     lib.matmul_a8.argtypes = [p] * 6 + [i] * 6
     lib.matmul_a8.restype = ctypes.c_int
     lib.matmul_f32.argtypes = [p, p, p, i, i, i, i]
-    lib.attend_one.argtypes = [p] * 5 + [i] * 5 + [f]
+    lib.attend_one.argtypes = [p] * 5 + [i] * 5 + [f, i]
     for fn in (lib.matmul_q8, lib.matmul_q4, lib.quantize_act, lib.matmul_f32, lib.attend_one):
         fn.restype = None
     return lib
@@ -181,16 +181,19 @@ def takes_int8_activations(w: Form) -> bool:
     return integer and n % 32 == 0 and (w.group == 32 or w.group % 64 == 0 or w.group == n)
 
 
-def attend_one(q: np.ndarray, k: np.ndarray, v: np.ndarray, n: int, scale: float) -> np.ndarray | None:
+def attend_one(q: np.ndarray, k: np.ndarray, v: np.ndarray, n: int, scale: float,
+               threads: int | None = None) -> np.ndarray | None:  # fmt: skip
     """Attention of one token: q (H, hs) against the first n positions of one cache row's keys and
-    values (KV, context, hs), all float32 and contiguous -> (H, hs); None without the C kernels."""
+    values (KV, context, hs), all float32 and contiguous -> (H, hs), heads split over `threads`; None
+    without the C kernels."""
     lib = library()
     if lib is None:
         return None
     H, hs = q.shape
     y = np.empty((H, hs), dtype=np.float32)
-    scores = np.empty(n, dtype=np.float32)
-    lib.attend_one(_ptr(y), _ptr(q), _ptr(k), _ptr(v), _ptr(scores), H, k.shape[0], k.shape[1], hs, n, scale)
+    scores = np.empty((H, n), dtype=np.float32)
+    lib.attend_one(_ptr(y), _ptr(q), _ptr(k), _ptr(v), _ptr(scores), H, k.shape[0], k.shape[1], hs, n, scale,
+                   threads or default_threads())  # fmt: skip
     return y
 
 
