@@ -8,10 +8,10 @@ the speed does not hang on which BLAS a wheel picked. `matmul` multiplies by qua
 Without a compiler (or with TINYLM_KERNELS=numpy) it falls back to NumPy: dequantize, then multiply —
 same numbers up to float32 rounding, far slower. With float32 activations, batches larger than
 SMALL_BATCH (prefill) also take that route, since there a float matrix product's arithmetic, not
-reading the weights, is the cost. With int8 activations the integer kernel stays ahead: batches go
-through it INT8_ROWS rows at a time (stories110M prefill, 2 threads, this Xeon: 16-token prompts 3.7x
-(q8_0) and 10x (q4_0) faster than dequantize-then-BLAS, 128-token prompts about 1.3x and 2x; one call
-of 128 rows was slower than two of 64).
+reading the weights, is the cost. With int8 activations the integer kernel stays ahead up to INT8_ROWS
+rows (stories110M prefill, 2 threads, this Xeon: 64-token prompts 2.4x (q8_0) and 5x (q4_0) faster than
+dequantize-then-BLAS; at 128 tokens q8_0 is faster dequantized and q4_0 still 1.4x faster through the
+kernel; at 256 both are faster dequantized).
 
 Activations: the NumPy runtime rounds them to int8 in blocks of 32 by default (as llama.cpp does for
 q8_0 and q4_0) and multiplies with integer dot products (8-bit weights, q4_0 and int4; nf4 keeps
@@ -42,7 +42,7 @@ from tinylm.quantize.blocks import LINEAR, Form
 SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp")
 SMALL_BATCH = 8
-INT8_ROWS = 64  # activation rows per call of the int8 kernel (measured: see above)
+INT8_ROWS = 64  # up to this many activation rows the int8 kernel beats dequantize-then-BLAS (see above)
 ACTIVATIONS = ("int8", "float32")
 _float_p = ctypes.POINTER(ctypes.c_float)
 
@@ -158,7 +158,7 @@ def matmul(x: np.ndarray, w: Form | np.ndarray, threads: int | None = None, out:
     m = w.shape[0]
     lib = library()
     int8 = activations == "int8" and isinstance(w, Form) and takes_int8_activations(w)
-    if lib is None or (B > SMALL_BATCH and not int8):
+    if lib is None or B > (INT8_ROWS if int8 else SMALL_BATCH):
         return np.matmul(x, (w if isinstance(w, np.ndarray) else w.dequantize()).T, out=out)
     y = out if out is not None else np.empty((B, m), dtype=np.float32)
     threads = threads or default_threads()
@@ -168,10 +168,8 @@ def matmul(x: np.ndarray, w: Form | np.ndarray, threads: int | None = None, out:
     q, scale, mins, lut = w.addresses  # a 4-bit form without a table (LINEAR): the kernel converts nibbles
     if int8:
         q8, q4 = (q, None) if w.bits == 8 else (None, q)
-        for r in range(0, B, INT8_ROWS):
-            rows = min(INT8_ROWS, B - r)
-            if lib.matmul_a8(_ptr(y[r:]), _ptr(x[r:]), q8, q4, scale, mins, int(w.offset), rows, n, m, w.group, threads):
-                raise MemoryError("kernels: no memory for the rounded activations")
+        if lib.matmul_a8(_ptr(y), _ptr(x), q8, q4, scale, mins, int(w.offset), B, n, m, w.group, threads):
+            raise MemoryError("kernels: no memory for the rounded activations")
     elif w.bits == 8:
         lib.matmul_q8(_ptr(y), _ptr(x), q, scale, B, n, m, w.group, threads)
     else:
