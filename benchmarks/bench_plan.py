@@ -59,7 +59,7 @@ def main() -> None:
             model = {"family": m.family, "n_layers": m.n_layers, "dim": m.dim, "n_heads": m.n_heads,
                      "context_length": args.context, "dropout": 0.2}  # fmt: skip
             print(f"training {c.name} ({human(c.params)} params) for {steps:,} steps ...", flush=True)
-            r = run_training(settings, model, quiet=True)
+            r = run_training(settings, model)  # the trainer's own progress bar
             results.append((c, r.progress.best_val_loss, steps, r.progress.tokens))
     print(f"\n{'shape':<14}{'params':>8}{'tokens/s':>10}{'steps':>8}{'tokens':>9}{'tok/param':>10}"
           f"{'predicted':>11}{'held-out loss':>15}")  # fmt: skip

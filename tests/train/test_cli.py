@@ -105,6 +105,7 @@ def test_plan_counts_and_sizes(capsys):
     out = capsys.readouterr().out
     assert "--preset stories15M" in out and "303.8M tokens" in out  # 20 x 15.2M
     assert main(["plan"]) == 1
+    assert main(["plan", "--minutes", "-1"]) == 1 and "give a positive wall-clock budget" in capsys.readouterr().err
 
 
 def test_task_addition_cli_runs_and_reports(tmp_path, capsys):

@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> None:
         m = Manifest.load(args.data).raw
         tokens = tokens or m["splits"]["train"]["tokens"]
         vocab = vocab or m["vocab_size"]
+    if args.minutes is not None and not args.minutes > 0:
+        raise TinyLMError(f"--minutes {args.minutes:g}: give a positive wall-clock budget, e.g. --minutes 10")
     if not (tokens or args.params or args.minutes):
         raise TinyLMError("give --tokens, --params, --minutes or --data (what you have to spend)")
     cands = candidates(vocab or 4096, args.context, args.family)

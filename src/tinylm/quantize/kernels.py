@@ -152,7 +152,7 @@ def _ptr(a: np.ndarray | None) -> int | None:
 def matmul(x: np.ndarray, w: Form | np.ndarray, threads: int | None = None, out: np.ndarray | None = None,
            activations: str = "float32") -> np.ndarray:  # fmt: skip
     """x (B, n) float32 @ w.T -> (B, m) float32, w a quantized or a float32 (m, n) matrix; `activations`
-    "int8" rounds x first where the form allows it (uses_int8_activations)."""
+    "int8" rounds x first where the form allows it (takes_int8_activations)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     B, n = x.shape
     m = w.shape[0]
