@@ -15,10 +15,13 @@ PaLM count them) x tokens/s, over this CPU's peak measured here with a large tor
 in fp32 and in bf16. The step breakdown profiles the baseline: matmul, attention, other kernels and the
 optimizer by their own time, the rest of the wall clock is Python, autograd and kernel launches; data is
 the batch gathering, timed on its own.
-(llm.c's train_gpt2.c could not be fetched on this machine, so there is no llm.c column.)
+- llm.c:             llm.c's CPU trainer (train_gpt2.c, -Ofast -fopenmp), given --llmc DIR (a checkout of
+                     github.com/karpathy/llm.c), on the GPT-2 shapes only: same shape, batch, initial weights
+                     and token data; its own per-step timings (benchmarks/llmc_baseline.py says how).
 
 python benchmarks/bench_train_cpu.py                                  # all shapes, 3 rounds of 10 steps
 python benchmarks/bench_train_cpu.py --shapes quickstart --rounds 5 --steps 20 --threads 1
+python benchmarks/bench_train_cpu.py --shapes gpt-micro --llmc ~/src/llm.c     # with llm.c's trainer beside
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import argparse
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 SHAPES = {  # name: (model shape, vocab, batch, context)
@@ -169,6 +173,8 @@ def breakdown(loop: NanoGPT, steps: int = 3) -> str:
 
 
 def run_shape(shape: str, args: argparse.Namespace, peaks: dict[str, float], tokens: Any) -> None:
+    from tinylm.formats.common import is_gpt2
+
     t0 = time.perf_counter()
     loops: dict[str, Any] = {"nanoGPT fp32": NanoGPT(shape, tokens)}
     warmup = {"nanoGPT fp32": timed(loops["nanoGPT fp32"], 2) + time.perf_counter() - t0}
@@ -177,10 +183,17 @@ def run_shape(shape: str, args: argparse.Namespace, peaks: dict[str, float], tok
         t0 = time.perf_counter()
         loops[name] = TinyLM(shape, tokens, compile)
         warmup[name] = timed(loops[name], 2) + time.perf_counter() - t0
+    if args.llmc and is_gpt2(model_config(shape)):
+        t0 = time.perf_counter()
+        loops["llm.c"] = llmc_baseline(shape, tokens, args)
+        warmup["llm.c"] = time.perf_counter() - t0  # compiling it and writing its files
     rates: dict[str, list[float]] = {name: [] for name in loops}
     for _ in range(args.rounds):
         for name, loop in loops.items():
-            rates[name].append(args.steps * loop.B * loop.T / timed(loop, args.steps))
+            if name == "llm.c":
+                rates[name].append(loop.tokens_per_second(args.steps))
+            else:
+                rates[name].append(args.steps * loop.B * loop.T / timed(loop, args.steps))
     median = {name: sorted(r)[len(r) // 2] for name, r in rates.items()}
     base, fpt = median["nanoGPT fp32"], flops_per_token(shape)
     for name, r in rates.items():
@@ -191,6 +204,19 @@ def run_shape(shape: str, args: argparse.Namespace, peaks: dict[str, float], tok
     for loop in loops.values():
         if isinstance(loop, TinyLM):
             loop.run.batches.close()
+        elif not isinstance(loop, NanoGPT):
+            loop.close()
+
+
+def llmc_baseline(shape: str, tokens: Any, args: argparse.Namespace) -> Any:
+    import torch
+    from llmc_baseline import LlmC
+
+    from tinylm.model import Model
+
+    _, _, B, T = SHAPES[shape]
+    torch.manual_seed(0)
+    return LlmC(Path(args.llmc).expanduser(), Model(model_config(shape)), tokens, B, T, torch.get_num_threads())
 
 
 def main() -> None:
@@ -200,6 +226,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="steps per variant and round")
     p.add_argument("--threads", type=int, default=None, help="as tinylm's --threads (default: idle cores)")
     p.add_argument("--no-compile", action="store_true", help="skip the compiled variant (slow to warm up)")
+    p.add_argument("--llmc", metavar="DIR", help="a checkout of github.com/karpathy/llm.c: adds its CPU trainer "
+                   "on the GPT-2 shapes (default: not run)")  # fmt: skip
     args = p.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]  # rows as they come, also into a file
     from tinylm.threads import busy_cores, use_threads
