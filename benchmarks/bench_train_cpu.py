@@ -4,10 +4,13 @@ step's time goes, and the model FLOPs utilisation against this CPU's measured ma
 For each shape, in one process and alternating in chunks of steps (so every variant sees the same machine load):
 - nanoGPT fp32:      the baseline, written here as nanoGPT's train.py does it: random windows stacked from the
                      token array, model forward, F.cross_entropy, backward, clip 1.0, AdamW (two weight-decay
-                     groups, the default multi-tensor kernel on CPU), zero_grad; eager and fp32;
+                     groups, the default multi-tensor kernel on CPU), zero_grad; eager and fp32, attention by
+                     F.scaled_dot_product_attention as nanoGPT's model (TINYLM_ATTENTION=sdpa);
 - tinylm eager:      tinylm's own training step (tinylm.train.trainer) with --no-compile and its other defaults:
                      precision auto (bf16 autocast on CPUs with native bf16), fused AdamW, batches gathered ahead;
-- tinylm (default):  the same step compiled, as `tinylm train` runs a run of 5 minutes or 1000 steps and more.
+- tinylm (default):  the same step compiled, as `tinylm train` runs a run of 5 minutes or 1000 steps and more;
+                     small heads attend through tinylm.small_attention (our C kernel);
+- tinylm SDPA:       the default with TINYLM_ATTENTION=sdpa, for the kernel's share (--no-sdpa skips it).
 Warm-up (compilation included) is reported and not counted. Same model init, shape, batch and token data.
 
 MFU: model FLOPs per token (6 x matmul parameters + 12 x layers x context x dim for attention, as nanoGPT and
@@ -27,6 +30,8 @@ python benchmarks/bench_train_cpu.py --shapes gpt-micro --llmc ~/src/llm.c     #
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import tempfile
 import time
@@ -39,6 +44,21 @@ SHAPES = {  # name: (model shape, vocab, batch, context)
     "gpt-micro": ({"preset": "gpt-micro"}, 4096, 16, 256),
 }
 TOKENS = 1_000_000  # random token ids: throughput does not depend on what they say
+
+
+@contextlib.contextmanager
+def attention(backend: str | None) -> Any:
+    """TINYLM_ATTENTION=backend (None: unset) while a variant steps: the compiled variants read it when they trace
+    (their warm-up steps), the eager ones at every step."""
+    given = os.environ.pop("TINYLM_ATTENTION", None)
+    if backend is not None:
+        os.environ["TINYLM_ATTENTION"] = backend
+    try:
+        yield
+    finally:
+        os.environ.pop("TINYLM_ATTENTION", None)
+        if given is not None:
+            os.environ["TINYLM_ATTENTION"] = given
 
 
 def model_config(shape: str) -> Any:
@@ -79,9 +99,10 @@ class NanoGPT:
         import torch.nn.functional as F
 
         x, y = self.get_batch()
-        logits = self.model(x)  # (B, T, vocab)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
-        loss.backward()
+        with attention("sdpa"):
+            logits = self.model(x)  # (B, T, vocab)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -90,7 +111,7 @@ class NanoGPT:
 class TinyLM:
     """tinylm's training step (the trainer's own setup and step function), compiled or not."""
 
-    def __init__(self, shape: str, tokens: Any, compile: bool):
+    def __init__(self, shape: str, tokens: Any, compile: bool, backend: str | None = None):
         import torch
 
         from tinylm.train import TrainConfig, TrainData, distributed
@@ -98,6 +119,7 @@ class TinyLM:
         from tinylm.train.trainer import _setup
 
         _, _, self.B, self.T = SHAPES[shape]
+        self.backend = backend
         self.tmp = tempfile.TemporaryDirectory()
         cfg = TrainConfig(out_dir=self.tmp.name, batch_size=self.B, compile=compile, device="cpu", eval_batches=1,
                           seed=0)  # fmt: skip
@@ -108,7 +130,8 @@ class TinyLM:
     def step(self) -> None:
         from tinylm.train.trainer import _optimizer_step
 
-        _optimizer_step(self.run)
+        with attention(self.backend):
+            _optimizer_step(self.run)
 
 
 def timed(loop: Any, steps: int) -> float:
@@ -178,10 +201,12 @@ def run_shape(shape: str, args: argparse.Namespace, peaks: dict[str, float], tok
     t0 = time.perf_counter()
     loops: dict[str, Any] = {"nanoGPT fp32": NanoGPT(shape, tokens)}
     warmup = {"nanoGPT fp32": timed(loops["nanoGPT fp32"], 2) + time.perf_counter() - t0}
-    variants = [("tinylm eager", False)] + ([] if args.no_compile else [("tinylm (default)", True)])
-    for name, compile in variants:
+    variants = [("tinylm eager", False, None)]
+    if not args.no_compile:
+        variants += [("tinylm (default)", True, None)] + ([] if args.no_sdpa else [("tinylm SDPA", True, "sdpa")])
+    for name, compile, backend in variants:
         t0 = time.perf_counter()
-        loops[name] = TinyLM(shape, tokens, compile)
+        loops[name] = TinyLM(shape, tokens, compile, backend)
         warmup[name] = timed(loops[name], 2) + time.perf_counter() - t0
     if args.llmc and is_gpt2(model_config(shape)):
         t0 = time.perf_counter()
@@ -225,7 +250,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="alternations of the variants")
     p.add_argument("--steps", type=int, default=10, help="steps per variant and round")
     p.add_argument("--threads", type=int, default=None, help="as tinylm's --threads (default: idle cores)")
-    p.add_argument("--no-compile", action="store_true", help="skip the compiled variant (slow to warm up)")
+    p.add_argument("--no-compile", action="store_true", help="skip the compiled variants (slow to warm up)")
+    p.add_argument("--no-sdpa", action="store_true", help="skip the compiled variant with SDPA attention")
     p.add_argument("--llmc", metavar="DIR", help="a checkout of github.com/karpathy/llm.c: adds its CPU trainer "
                    "on the GPT-2 shapes (default: not run)")  # fmt: skip
     args = p.parse_args()

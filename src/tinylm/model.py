@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tinylm import small_attention
 from tinylm.config import ModelConfig
 
 
@@ -110,15 +111,16 @@ class Attention(nn.Module):
         q, k, v = q.view(B, T, H, hs), k.view(B, T, KV, hs), v.view(B, T, KV, hs)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H or KV, T, hs)
         fp32 = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
         if fp32:  # CPU autocast would attend in bf16, whose backward is ~6x slower than fp32's (PyTorch 2.x)
             q, k, v = q.float(), k.float(), v.float()
+        dropout = self.dropout if self.training else 0.0
+        if small_attention.applies(q, dropout):  # small heads on the CPU: our kernel, faster than SDPA there
+            return self.wo(small_attention.small_attention(q, k, v).view(B, T, C))
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H or KV, T, hs)
         with torch.autocast("cpu", enabled=False) if fp32 else contextlib.nullcontext():
-            y = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0, enable_gqa=KV != H
-            )  # (B, H, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, C)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout, enable_gqa=KV != H)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, H, T, hs) -> (B, T, C)
         return self.wo(y)
 
     def _cached(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, layer: int,
