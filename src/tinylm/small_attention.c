@@ -33,7 +33,13 @@
 
 #define LANES 16    /* keys per vector: one AVX-512 register of floats, two of AVX2 */
 #define MAX_HS 32   /* head sizes up to this; per-row accumulators are MAX_HS vectors */
+#ifndef ROWS
+#define ROWS 2      /* query rows per pass over the keys */
+#endif
 #define INLINE static inline __attribute__((always_inline))
+/* Unroll the next loop completely where its count is a constant: with hs known, a loop over the head
+   size becomes hs instructions whose accumulators live in registers (GCC and Clang read this pragma). */
+#define UNROLL _Pragma("GCC unroll 32")
 
 /* LANES floats (or int32) as one value: GCC's and Clang's vector extensions. Arithmetic on them is
    elementwise and compiles to the widest vector instructions -march=native offers, without
@@ -115,39 +121,77 @@ INLINE vec scores(const float *qs, const float *kT, int64_t Tp, int j0, const in
     return s;
 }
 
-/* One (batch row b, query head h): y and lse of every row. srow is scratch for one row of scores (Tp),
-   kT and vT for the transposed keys and values (hs, Tp). hs is a compile-time constant at the call
-   sites in attention_forward, so the loops over it unroll and the accumulators stay in registers. */
+/* One (batch row b, query head h): y and lse of every row, ROWS rows at a time (each key vector loaded
+   serves ROWS rows). srow is scratch for ROWS rows of scores (ROWS, Tp), kT and vT for the transposed
+   keys and values (hs, Tp). hs is a compile-time constant at the call sites in attention_forward, so
+   the loops over it unroll and the accumulators stay in registers. */
 INLINE void forward_head(const Shape *a, float *y, float *lse, int b, int h, float *kT, float *vT, float *srow,
                          const int hs) {
     const int T = a->T, Tp = (T + LANES - 1) / LANES * LANES, kvh = h / (a->H / a->KV);
     transpose_in(kT, a->k + b * a->kb + (int64_t)kvh * hs, a->kt, T, Tp, hs);
     transpose_in(vT, a->v + b * a->vb + (int64_t)kvh * hs, a->vt, T, Tp, hs);
-    for (int i = 0; i < T; i++) {
-        const float *qi = a->q + b * a->qb + i * a->qt + (int64_t)h * hs;
-        float qs[MAX_HS];
-        for (int d = 0; d < hs; d++) qs[d] = qi[d] * a->scale;
-        const int n = i / LANES * LANES + LANES;  /* keys 0..i, rounded up to whole vectors */
-        /* pass 1: scores, keys after i at -inf (they do not exist for this row), and their maximum */
-        vec top = vsplat(-INFINITY);
-        for (int j0 = 0; j0 < n; j0 += LANES) {
-            vec s = vselect(causal(j0, i), scores(qs, kT, Tp, j0, hs), vsplat(-INFINITY));
-            vstoreu(srow + j0, s);
-            top = vselect(s > top, s, top);
+    for (int i0 = 0; i0 < T; i0 += ROWS) {
+        /* row i0 + r, or -1 past the end (a row that sees no key and is not written) */
+        int rows[ROWS];
+        float qs[ROWS][MAX_HS];
+        UNROLL
+        for (int r = 0; r < ROWS; r++) {
+            rows[r] = i0 + r < T ? i0 + r : -1;
+            const float *qi = a->q + b * a->qb + (rows[r] < 0 ? i0 : rows[r]) * a->qt + (int64_t)h * hs;
+            UNROLL
+            for (int d = 0; d < hs; d++) qs[r][d] = qi[d] * a->scale;
         }
-        const float m = vmaxall(top);
+        const int last = i0 + ROWS - 1 < T ? i0 + ROWS - 1 : T - 1;
+        const int n = last / LANES * LANES + LANES;  /* keys 0..last, rounded up to whole vectors */
+        /* pass 1: scores, keys after the row at -inf (they do not exist for it), and their maximum */
+        vec top[ROWS];
+        UNROLL
+        for (int r = 0; r < ROWS; r++) top[r] = vsplat(-INFINITY);
+        for (int j0 = 0; j0 < n; j0 += LANES) {
+            vec s[ROWS] = {};
+            UNROLL
+            for (int d = 0; d < hs; d++) {
+                const vec kd = vloadu(kT + d * Tp + j0);
+                UNROLL
+                for (int r = 0; r < ROWS; r++) s[r] += qs[r][d] * kd;
+            }
+            UNROLL
+            for (int r = 0; r < ROWS; r++) {
+                s[r] = vselect(causal(j0, rows[r]), s[r], vsplat(-INFINITY));
+                vstoreu(srow + r * Tp + j0, s[r]);
+                top[r] = vselect(s[r] > top[r], s[r], top[r]);
+            }
+        }
+        float m[ROWS];
+        UNROLL
+        for (int r = 0; r < ROWS; r++) m[r] = vmaxall(top[r]);
         /* pass 2: p = exp(s - m), zero at the masked keys; their sum l, and sum_j p_j v_j */
-        vec sum = {}, acc[MAX_HS];
-        for (int d = 0; d < hs; d++) acc[d] = (vec){};
+        vec sum[ROWS] = {}, acc[ROWS][MAX_HS];
+        UNROLL
+        for (int r = 0; r < ROWS; r++)
+            UNROLL
+            for (int d = 0; d < hs; d++) acc[r][d] = (vec){};
         for (int j0 = 0; j0 < n; j0 += LANES) {
-            vec p = vselect(causal(j0, i), exp_neg(vloadu(srow + j0) - m), (vec){});
-            sum += p;
-            for (int d = 0; d < hs; d++) acc[d] += p * vloadu(vT + d * Tp + j0);
+            vec p[ROWS];
+            UNROLL
+            for (int r = 0; r < ROWS; r++) {
+                p[r] = vselect(causal(j0, rows[r]), exp_neg(vloadu(srow + r * Tp + j0) - m[r]), (vec){});
+                sum[r] += p[r];
+            }
+            UNROLL
+            for (int d = 0; d < hs; d++) {
+                const vec vd = vloadu(vT + d * Tp + j0);
+                UNROLL
+                for (int r = 0; r < ROWS; r++) acc[r][d] += p[r] * vd;
+            }
         }
-        const float l = vsum(sum);
-        float *yi = y + (((int64_t)b * T + i) * a->H + h) * hs;
-        for (int d = 0; d < hs; d++) yi[d] = vsum(acc[d]) / l;
-        lse[((int64_t)b * a->H + h) * T + i] = m + logf(l);
+        for (int r = 0; r < ROWS && rows[r] >= 0; r++) {
+            const float l = vsum(sum[r]);
+            float *yi = y + (((int64_t)b * T + rows[r]) * a->H + h) * hs;
+            UNROLL
+            for (int d = 0; d < hs; d++) yi[d] = vsum(acc[r][d]) / l;
+            lse[((int64_t)b * a->H + h) * T + rows[r]] = m[r] + logf(l);
+        }
     }
 }
 
@@ -160,7 +204,7 @@ int attention_forward(float *y, float *lse, const float *q, const float *k, cons
     int failed = 0;
     #pragma omp parallel num_threads(threads) reduction(|: failed)
     {
-        float *buf = aligned_alloc(64, (2 * hs + 1) * Tp * sizeof(float));
+        float *buf = aligned_alloc(64, (2 * hs + ROWS) * Tp * sizeof(float));
         failed = buf == NULL;
         #pragma omp for schedule(static)
         for (int bh = 0; bh < B * H; bh++) {
@@ -178,8 +222,9 @@ int attention_forward(float *y, float *lse, const float *q, const float *k, cons
     return failed;
 }
 
-/* One (batch row b, kv head kvh): dq of its G query heads, dk and dv of the kv head. Scratch: kT, vT,
-   and the gradients dkT, dvT, each (hs, Tp). */
+/* One (batch row b, kv head kvh): dq of its G query heads, dk and dv of the kv head, ROWS query rows at a
+   time (each key vector loaded, and each dk/dv vector updated, serves ROWS rows). Scratch: kT, vT, and
+   the gradients dkT, dvT, each (hs, Tp). */
 INLINE void backward_head(const Shape *a, const float *dy, const float *y, const float *lse, float *dq,
                           float *dk, float *dv, int b, int kvh, float *kT, float *vT, float *dkT, float *dvT,
                           const int hs) {
@@ -189,35 +234,74 @@ INLINE void backward_head(const Shape *a, const float *dy, const float *y, const
     memset(dkT, 0, (size_t)hs * Tp * sizeof(float));
     memset(dvT, 0, (size_t)hs * Tp * sizeof(float));
     for (int h = kvh * G; h < (kvh + 1) * G; h++) {
-        for (int i = 0; i < T; i++) {
-            const int64_t row = (((int64_t)b * T + i) * a->H + h) * hs;  /* of y, dy, dq */
-            const float *qi = a->q + b * a->qb + i * a->qt + (int64_t)h * hs, *doi = dy + row;
-            const float L = lse[((int64_t)b * a->H + h) * T + i];
-            float qs[MAX_HS], D = 0.0f;
-            for (int d = 0; d < hs; d++) {
-                qs[d] = qi[d] * a->scale;
-                D += doi[d] * y[row + d];
-            }
-            vec acc[MAX_HS];
-            for (int d = 0; d < hs; d++) acc[d] = (vec){};
-            const int n = i / LANES * LANES + LANES;
-            for (int j0 = 0; j0 < n; j0 += LANES) {
-                vec p = vselect(causal(j0, i), exp_neg(scores(qs, kT, Tp, j0, hs) - L), (vec){});
-                vec dp = {};
-                for (int d = 0; d < hs; d++) dp += doi[d] * vloadu(vT + d * Tp + j0);
-                vec ds = p * (dp - D);
+        for (int i0 = 0; i0 < T; i0 += ROWS) {
+            /* per row: its index (-1 past the end: it sees no key, so it adds nothing), the query times the
+               scale, dy, lse and D = dy . y */
+            int rows[ROWS];
+            float qs[ROWS][MAX_HS], dyr[ROWS][MAX_HS], L[ROWS], D[ROWS];
+            UNROLL
+            for (int r = 0; r < ROWS; r++) {
+                const int i = i0 + r < T ? i0 + r : i0;
+                rows[r] = i0 + r < T ? i : -1;
+                const int64_t row = (((int64_t)b * T + i) * a->H + h) * hs;  /* of y, dy */
+                const float *qi = a->q + b * a->qb + i * a->qt + (int64_t)h * hs;
+                L[r] = lse[((int64_t)b * a->H + h) * T + i];
+                D[r] = 0.0f;
+                UNROLL
                 for (int d = 0; d < hs; d++) {
-                    float *dvd = dvT + d * Tp + j0, *dkd = dkT + d * Tp + j0;
-                    vstoreu(dvd, vloadu(dvd) + p * doi[d]);
-                    vstoreu(dkd, vloadu(dkd) + ds * qs[d]);  /* the scale rides on qs */
-                    acc[d] += ds * vloadu(kT + d * Tp + j0);
+                    qs[r][d] = qi[d] * a->scale;
+                    dyr[r][d] = dy[row + d];
+                    D[r] += dyr[r][d] * y[row + d];
                 }
             }
-            for (int d = 0; d < hs; d++) dq[row + d] = vsum(acc[d]) * a->scale;
+            vec acc[ROWS][MAX_HS];  /* dq, one vector of partial sums per row and component */
+            UNROLL
+            for (int r = 0; r < ROWS; r++)
+                UNROLL
+                for (int d = 0; d < hs; d++) acc[r][d] = (vec){};
+            const int last = i0 + ROWS - 1 < T ? i0 + ROWS - 1 : T - 1;
+            const int n = last / LANES * LANES + LANES;
+            for (int j0 = 0; j0 < n; j0 += LANES) {
+                vec s[ROWS] = {}, dp[ROWS] = {}, p[ROWS], ds[ROWS];
+                UNROLL
+                for (int d = 0; d < hs; d++) {
+                    const vec kd = vloadu(kT + d * Tp + j0), vd = vloadu(vT + d * Tp + j0);
+                    UNROLL
+                    for (int r = 0; r < ROWS; r++) {
+                        s[r] += qs[r][d] * kd;
+                        dp[r] += dyr[r][d] * vd;
+                    }
+                }
+                UNROLL
+                for (int r = 0; r < ROWS; r++) {
+                    p[r] = vselect(causal(j0, rows[r]), exp_neg(s[r] - L[r]), (vec){});
+                    ds[r] = p[r] * (dp[r] - D[r]);
+                }
+                UNROLL
+                for (int d = 0; d < hs; d++) {
+                    float *dvd = dvT + d * Tp + j0, *dkd = dkT + d * Tp + j0;
+                    const vec kd = vloadu(kT + d * Tp + j0);
+                    vec gv = vloadu(dvd), gk = vloadu(dkd);
+                    UNROLL
+                    for (int r = 0; r < ROWS; r++) {
+                        gv += p[r] * dyr[r][d];
+                        gk += ds[r] * qs[r][d];  /* the scale rides on qs */
+                        acc[r][d] += ds[r] * kd;
+                    }
+                    vstoreu(dvd, gv);
+                    vstoreu(dkd, gk);
+                }
+            }
+            for (int r = 0; r < ROWS && rows[r] >= 0; r++) {
+                float *dqi = dq + (((int64_t)b * T + rows[r]) * a->H + h) * hs;
+                UNROLL
+                for (int d = 0; d < hs; d++) dqi[d] = vsum(acc[r][d]) * a->scale;
+            }
         }
     }
     for (int j = 0; j < T; j++) {  /* back to (B, T, KV, hs) */
         const int64_t row = (((int64_t)b * T + j) * a->KV + kvh) * hs;
+        UNROLL
         for (int d = 0; d < hs; d++) {
             dk[row + d] = dkT[(int64_t)d * Tp + j];
             dv[row + d] = dvT[(int64_t)d * Tp + j];
