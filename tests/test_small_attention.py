@@ -79,6 +79,11 @@ def test_custom_op_registration_and_gradcheck() -> None:
     assert torch.autograd.gradcheck(sa.small_attention, (q, k, v), eps=1e-2, atol=5e-3, rtol=5e-2)
 
 
+def test_head_size_above_the_kernel_is_one_clear_error() -> None:
+    with pytest.raises(ValueError, match="head sizes up to 32"):
+        sa.small_attention(*qkv(1, 5, 2, 2, 40))
+
+
 def loss_and_grads(model: Model, forward, idx: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:  # type: ignore[no-untyped-def]
     model.zero_grad()
     loss = cross_entropy(forward(idx), idx)
@@ -101,7 +106,7 @@ def test_model_attends_through_the_kernel_only_where_it_applies(monkeypatch: pyt
     monkeypatch.setattr(sa, "small_attention", lambda q, k, v: calls.append(q.shape[-1]) or kernel(q, k, v))
     idx = torch.randint(0, 67, (2, 16))
     small = Model(tiny_llama())  # head size 8
-    sdpa = Model(tiny_llama(dim=64, n_heads=1, n_kv_heads=1))  # head size 64 > MAX_HEAD_SIZE
+    sdpa = Model(tiny_llama(dim=4 * 2 * sa.FASTER_UP_TO, n_heads=4, n_kv_heads=2))  # head size above FASTER_UP_TO
     sdpa(idx)
     assert calls == []
     small(idx)

@@ -24,7 +24,10 @@ import torch
 from tinylm.quantize import kernels
 
 SOURCE = Path(__file__).with_name("small_attention.c")
-MAX_HEAD_SIZE = 32  # head sizes the kernel takes (MAX_HS in the C file); larger heads: SDPA is fine there
+MAX_HEAD_SIZE = 32  # head sizes the kernel takes (MAX_HS in the C file)
+# Head sizes the model attends through it: where it measured faster than SDPA (benchmarks/bench_small_attention.py,
+# forward + backward, 1 thread, under load: head size 8 1.6-2.1x faster; 16 0.6-1.0x and 32 0.5-0.65x, slower).
+FASTER_UP_TO = 8
 
 
 @cache
@@ -58,9 +61,9 @@ def available() -> bool:
 
 
 def applies(q: torch.Tensor, dropout: float) -> bool:
-    """Whether `small_attention` computes this attention: CPU, float32, head size <= MAX_HEAD_SIZE, no
-    dropout on the attention weights, and the kernel built."""
-    return (q.device.type == "cpu" and q.dtype == torch.float32 and q.shape[-1] <= MAX_HEAD_SIZE
+    """Whether the model attends through `small_attention`: CPU, float32, head size <= FASTER_UP_TO, no dropout
+    on the attention weights, and the kernel built."""
+    return (q.device.type == "cpu" and q.dtype == torch.float32 and q.shape[-1] <= FASTER_UP_TO
             and dropout == 0.0 and available())  # fmt: skip
 
 
@@ -82,7 +85,10 @@ def _forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.T
     """Causal attention of q (B, T, H, hs) over k, v (B, T, KV, hs) -> y (B, T, H, hs) and each row's
     logsumexp (B, H, T), which the backward pass needs."""
     q, k, v = _rows(q), _rows(k), _rows(v)
-    B, T, H, _ = q.shape
+    B, T, H, hs = q.shape
+    if hs > MAX_HEAD_SIZE or H % k.shape[2]:
+        raise ValueError(f"small_attention takes head sizes up to {MAX_HEAD_SIZE} and a kv head count that divides "
+                         f"the query heads, got head size {hs}, {H} query and {k.shape[2]} kv heads")  # fmt: skip
     y, lse = torch.empty_like(q, memory_format=torch.contiguous_format), q.new_empty(B, H, T)
     lib = library()
     assert lib is not None, "small_attention called without its kernel; check applies() first"
