@@ -5,12 +5,13 @@ For each shape, in one process and alternating in chunks of steps (so every vari
 - nanoGPT fp32:      the baseline, written here as nanoGPT's train.py does it: random windows stacked from the
                      token array, model forward, F.cross_entropy, backward, clip 1.0, AdamW (two weight-decay
                      groups, the default multi-tensor kernel on CPU), zero_grad; eager and fp32, attention by
-                     F.scaled_dot_product_attention as nanoGPT's model (TINYLM_ATTENTION=sdpa);
+                     F.scaled_dot_product_attention as nanoGPT's model;
 - tinylm eager:      tinylm's own training step (tinylm.train.trainer) with --no-compile and its other defaults:
                      precision auto (bf16 autocast on CPUs with native bf16), fused AdamW, batches gathered ahead;
 - tinylm (default):  the same step compiled, as `tinylm train` runs a run of 5 minutes or 1000 steps and more;
                      small heads attend through tinylm.small_attention (our C kernel);
-- tinylm SDPA:       the default with TINYLM_ATTENTION=sdpa, for the kernel's share (--no-sdpa skips it).
+- tinylm SDPA:       the default attending by SDPA (as TINYLM_ATTENTION=sdpa), for the kernel's share (--no-sdpa
+                     skips it).
 Warm-up (compilation included) is reported and not counted. Same model init, shape, batch and token data.
 
 MFU: model FLOPs per token (6 x matmul parameters + 12 x layers x context x dim for attention, as nanoGPT and
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import tempfile
 import time
@@ -47,18 +47,16 @@ TOKENS = 1_000_000  # random token ids: throughput does not depend on what they 
 
 
 @contextlib.contextmanager
-def attention(backend: str | None) -> Any:
-    """TINYLM_ATTENTION=backend (None: unset) while a variant steps: the compiled variants read it when they trace
-    (their warm-up steps), the eager ones at every step."""
-    given = os.environ.pop("TINYLM_ATTENTION", None)
-    if backend is not None:
-        os.environ["TINYLM_ATTENTION"] = backend
+def attention(kernel: bool) -> Any:
+    """Small heads attend through tinylm's kernel (kernel=True) or SDPA while a variant steps: compiled variants
+    retrace when this changes (torch.compile guards on it), eager ones choose at every step."""
+    from tinylm import small_attention
+
+    given, small_attention.enabled = small_attention.enabled, kernel
     try:
         yield
     finally:
-        os.environ.pop("TINYLM_ATTENTION", None)
-        if given is not None:
-            os.environ["TINYLM_ATTENTION"] = given
+        small_attention.enabled = given
 
 
 def model_config(shape: str) -> Any:
@@ -99,7 +97,7 @@ class NanoGPT:
         import torch.nn.functional as F
 
         x, y = self.get_batch()
-        with attention("sdpa"):
+        with attention(kernel=False):
             logits = self.model(x)  # (B, T, vocab)
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
             loss.backward()
@@ -111,7 +109,7 @@ class NanoGPT:
 class TinyLM:
     """tinylm's training step (the trainer's own setup and step function), compiled or not."""
 
-    def __init__(self, shape: str, tokens: Any, compile: bool, backend: str | None = None):
+    def __init__(self, shape: str, tokens: Any, compile: bool, kernel: bool = True):
         import torch
 
         from tinylm.train import TrainConfig, TrainData, distributed
@@ -119,7 +117,7 @@ class TinyLM:
         from tinylm.train.trainer import _setup
 
         _, _, self.B, self.T = SHAPES[shape]
-        self.backend = backend
+        self.kernel = kernel
         self.tmp = tempfile.TemporaryDirectory()
         cfg = TrainConfig(out_dir=self.tmp.name, batch_size=self.B, compile=compile, device="cpu", eval_batches=1,
                           seed=0)  # fmt: skip
@@ -130,7 +128,7 @@ class TinyLM:
     def step(self) -> None:
         from tinylm.train.trainer import _optimizer_step
 
-        with attention(self.backend):
+        with attention(self.kernel):
             _optimizer_step(self.run)
 
 
@@ -201,12 +199,12 @@ def run_shape(shape: str, args: argparse.Namespace, peaks: dict[str, float], tok
     t0 = time.perf_counter()
     loops: dict[str, Any] = {"nanoGPT fp32": NanoGPT(shape, tokens)}
     warmup = {"nanoGPT fp32": timed(loops["nanoGPT fp32"], 2) + time.perf_counter() - t0}
-    variants = [("tinylm eager", False, None)]
+    variants = [("tinylm eager", False, True)]
     if not args.no_compile:
-        variants += [("tinylm (default)", True, None)] + ([] if args.no_sdpa else [("tinylm SDPA", True, "sdpa")])
-    for name, compile, backend in variants:
+        variants += [("tinylm (default)", True, True)] + ([] if args.no_sdpa else [("tinylm SDPA", True, False)])
+    for name, compile, kernel in variants:
         t0 = time.perf_counter()
-        loops[name] = TinyLM(shape, tokens, compile, backend)
+        loops[name] = TinyLM(shape, tokens, compile, kernel)
         warmup[name] = timed(loops[name], 2) + time.perf_counter() - t0
     if args.llmc and is_gpt2(model_config(shape)):
         t0 = time.perf_counter()

@@ -100,6 +100,24 @@ def test_compiled_model_is_one_graph_and_matches_eager() -> None:
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
 
 
+def test_compiled_model_retraces_when_the_kernel_is_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    graphs = []
+
+    def keep_graph(gm: torch.fx.GraphModule, example_inputs: list) -> object:
+        graphs.append(str(gm.graph))
+        return gm.forward
+
+    model = torch.compile(Model(tiny_llama()), backend=keep_graph)
+    idx = torch.randint(0, 67, (2, 16))
+    torch._dynamo.reset()
+    model(idx)
+    monkeypatch.setattr(sa, "enabled", False)
+    model(idx)
+    assert len(graphs) == 2
+    assert "tinylm.small_attention" in graphs[0] and "scaled_dot_product_attention" not in graphs[0]
+    assert "tinylm.small_attention" not in graphs[1] and "scaled_dot_product_attention" in graphs[1]
+
+
 def test_model_attends_through_the_kernel_only_where_it_applies(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     kernel = sa.small_attention
@@ -111,10 +129,10 @@ def test_model_attends_through_the_kernel_only_where_it_applies(monkeypatch: pyt
     assert calls == []
     small(idx)
     assert calls == [8, 8]  # one call per layer
-    monkeypatch.setenv("TINYLM_ATTENTION", "sdpa")
+    monkeypatch.setattr(sa, "enabled", False)  # as TINYLM_ATTENTION=sdpa
     small(idx)
     assert calls == [8, 8]
-    monkeypatch.delenv("TINYLM_ATTENTION")
+    monkeypatch.setattr(sa, "enabled", True)
     with_dropout = Model(tiny_llama(dropout=0.1)).train()
     with_dropout(idx)
     assert calls == [8, 8]
@@ -127,6 +145,6 @@ def test_same_as_sdpa_inside_the_model() -> None:
     idx = torch.randint(0, 67, (3, 31))
     ours = loss_and_grads(model, model, idx)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TINYLM_ATTENTION", "sdpa")
+        mp.setattr(sa, "enabled", False)
         theirs = loss_and_grads(model, model, idx)
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)

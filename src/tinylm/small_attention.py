@@ -7,8 +7,8 @@ The C file is compiled on first use as tinylm.quantize.kernels does (system `cc`
 into the cache directory under a hash of source, flags and CPU) and loaded with ctypes. Its OpenMP threads are
 torch's: torch's wheel ships libgomp.so.1, which the loader reuses for our library's libgomp.so.1.
 
-`applies` says where the model uses it (Attention.forward); everywhere else, or with TINYLM_ATTENTION=sdpa,
-it calls F.scaled_dot_product_attention.
+`applies` says where the model uses it (Attention.forward); everywhere else, or with TINYLM_ATTENTION=sdpa
+(`enabled`), it calls F.scaled_dot_product_attention.
 """
 
 from __future__ import annotations
@@ -53,17 +53,21 @@ def library() -> ctypes.CDLL | None:
     return lib
 
 
+# Whether the model may use the kernel: off with TINYLM_ATTENTION=sdpa at import, or set at run time (to compare);
+# torch.compile guards on it, so a compiled model retraces when it changes.
+enabled = os.environ.get("TINYLM_ATTENTION") != "sdpa"
+
+
 @torch.compiler.assume_constant_result
 def available() -> bool:
-    """Whether the kernel is there (compiled and loaded) and not turned off with TINYLM_ATTENTION=sdpa; a
-    constant to torch.compile, decided when it traces."""
-    return os.environ.get("TINYLM_ATTENTION") != "sdpa" and library() is not None
+    """Whether the kernel is there (compiled and loaded); a constant to torch.compile."""
+    return library() is not None
 
 
 def applies(q: torch.Tensor, dropout: float) -> bool:
     """Whether the model attends through `small_attention`: CPU, float32, head size <= FASTER_UP_TO, no dropout
-    on the attention weights, and the kernel built."""
-    return (q.device.type == "cpu" and q.dtype == torch.float32 and q.shape[-1] <= FASTER_UP_TO
+    on the attention weights, the kernel built and `enabled`."""
+    return (enabled and q.device.type == "cpu" and q.dtype == torch.float32 and q.shape[-1] <= FASTER_UP_TO
             and dropout == 0.0 and available())  # fmt: skip
 
 
