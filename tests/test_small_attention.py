@@ -100,6 +100,16 @@ def test_compiled_model_is_one_graph_and_matches_eager() -> None:
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # inductor builds C++ kernels: about a minute on a busy 2-core machine
+def test_inductor_compiled_model_matches_eager() -> None:
+    model = Model(tiny_llama())
+    idx = torch.randint(0, 67, (2, 29))
+    eager = loss_and_grads(model, model, idx)
+    torch._dynamo.reset()
+    compiled = loss_and_grads(model, torch.compile(model, fullgraph=True), idx)
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+
+
 def test_compiled_model_retraces_when_the_kernel_is_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
     graphs = []
 
