@@ -148,6 +148,9 @@ def test_model_attends_through_the_kernel_only_where_it_applies(monkeypatch: pyt
     assert calls == [8, 8]
     with_dropout.eval()(idx)
     assert calls == [8, 8, 8, 8]
+    monkeypatch.setattr(sa, "library", lambda: None)  # no compiler: SDPA
+    small(idx)
+    assert calls == [8, 8, 8, 8]
 
 
 def test_same_as_sdpa_inside_the_model() -> None:

@@ -32,15 +32,16 @@ FASTER_UP_TO = 8
 
 @cache
 def library() -> ctypes.CDLL | None:
-    """The compiled kernel, or None (no compiler, TINYLM_KERNELS=numpy, or a failed build)."""
+    """The compiled kernel, or None (no compiler, TINYLM_KERNELS=numpy, no source file, or a failed build)."""
     if os.environ.get("TINYLM_KERNELS") == "numpy":
         return None
     from tinylm.data.download import cache_dir
 
     flags = kernels.FLAGS
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode() + kernels._cpu().encode()).hexdigest()[:16]
-    path = cache_dir() / "kernels" / f"tinylm_attention_{key}.so"
     try:
+        source = SOURCE.read_bytes()
+        key = hashlib.sha256(source + " ".join(flags).encode() + kernels._cpu().encode()).hexdigest()[:16]
+        path = cache_dir() / "kernels" / f"tinylm_attention_{key}.so"
         if not path.is_file() and not kernels.compile_library(path, flags, SOURCE):
             return None
         lib = ctypes.CDLL(str(path))
