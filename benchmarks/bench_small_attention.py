@@ -1,9 +1,10 @@
 """Causal attention forward + backward alone: tinylm.small_attention (our C kernel) against
 F.scaled_dot_product_attention on the same tensors, alternating in one process, at the attention shapes of
-bench_train_cpu.py's models (batch, context, heads, kv heads, head size). Prints milliseconds per call
+bench_train_cpu.py's models (batch, context, heads, kv heads, head size) and at head size 16: where the model uses
+the kernel (tinylm.small_attention.FASTER_UP_TO) follows from this table. Prints milliseconds per call
 (min - median over the rounds) and SDPA's median over ours.
 
-python benchmarks/bench_small_attention.py                      # idle cores, 7 rounds
+python benchmarks/bench_small_attention.py                      # idle cores, 7 rounds, all shapes
 python benchmarks/bench_small_attention.py --threads 1 --rounds 11
 """
 
@@ -14,8 +15,9 @@ import statistics
 import time
 from collections.abc import Callable
 
-SHAPES = {  # name: (B, T, H, KV, hs), as bench_train_cpu.py trains them
+SHAPES = {  # name: (B, T, H, KV, hs), as bench_train_cpu.py trains them, and one with head size 16 between
     "stories260K": (32, 256, 8, 4, 8),
+    "hs16": (16, 256, 8, 8, 16),
     "quickstart": (16, 128, 4, 4, 32),
     "gpt-micro": (16, 256, 4, 4, 32),
 }

@@ -21,9 +21,10 @@
    and contexts of a few thousand positions, those copies, one row of scores and the gradients of k
    and v fit in the core's L1/L2 caches, and a row's softmax is exact in two passes over its scores
    (no running-max rescaling as in flash attention, which exists for rows that do not fit on chip).
-   Measured (forward + backward, stories260K's shape, one thread): about 2x faster than SDPA at head
-   size 8; at 16 and 32 slower, as a row's hs accumulator vectors no longer fit in registers, so the
-   model uses it for head sizes up to 8 only (small_attention.py, FASTER_UP_TO).
+   Measured (forward + backward, one thread, benchmarks/bench_small_attention.py): 2.6x faster than
+   SDPA at head size 8 (stories260K's shape), 1.3x at 16, and at 32 about as fast (0.9-0.97x), where
+   SDPA's matrix-product blocks start to pay; the model uses it up to head size 16
+   (small_attention.py, FASTER_UP_TO).
 
    Threads: the forward pass splits (batch row, query head) pairs; the backward pass splits (batch
    row, kv head) pairs, so the G query heads that add into one kv head's dk/dv run on one thread and

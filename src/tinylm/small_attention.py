@@ -26,8 +26,9 @@ from tinylm.quantize import kernels
 SOURCE = Path(__file__).with_name("small_attention.c")
 MAX_HEAD_SIZE = 32  # head sizes the kernel takes (MAX_HS in the C file)
 # Head sizes the model attends through it: where it measured faster than SDPA (benchmarks/bench_small_attention.py,
-# forward + backward, 1 thread, under load: head size 8 1.6-2.1x faster; 16 0.6-1.0x and 32 0.5-0.65x, slower).
-FASTER_UP_TO = 8
+# forward + backward, this 2-core Xeon, 1 / 2 threads: head size 8 2.6x / 2.3x faster, 16 1.3x / 1.15-1.35x; 32
+# 0.9-0.97x / 0.76-0.95x, i.e. slower).
+FASTER_UP_TO = 16
 
 
 @cache
