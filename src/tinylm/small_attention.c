@@ -39,7 +39,7 @@
 
 #define LANES 16    /* keys per vector: one AVX-512 register of floats, two of AVX2 */
 _Static_assert(LANES == 16, "causal() and vsum() spell out 16 lanes");
-#define MAX_HS 32   /* head sizes up to this; per-row accumulators are MAX_HS vectors */
+#define MAX_HS 32   /* head sizes up to this: the size of the per-row arrays of queries, dy and results */
 #define ROWS 4      /* query rows per pass over the keys: each key or value vector loaded serves 4 rows */
 #define CHUNK 8     /* head-size components per pass of weighted_sums */
 #define INLINE static inline __attribute__((always_inline))
