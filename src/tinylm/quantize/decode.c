@@ -10,7 +10,7 @@
 
    The numbers are the runtime's Python forward pass (its reference), up to float32 rounding: the same
    kernels multiply the same matrices; only the order of a norm's sums, the FMA contractions and
-   expf / tanhf / erff (NumPy has no erf: its forward uses a polynomial good to 1.5e-7) differ. */
+   expf / tanhf differ. */
 
 #include "kernels.c"
 
@@ -109,6 +109,15 @@ static void rotate(const model *M, float *qk, int pos) {
         }
 }
 
+/* erf as the runtime's Python path has it (Abramowitz & Stegun 7.1.26, absolute error below 1.5e-7), not
+   erff: the step gives that path's numbers, and with int8 activations a difference of 1e-7 can turn an
+   activation's rounding the other way */
+static float erf_as(float x) {
+    float a = fabsf(x), t = 1.0f / (1.0f + 0.3275911f * a);
+    float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+    return copysignf(1.0f - poly * expf(-a * a), x);
+}
+
 /* h (w1's outputs) -> the MLP's hidden values, in place, in the first `hidden` of h */
 static void activate(const model *M, float *h, int hidden) {
     if (M->mlp == MLP_SWIGLU) {  /* silu(gate) * up */
@@ -121,7 +130,7 @@ static void activate(const model *M, float *h, int hidden) {
         }
     } else {
         const float c = (float)(1.0 / sqrt(2.0));
-        for (int i = 0; i < hidden; i++) h[i] = 0.5f * h[i] * (1.0f + erff(h[i] * c));
+        for (int i = 0; i < hidden; i++) h[i] = 0.5f * h[i] * (1.0f + erf_as(h[i] * c));
     }
 }
 

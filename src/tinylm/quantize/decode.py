@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tinylm.errors import TinyLMError
+from tinylm.quantize import kernels
 from tinylm.quantize.blocks import Form
-from tinylm.quantize.kernels import library, product_kind
 
 if TYPE_CHECKING:
     from tinylm.runtime import NumpyModel
@@ -52,7 +52,7 @@ class DecodeStep:
 
     def __init__(self, lib: ctypes.CDLL, model: NumpyModel, kinds: list[str]):
         cfg = self.config = model.config
-        self.lib = lib
+        self.lib, self.kinds = lib, kinds
         self.keep: list[np.ndarray] = []  # arrays made here, whose addresses the structs hold
         kinds_left = iter(kinds)
         self.layers = (LayerWeights * cfg.n_layers)()
@@ -82,9 +82,9 @@ class DecodeStep:
     @classmethod
     def build(cls, model: NumpyModel) -> DecodeStep | None:
         """The C step for `model`, or None where it does not apply (see the module's docstring)."""
-        lib = library()
+        lib = kernels.library()
         matrices = [m for layer in model.layers for m in (layer.wqkv, layer.wo, layer.w1, layer.w2)] + [model.head]
-        kinds = [product_kind(m, model.activations) for m in matrices]
+        kinds = [kernels.product_kind(m, model.activations) for m in matrices]
         if lib is None or None in kinds:
             return None
         return cls(lib, model, kinds)  # type: ignore[arg-type]
