@@ -119,12 +119,13 @@ def briefly_spinning_threads() -> Iterator[None]:
     """Load a kernel library with GOMP_SPINCOUNT=20000 (unless the user set it or OMP_WAIT_POLICY), for this
     load only.
 
-    The system libgomp our kernels link reads the variable once, when it loads. A decode token makes
-    ~50-80 short parallel calls: threads that go to sleep after each (OMP_WAIT_POLICY=passive) pay a
-    wakeup per call and halved decode on a quiet machine (stories15M fp32, NumPy runtime, 2 threads:
-    174-181 vs 320-434 tok/s), while threads that spin for long (libgomp's default, or active) hold a
-    core that torch's or BLAS's threads, or another process, need. A short spin keeps the threads awake
-    between one token's calls and lets them sleep between tokens and under load. It is restored after
+    The system libgomp our kernels link reads the variable once, when it loads. A decode token waits at
+    ~50-130 points (barriers between the stages of the C decode step, or the ends of as many parallel
+    kernel calls on the Python path): threads that go to sleep at each (OMP_WAIT_POLICY=passive) pay a
+    wakeup each and halved decode on a quiet machine (stories15M fp32, NumPy runtime, 2 threads, measured
+    with a call per product: 174-181 vs 320-434 tok/s), while threads that spin for long (libgomp's
+    default, or active) hold a core that torch's or BLAS's threads, or another process, need. A short
+    spin keeps the threads awake within a token and lets them sleep between tokens and under load. It is restored after
     the load so that processes started later, whose torch reads it too, are not changed."""
     given = os.environ.get("GOMP_SPINCOUNT")
     if given is None and "OMP_WAIT_POLICY" not in os.environ:
