@@ -68,8 +68,11 @@ def close(got, want, rtol=1e-5):
     assert np.abs(got - want).max() <= rtol * np.abs(want).max()
 
 
+@pytest.mark.parametrize("threads", ["1", "3"])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_float_model_steps_equal_the_python_forward(lib, shape):
+def test_float_model_steps_equal_the_python_forward(lib, shape, threads, monkeypatch):
+    """On one thread, and on three (more than a small machine's cores; 4 heads split 2/1/1)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", threads)
     fast, slow = engines(SHAPES[shape], weights_of(SHAPES[shape]))
     got, want = run_both(fast, slow)
     close(got, want)

@@ -75,8 +75,12 @@ class DecodeStep:
         )  # fmt: skip
         self.where = ctypes.addressof(self.model)
         self.vocab = model.head.shape[0]
-        size = lib.decode_scratch_bytes(self.where) + 64
-        self.scratch = np.empty(size, dtype=np.uint8)  # 64-byte aligned from `scratch_at`
+        self.room_for(kernels.default_threads())
+
+    def room_for(self, threads: int) -> None:
+        """Scratch for up to `threads` threads (each has its own share), 64-byte aligned at `scratch_at`."""
+        self.threads = threads
+        self.scratch = np.empty(self.lib.decode_scratch_bytes(self.where, threads) + 64, dtype=np.uint8)
         self.scratch_at = -self.scratch.ctypes.data % 64 + self.scratch.ctypes.data
 
     @classmethod
@@ -107,6 +111,8 @@ class DecodeStep:
                  threads: int) -> np.ndarray:  # fmt: skip
         if not 0 <= token < self.config.vocab_size:
             raise TinyLMError(f"token {token} is not in the vocabulary of {self.config.vocab_size}")
+        if threads > self.threads:
+            self.room_for(threads)
         logits = np.empty((1, self.vocab), dtype=np.float32)
         self.lib.decode_step(self.where, logits.ctypes.data, k_cache.ctypes.data, v_cache.ctypes.data,
                              k_cache.shape[1], row, token, pos, self.scratch_at, threads)  # fmt: skip

@@ -651,25 +651,30 @@ static void axpy(float *y, float a, const float *x, int n) {
    kv head h / (H / KV). scores: scratch of H * n floats. Heads are split over threads (a work-sharing
    loop, as the products'): each reads its own keys and values, so on a long prefix the heads' reads
    add up to as much as a small matrix. */
-static void heads(float *y, const float *q, const float *k, const float *v, float *scores, int H, int KV,
-                  int context, int hs, int n, float scale) {
+/* knew, vnew (KV, hs), where not NULL: the last position's keys and values, read there instead of from
+   the cache (the decode step's threads attend before the cache row is written, without waiting for it) */
+static void heads(float *y, const float *q, const float *k, const float *v, const float *knew, const float *vnew,
+                  float *scores, int H, int KV, int context, int hs, int n, float scale) {
     #pragma omp for schedule(static)
     for (int h = 0; h < H; h++) {
-        int64_t kv = (int64_t)(h / (H / KV)) * context * hs;
+        int g = h / (H / KV);  /* its kv head */
+        int64_t kv = (int64_t)g * context * hs;
         float *sh = scores + (int64_t)h * n, top = -INFINITY, total = 0.0f;
         for (int t = 0; t < n; t++) {
-            sh[t] = dot(q + (int64_t)h * hs, k + kv + (int64_t)t * hs, hs) * scale;
+            const float *kt = knew && t == n - 1 ? knew + (int64_t)g * hs : k + kv + (int64_t)t * hs;
+            sh[t] = dot(q + (int64_t)h * hs, kt, hs) * scale;
             top = sh[t] > top ? sh[t] : top;
         }
         for (int t = 0; t < n; t++) total += sh[t] = expf(sh[t] - top);
         float *yh = y + (int64_t)h * hs;
         memset(yh, 0, hs * sizeof(float));
-        for (int t = 0; t < n; t++) axpy(yh, sh[t] / total, v + kv + (int64_t)t * hs, hs);
+        for (int t = 0; t < n; t++)
+            axpy(yh, sh[t] / total, vnew && t == n - 1 ? vnew + (int64_t)g * hs : v + kv + (int64_t)t * hs, hs);
     }
 }
 
 void attend_one(float *y, const float *q, const float *k, const float *v, float *scores, int H, int KV,
                 int context, int hs, int n, float scale, int threads) {
     #pragma omp parallel num_threads(threads)
-    heads(y, q, k, v, scores, H, KV, context, hs, n, scale);
+    heads(y, q, k, v, 0, 0, scores, H, KV, context, hs, n, scale);
 }

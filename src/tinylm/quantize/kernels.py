@@ -88,7 +88,7 @@ def load_library(path: Path) -> ctypes.CDLL:
     lib.matmul_f32.argtypes = [p, p, p, i, i, i, i]
     lib.attend_one.argtypes = [p] * 5 + [i] * 5 + [f, i]
     lib.decode_step.argtypes = [p] * 4 + [i] * 4 + [p, i]
-    lib.decode_scratch_bytes.argtypes = [p]
+    lib.decode_scratch_bytes.argtypes = [p, i]
     lib.decode_scratch_bytes.restype = ctypes.c_size_t
     for fn in (lib.matmul_q8, lib.matmul_q4, lib.quantize_act, lib.matmul_f32, lib.attend_one, lib.decode_step):
         fn.restype = None
