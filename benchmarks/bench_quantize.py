@@ -6,6 +6,9 @@ Batch 1, greedy, 256 new tokens, 2 threads, random weights of the stories15M and
 `activations` column says what each row multiplied its quantized matrices with (the NumPy runtime: int8
 blocks of 32 by default, TINYLM_ACTIVATIONS=float32 for the exact path; the torch engine: float32):
 
+Each shape and scheme is measured for tinylm and then at once for llama.cpp (where it has the type), so
+that the two see about the same load on a shared machine; the last lines give their ratio.
+
 python benchmarks/bench_quantize.py
 python benchmarks/bench_quantize.py --shapes stories15M --schemes fp32,q8_0,q4_0 --repeats 1
 """
@@ -16,6 +19,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +28,11 @@ from tinylm.config import get_preset
 from tinylm.generate import bench
 from tinylm.quantize import SCHEMES
 
-GGUF_TYPES = ("f32", "q8_0", "q4_0")  # what we export for llama.cpp: float, or our own blocks
+GGUF_TYPES = {"fp32": "f32", "q8_0": "q8_0", "q4_0": "q4_0"}  # what we export for llama.cpp: float, or our own blocks
 
 
-def llama_cpp_rows(shapes: list[str], tokens: int, threads: int, repeats: int) -> list[tuple[str, str, float, int]]:
+def llama_cpp_rows(shapes: list[str], tokens: int, threads: int, repeats: int,
+                   kinds: Iterable[str] = GGUF_TYPES.values()) -> list[tuple[str, str, float, int]]:  # fmt: skip
     """(shape, GGUF type, best decode tok/s, file bytes) of llama.cpp on our exports; none without
     llama-cpp-python. A decode step reads every tensor of the file once (the tied head is the embedding)."""
     try:
@@ -38,7 +43,7 @@ def llama_cpp_rows(shapes: list[str], tokens: int, threads: int, repeats: int) -
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for shape in shapes:
-            for kind in GGUF_TYPES:
+            for kind in kinds:
                 path = export_gguf(shape, kind, Path(tmp))
                 llm = llama_cpp.Llama(model_path=str(path), n_threads=threads, n_ctx=tokens + 8, verbose=False)
                 best = 0.0
@@ -86,15 +91,21 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=256)
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
-    shapes = args.shapes.split(",")
-    results, bandwidth = bench.run(shapes, args.engines.split(","), [args.threads], args.tokens, 16, args.repeats,
-                                   schemes=args.schemes.split(","))  # fmt: skip
+    results, rows, bandwidth = [], [], {}
+    for shape in args.shapes.split(","):
+        for scheme in args.schemes.split(","):
+            got, bandwidth = bench.run([shape], args.engines.split(","), [args.threads], args.tokens, 16,
+                                       args.repeats, schemes=[scheme])  # fmt: skip
+            results += got
+            if scheme in GGUF_TYPES:
+                rows += llama_cpp_rows([shape], args.tokens, args.threads, args.repeats, [GGUF_TYPES[scheme]])
     print(bench.format_table(results, bandwidth))
-    rows = llama_cpp_rows(shapes, args.tokens, args.threads, args.repeats)
+    ours = {(r.shape, GGUF_TYPES.get(r.scheme)): r.decode_tok_s for r in results if r.engine == "numpy"}
     for shape, kind, tok_s, size in rows:
         bound = bandwidth[args.threads] * 1e9 / size
+        ratio = f"; tinylm NumPy runtime / llama.cpp {ours[shape, kind] / tok_s:.2f}x" if (shape, kind) in ours else ""
         print(f"llama.cpp {shape} {kind}: {tok_s:,.1f} tok/s ({100 * tok_s / bound:.0f}% of the bound for its "
-              f"{size / 1e6:,.0f} MB file)")  # fmt: skip
+              f"{size / 1e6:,.0f} MB file){ratio}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -182,12 +182,27 @@ static float row_plain_f32(const float *w, const float *x, int n) {
 }
 
 /* ---- the products: blocks of ROWS rows split over threads, each block against every activation row
-   (the block's weights stay in the L1 cache across the B rows). Output o of row b lands at y[b * m + o]. */
+   (the block's weights stay in the L1 cache across the B rows). Output o of row b lands at y[b * m + o].
 
-void matmul_q8(float *y, const float *x, const int8_t *q, const float *scale,
-               int B, int n, int m, int group, int threads) {
+   Each product's loop over blocks is an OpenMP work-sharing loop (rows_*), not a parallel region of its
+   own: the matmul_* functions open a region around one, and the decode step (decode.c) calls them all
+   inside the one region of its token, so that a token's threads start once, not once per product. */
+
+/* where a product's outputs go: y (B, m), plus bias (m) where not NULL, added to what y holds where
+   `add` (a residual: y + (x W^T + bias), the order NumPy's y = x @ W.T; y += b; r = r + y takes) */
+typedef struct { float *y; const float *bias; int add; } dest;
+
+INLINE void store(dest d, int b, int m, int o, const float *out, int R) {
+    float *y = d.y + (int64_t)b * m + o;
+    for (int r = 0; r < R; r++) {
+        float v = d.bias ? out[r] + d.bias[o + r] : out[r];
+        y[r] = d.add ? y[r] + v : v;
+    }
+}
+
+static void rows_q8(dest d, const float *x, const int8_t *q, const float *scale, int B, int n, int m, int group) {
     int groups = n / group;
-    #pragma omp parallel for num_threads(threads) schedule(static)
+    #pragma omp for schedule(static)
     for (int o = 0; o < m; o += ROWS) {
         float out[ROWS];
         int R = m - o < ROWS ? m - o : ROWS;
@@ -198,18 +213,24 @@ void matmul_q8(float *y, const float *x, const int8_t *q, const float *scale,
             if (group % VLEN) for (int r = 0; r < R; r++) out[r] = row_plain_q8(qo + (int64_t)r * n, so + r * groups, xb, n, group);
             else if (R == ROWS) block_q8(out, qo, so, xb, n, group, ROWS);
             else for (int r = 0; r < R; r++) block_q8(out + r, qo + (int64_t)r * n, so + r * groups, xb, n, group, 1);
-            for (int r = 0; r < R; r++) y[(int64_t)b * m + o + r] = out[r];
+            store(d, b, m, o, out, R);
         }
     }
 }
 
-/* xsum: scratch of B * n / group floats (used with mins or an offset) */
-void matmul_q4(float *y, const float *x, const uint8_t *q, const float *scale, const float *mins,
-               const float *lut, float offset, float *xsum, int B, int n, int m, int group, int threads) {
+void matmul_q8(float *y, const float *x, const int8_t *q, const float *scale,
+               int B, int n, int m, int group, int threads) {
+    dest d = {y, 0, 0};
+    #pragma omp parallel num_threads(threads)
+    rows_q8(d, x, q, scale, B, n, m, group);
+}
+
+/* xsum (B, n / group): each group's sum of x (group_sums), read where there are mins or an offset */
+static void rows_q4(dest d, const float *x, const uint8_t *q, const float *scale, const float *mins,
+                    const float *lut, float offset, const float *xsum, int B, int n, int m, int group) {
     int groups = n / group;
     int shifted = mins || offset != 0.0f;
-    if (shifted) group_sums(xsum, x, B, n, group);
-    #pragma omp parallel for num_threads(threads) schedule(static)
+    #pragma omp for schedule(static)
     for (int o = 0; o < m; o += ROWS) {
         float out[ROWS];
         int R = m - o < ROWS ? m - o : ROWS;
@@ -218,18 +239,25 @@ void matmul_q4(float *y, const float *x, const uint8_t *q, const float *scale, c
         for (int b = 0; b < B; b++) {
             if (R == ROWS) block_q4(out, qo, so, lut, x + (int64_t)b * n, n, group, ROWS);
             else for (int r = 0; r < R; r++) block_q4(out + r, qo + (int64_t)r * (n / 2), so + r * groups, lut, x + (int64_t)b * n, n, group, 1);
-            for (int r = 0; r < R; r++) {
-                if (shifted)
+            if (shifted)
+                for (int r = 0; r < R; r++)
                     out[r] += offset_sum(mins ? mins + (int64_t)(o + r) * groups : 0, offset, so + r * groups, xsum + b * groups, groups);
-                y[(int64_t)b * m + o + r] = out[r];
-            }
+            store(d, b, m, o, out, R);
         }
     }
 }
 
-/* float32 weights w (m, n): the output head kept in float, and float checkpoints' layers */
-void matmul_f32(float *y, const float *x, const float *w, int B, int n, int m, int threads) {
-    #pragma omp parallel for num_threads(threads) schedule(static)
+/* xsum: scratch of B * n / group floats (used with mins or an offset) */
+void matmul_q4(float *y, const float *x, const uint8_t *q, const float *scale, const float *mins,
+               const float *lut, float offset, float *xsum, int B, int n, int m, int group, int threads) {
+    dest d = {y, 0, 0};
+    if (mins || offset != 0.0f) group_sums(xsum, x, B, n, group);
+    #pragma omp parallel num_threads(threads)
+    rows_q4(d, x, q, scale, mins, lut, offset, xsum, B, n, m, group);
+}
+
+static void rows_f32(dest d, const float *x, const float *w, int B, int n, int m) {
+    #pragma omp for schedule(static)
     for (int o = 0; o < m; o += ROWS) {
         float out[ROWS];
         int R = m - o < ROWS ? m - o : ROWS;
@@ -239,9 +267,16 @@ void matmul_f32(float *y, const float *x, const float *w, int B, int n, int m, i
             if (n % VLEN) for (int r = 0; r < R; r++) out[r] = row_plain_f32(wo + (int64_t)r * n, xb, n);
             else if (R == ROWS) block_f32(out, wo, xb, n, ROWS);
             else for (int r = 0; r < R; r++) block_f32(out + r, wo + (int64_t)r * n, xb, n, 1);
-            for (int r = 0; r < R; r++) y[(int64_t)b * m + o + r] = out[r];
+            store(d, b, m, o, out, R);
         }
     }
+}
+
+/* float32 weights w (m, n): the output head kept in float, and float checkpoints' layers */
+void matmul_f32(float *y, const float *x, const float *w, int B, int n, int m, int threads) {
+    dest d = {y, 0, 0};
+    #pragma omp parallel num_threads(threads)
+    rows_f32(d, x, w, B, n, m);
 }
 
 /* ---- int8 activations, as llama.cpp multiplies q8_0/q4_0: x is rounded to int8 in blocks of 32
@@ -530,35 +565,30 @@ INLINE void rows_a8(float *out, const void *q, const float *s, act_row a, int n,
                  bits, 1);
 }
 
-/* y (B, m) = x (B, n, float32, rounded here) @ W^T for 8-bit (q8) or linear 4-bit (q4: v = nibble +
-   offset, an integer) weights, scales (m, n / group), optional mins. n and group are multiples of 32;
-   on AVX-512 a group other than 32 must be a multiple of 64 or n (a step's two blocks share a scale).
-   Returns 0, or -1 without memory for the scratch. */
-int matmul_a8(float *y, const float *x, const int8_t *q8, const uint8_t *q4, const float *scale,
-              const float *mins, int offset, int B, int n, int m, int group, int threads) {
-    int groups = n / group, npad = (n + STEP_BYTES - 1) / STEP_BYTES * STEP_BYTES;
-    int bits = q8 ? 8 : 4, k = q8 ? Q8_K : offset;
-    /* per activation row: x, corr and xdv (npad bytes each, whole vectors: 64-byte aligned, so that no
-       load splits a cache line), then xq and xd; then everyone's xsum */
-    size_t per_row = 3 * (size_t)npad + n + n / 32 * 4, bytes = B * per_row + (size_t)B * groups * 4;
-    char *scratch = aligned_alloc(64, (bytes + 63) / 64 * 64);
-    if (!scratch) return -1;
-    act_row *acts = malloc(B * sizeof(act_row));
-    if (!acts) { free(scratch); return -1; }
-    float *xsum = (float *)(scratch + B * per_row);
-    for (int b = 0; b < B; b++) {
-        char *p = scratch + b * per_row;
-        acts[b].x = (int8_t *)p;
-        acts[b].corr = (int32_t *)(p + npad);
-        acts[b].xdv = (float *)(p + 2 * npad);
-        int8_t *xq = (int8_t *)(p + 3 * npad);
-        float *xd = (float *)(p + 3 * npad + n);
-        const float *xb = x + (int64_t)b * n;
-        if (bits == 8) prepare_act(acts[b], xq, xd, xsum + b * groups, xb, n, npad, 8, k, group);
-        else prepare_act(acts[b], xq, xd, xsum + b * groups, xb, n, npad, 4, k, group);
-    }
-    const void *q = q8 ? (const void *)q8 : (const void *)q4;
-    #pragma omp parallel for num_threads(threads) schedule(static)
+/* bytes of one activation row's scratch for a8_row: x, corr and xdv (npad bytes each, whole vectors:
+   64-byte aligned, so that no load splits a cache line), then xq and xd; rounded up to 64 bytes */
+static size_t a8_row_bytes(int n) {
+    int npad = (n + STEP_BYTES - 1) / STEP_BYTES * STEP_BYTES;
+    return (3 * (size_t)npad + n + n / 32 * 4 + 63) / 64 * 64;
+}
+
+/* x (n floats) rounded and laid out for `bits`-bit weights with constant k in p (a8_row_bytes(n),
+   64-byte aligned); xsum (n / group) */
+static act_row a8_row(char *p, float *xsum, const float *x, int n, int group, int bits, int k) {
+    int npad = (n + STEP_BYTES - 1) / STEP_BYTES * STEP_BYTES;
+    act_row a = {(int8_t *)p, (int32_t *)(p + npad), (float *)(p + 2 * npad)};
+    int8_t *xq = (int8_t *)(p + 3 * npad);
+    float *xd = (float *)(p + 3 * npad + n);
+    if (bits == 8) prepare_act(a, xq, xd, xsum, x, n, npad, 8, k, group);
+    else prepare_act(a, xq, xd, xsum, x, n, npad, 4, k, group);
+    return a;
+}
+
+/* the weights (q, bits-bit) times B prepared activation rows acts, with their xsum (B, n / group) */
+static void rows_int8(dest d, const act_row *acts, const float *xsum, const void *q, const float *scale,
+                      const float *mins, int B, int n, int m, int group, int bits) {
+    int groups = n / group;
+    #pragma omp for schedule(static)
     for (int o = 0; o < m; o += A8_ROWS) {
         float out[A8_ROWS];
         int R = m - o < A8_ROWS ? m - o : A8_ROWS;
@@ -567,13 +597,33 @@ int matmul_a8(float *y, const float *x, const int8_t *q8, const uint8_t *q4, con
         for (int b = 0; b < B; b++) {
             if (bits == 8) rows_a8(out, qo, so, acts[b], n, group, 8, R);
             else rows_a8(out, qo, so, acts[b], n, group, 4, R);
-            for (int r = 0; r < R; r++) {
-                const float *mr = mins ? mins + (int64_t)(o + r) * groups : 0;
-                if (mr) out[r] += offset_sum(mr, 0.0f, so + r * groups, xsum + b * groups, groups);
-                y[(int64_t)b * m + o + r] = out[r];
-            }
+            if (mins)
+                for (int r = 0; r < R; r++)
+                    out[r] += offset_sum(mins + (int64_t)(o + r) * groups, 0.0f, so + r * groups, xsum + b * groups, groups);
+            store(d, b, m, o, out, R);
         }
     }
+}
+
+/* y (B, m) = x (B, n, float32, rounded here) @ W^T for 8-bit (q8) or linear 4-bit (q4: v = nibble +
+   offset, an integer) weights, scales (m, n / group), optional mins. n and group are multiples of 32;
+   on AVX-512 a group other than 32 must be a multiple of 64 or n (a step's two blocks share a scale).
+   Returns 0, or -1 without memory for the scratch. */
+int matmul_a8(float *y, const float *x, const int8_t *q8, const uint8_t *q4, const float *scale,
+              const float *mins, int offset, int B, int n, int m, int group, int threads) {
+    int groups = n / group, bits = q8 ? 8 : 4, k = q8 ? Q8_K : offset;
+    size_t per_row = a8_row_bytes(n), bytes = B * per_row + (size_t)B * groups * 4;
+    char *scratch = aligned_alloc(64, (bytes + 63) / 64 * 64);  /* the rows' scratch, then their xsum */
+    if (!scratch) return -1;
+    act_row *acts = malloc(B * sizeof(act_row));
+    if (!acts) { free(scratch); return -1; }
+    float *xsum = (float *)(scratch + B * per_row);
+    for (int b = 0; b < B; b++)
+        acts[b] = a8_row(scratch + b * per_row, xsum + b * groups, x + (int64_t)b * n, n, group, bits, k);
+    dest d = {y, 0, 0};
+    const void *q = q8 ? (const void *)q8 : (const void *)q4;
+    #pragma omp parallel num_threads(threads)
+    rows_int8(d, acts, xsum, q, scale, mins, B, n, m, group, bits);
     free(acts);
     free(scratch);
     return 0;
@@ -598,21 +648,33 @@ static void axpy(float *y, float a, const float *x, int n) {
 
 /* y (H, hs) = softmax(q k^T * scale) v for each of the H query heads, q (H, hs); keys and values are
    one cache row, (KV, context, hs), of which the first n positions are read; query head h uses
-   kv head h / (H / KV). scores: scratch of H * n floats. Heads are split over threads: each reads its
-   own keys and values, so on a long prefix the heads' reads add up to as much as a small matrix. */
-void attend_one(float *y, const float *q, const float *k, const float *v, float *scores, int H, int KV,
-                int context, int hs, int n, float scale, int threads) {
-    #pragma omp parallel for num_threads(threads) schedule(static)
+   kv head h / (H / KV). scores: scratch of H * n floats. Heads are split over threads (a work-sharing
+   loop, as the products'): each reads its own keys and values, so on a long prefix the heads' reads
+   add up to as much as a small matrix. */
+/* knew, vnew (KV, hs), where not NULL: the last position's keys and values, read there instead of from
+   the cache (the decode step's threads attend before the cache row is written, without waiting for it) */
+static void heads(float *y, const float *q, const float *k, const float *v, const float *knew, const float *vnew,
+                  float *scores, int H, int KV, int context, int hs, int n, float scale) {
+    #pragma omp for schedule(static)
     for (int h = 0; h < H; h++) {
-        int64_t kv = (int64_t)(h / (H / KV)) * context * hs;
+        int g = h / (H / KV);  /* its kv head */
+        int64_t kv = (int64_t)g * context * hs;
         float *sh = scores + (int64_t)h * n, top = -INFINITY, total = 0.0f;
         for (int t = 0; t < n; t++) {
-            sh[t] = dot(q + (int64_t)h * hs, k + kv + (int64_t)t * hs, hs) * scale;
+            const float *kt = knew && t == n - 1 ? knew + (int64_t)g * hs : k + kv + (int64_t)t * hs;
+            sh[t] = dot(q + (int64_t)h * hs, kt, hs) * scale;
             top = sh[t] > top ? sh[t] : top;
         }
         for (int t = 0; t < n; t++) total += sh[t] = expf(sh[t] - top);
         float *yh = y + (int64_t)h * hs;
         memset(yh, 0, hs * sizeof(float));
-        for (int t = 0; t < n; t++) axpy(yh, sh[t] / total, v + kv + (int64_t)t * hs, hs);
+        for (int t = 0; t < n; t++)
+            axpy(yh, sh[t] / total, vnew && t == n - 1 ? vnew + (int64_t)g * hs : v + kv + (int64_t)t * hs, hs);
     }
+}
+
+void attend_one(float *y, const float *q, const float *k, const float *v, float *scores, int H, int KV,
+                int context, int hs, int n, float scale, int threads) {
+    #pragma omp parallel num_threads(threads)
+    heads(y, q, k, v, 0, 0, scores, H, KV, context, hs, n, scale);
 }

@@ -1,7 +1,8 @@
 """Matrix products for decoding: our C kernels (kernels.c), compiled on first use, or NumPy.
 
-The C file is compiled with the system `cc` (-O3 -march=native -fopenmp) into the cache directory
-($TINYLM_CACHE/kernels, named by a hash of the source, flags and CPU, so a shared home directory on
+The C files (kernels.c, and decode.c, which includes it: the NumPy runtime's whole decode step) are
+compiled with the system `cc` (-O3 -march=native -fopenmp) into one library in the cache directory
+($TINYLM_CACHE/kernels, named by a hash of the sources, flags and CPU, so a shared home directory on
 another CPU compiles its own) and loaded with ctypes: no build step at install, no dependency, and
 the speed does not hang on which BLAS a wheel picked. `matmul` multiplies by quantized matrices
 (Forms) and by float32 ones (the output head kept in float, float checkpoints in the NumPy runtime).
@@ -39,7 +40,8 @@ import numpy as np
 from tinylm.errors import TinyLMError
 from tinylm.quantize.blocks import LINEAR, Form
 
-SOURCE = Path(__file__).with_name("kernels.c")
+SOURCE = Path(__file__).with_name("decode.c")  # what cc compiles: the decode step, which includes kernels.c
+SOURCES = (SOURCE.with_name("kernels.c"), SOURCE)
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp")
 SMALL_BATCH = 8
 INT8_ROWS = 64  # up to this many activation rows the int8 kernel beats dequantize-then-BLAS (see above)
@@ -85,7 +87,10 @@ def load_library(path: Path) -> ctypes.CDLL:
     lib.matmul_a8.restype = ctypes.c_int
     lib.matmul_f32.argtypes = [p, p, p, i, i, i, i]
     lib.attend_one.argtypes = [p] * 5 + [i] * 5 + [f, i]
-    for fn in (lib.matmul_q8, lib.matmul_q4, lib.quantize_act, lib.matmul_f32, lib.attend_one):
+    lib.decode_step.argtypes = [p] * 4 + [i] * 4 + [p, i]
+    lib.decode_scratch_bytes.argtypes = [p, i]
+    lib.decode_scratch_bytes.restype = ctypes.c_size_t
+    for fn in (lib.matmul_q8, lib.matmul_q4, lib.quantize_act, lib.matmul_f32, lib.attend_one, lib.decode_step):
         fn.restype = None
     return lib
 
@@ -97,7 +102,8 @@ def library() -> ctypes.CDLL | None:
         return None
     from tinylm.data.download import cache_dir
 
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu().encode()).hexdigest()[:16]
+    sources = b"".join(source.read_bytes() for source in SOURCES)
+    key = hashlib.sha256(sources + " ".join(FLAGS).encode() + _cpu().encode()).hexdigest()[:16]
     path = cache_dir() / "kernels" / f"tinylm_quant_{key}.so"
     try:
         if not path.is_file() and not compile_library(path):
@@ -113,12 +119,13 @@ def briefly_spinning_threads() -> Iterator[None]:
     """Load a kernel library with GOMP_SPINCOUNT=20000 (unless the user set it or OMP_WAIT_POLICY), for this
     load only.
 
-    The system libgomp our kernels link reads the variable once, when it loads. A decode token makes
-    ~50-80 short parallel calls: threads that go to sleep after each (OMP_WAIT_POLICY=passive) pay a
-    wakeup per call and halved decode on a quiet machine (stories15M fp32, NumPy runtime, 2 threads:
-    174-181 vs 320-434 tok/s), while threads that spin for long (libgomp's default, or active) hold a
-    core that torch's or BLAS's threads, or another process, need. A short spin keeps the threads awake
-    between one token's calls and lets them sleep between tokens and under load. It is restored after
+    The system libgomp our kernels link reads the variable once, when it loads. A decode token waits at
+    ~50-130 points (barriers between the stages of the C decode step, or the ends of as many parallel
+    kernel calls on the Python path): threads that go to sleep at each (OMP_WAIT_POLICY=passive) pay a
+    wakeup each and halved decode on a quiet machine (stories15M fp32, NumPy runtime, 2 threads, measured
+    with a call per product: 174-181 vs 320-434 tok/s), while threads that spin for long (libgomp's
+    default, or active) hold a core that torch's or BLAS's threads, or another process, need. A short
+    spin keeps the threads awake within a token and lets them sleep between tokens and under load. It is restored after
     the load so that processes started later, whose torch reads it too, are not changed."""
     given = os.environ.get("GOMP_SPINCOUNT")
     if given is None and "OMP_WAIT_POLICY" not in os.environ:
@@ -157,8 +164,8 @@ def matmul(x: np.ndarray, w: Form | np.ndarray, threads: int | None = None, out:
     B, n = x.shape
     m = w.shape[0]
     lib = library()
-    int8 = activations == "int8" and isinstance(w, Form) and takes_int8_activations(w)
-    if lib is None or B > (INT8_ROWS if int8 else SMALL_BATCH):
+    kind = product_kind(w, activations)
+    if lib is None or B > (INT8_ROWS if kind == "int8" else SMALL_BATCH):
         return np.matmul(x, (w if isinstance(w, np.ndarray) else w.dequantize()).T, out=out)
     y = out if out is not None else np.empty((B, m), dtype=np.float32)
     threads = threads or default_threads()
@@ -166,16 +173,28 @@ def matmul(x: np.ndarray, w: Form | np.ndarray, threads: int | None = None, out:
         lib.matmul_f32(_ptr(y), _ptr(x), _ptr(np.ascontiguousarray(w, dtype=np.float32)), B, n, m, threads)
         return y
     q, scale, mins, lut = w.addresses  # a 4-bit form without a table (LINEAR): the kernel converts nibbles
-    if int8:
+    if kind == "int8":
         q8, q4 = (q, None) if w.bits == 8 else (None, q)
         if lib.matmul_a8(_ptr(y), _ptr(x), q8, q4, scale, mins, int(w.offset), B, n, m, w.group, threads):
             raise MemoryError("kernels: no memory for the rounded activations")
-    elif w.bits == 8:
+    elif kind == "q8":
         lib.matmul_q8(_ptr(y), _ptr(x), q, scale, B, n, m, w.group, threads)
     else:
         xsum = np.empty(B * (n // w.group), dtype=np.float32)
         lib.matmul_q4(_ptr(y), _ptr(x), q, scale, mins, lut, w.offset, _ptr(xsum), B, n, m, w.group, threads)
     return y
+
+
+def product_kind(w: object, activations: str) -> str | None:
+    """How the C kernels multiply rows by w: "f32" (a float32 matrix), "int8" (activations rounded to
+    int8 first), "q8" or "q4" (an 8- or 4-bit form, float32 activations); None: not a matrix of ours."""
+    if isinstance(w, np.ndarray):
+        return "f32"
+    if not isinstance(w, Form):
+        return None
+    if activations == "int8" and takes_int8_activations(w):
+        return "int8"
+    return "q8" if w.bits == 8 else "q4"
 
 
 def takes_int8_activations(w: Form) -> bool:
