@@ -13,16 +13,13 @@ step's numbers are tested against.
 from __future__ import annotations
 
 import ctypes
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
 from tinylm.errors import TinyLMError
 from tinylm.quantize import kernels
 from tinylm.quantize.blocks import Form
-
-if TYPE_CHECKING:
-    from tinylm.runtime import NumpyModel
 
 _p, _i = ctypes.c_void_p, ctypes.c_int
 KINDS = {"f32": 0, "q8": 1, "q4": 2, "int8": 3}  # decode.c's MAT_*
@@ -50,7 +47,7 @@ class DecodeStep:
     """One token of one cache row through the whole model: `step(token, pos, row, k_cache, v_cache,
     threads)` -> logits (1, vocab), the token's keys and values written at `pos` of cache row `row`."""
 
-    def __init__(self, lib: ctypes.CDLL, model: NumpyModel, kinds: list[str]):
+    def __init__(self, lib: ctypes.CDLL, model: Any, kinds: list[str]):
         cfg = self.config = model.config
         self.lib, self.kinds = lib, kinds
         self.keep: list[np.ndarray] = []  # arrays made here, whose addresses the structs hold
@@ -84,8 +81,8 @@ class DecodeStep:
         self.scratch_at = -self.scratch.ctypes.data % 64 + self.scratch.ctypes.data
 
     @classmethod
-    def build(cls, model: NumpyModel) -> DecodeStep | None:
-        """The C step for `model`, or None where it does not apply (see the module's docstring)."""
+    def build(cls, model: Any) -> DecodeStep | None:
+        """The C step for `model` (a tinylm.runtime.NumpyModel, which imports this module), or None where it does not apply (see the module's docstring)."""
         lib = kernels.library()
         matrices = [m for layer in model.layers for m in (layer.wqkv, layer.wo, layer.w1, layer.w2)] + [model.head]
         kinds = [kernels.product_kind(m, model.activations) for m in matrices]
