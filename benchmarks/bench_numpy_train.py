@@ -165,6 +165,7 @@ def shapes(vocab: int, context: int) -> dict[str, ModelConfig]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", default="1,2", help="thread counts of both engines, comma-separated (default 1,2)")
+    p.add_argument("--shapes", default="stories260K,gpt-micro", help="model shapes, comma-separated (default both)")
     p.add_argument("--batch", type=int, default=8, help="sequences per step (default 8)")
     p.add_argument("--context", type=int, default=256, help="tokens per sequence (default 256)")
     p.add_argument("--vocab", type=int, default=512, help="vocabulary of the speed test (stories260K's: 512)")
@@ -184,12 +185,13 @@ def main() -> None:
     for threads in counts:
         use(threads)
         for name, cfg in shapes(args.vocab, args.context).items():
-            throughput(name, cfg, threads, args)
+            if name in args.shapes.split(","):
+                throughput(name, cfg, threads, args)
     if args.curve_steps:
         text = args.text.read_bytes()
         chars, ids = np.unique(np.frombuffer(text, np.uint8), return_inverse=True)
         runs = {name: curves(cfg, ids.astype(np.int64), counts[-1], args)
-                for name, cfg in shapes(len(chars), args.curve_context).items()}  # fmt: skip
+                for name, cfg in shapes(len(chars), args.curve_context).items() if name in args.shapes.split(",")}  # fmt: skip
         report_curves(runs, args.curve_steps, args.plot)
 
 
