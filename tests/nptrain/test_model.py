@@ -148,3 +148,6 @@ def test_an_error_in_a_worker_process_is_raised_here_and_the_model_goes_on():
     x, y = x[:, :-1], x[:, 1:]
     assert model.loss_and_backward(x, y) == pytest.approx(plain.loss_and_backward(x, y), rel=1e-12)
     np.testing.assert_allclose(model.flat_grad, plain.flat_grad, rtol=1e-10, atol=1e-14)
+    model.workers.processes[0].kill()  # as the kernel's out-of-memory killer would
+    with pytest.raises(TinyLMError, match=r"worker process .* has died"):
+        model.loss(x, y)

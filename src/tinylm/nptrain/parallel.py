@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from tinylm.blas import set_blas_threads
+from tinylm.errors import TinyLMError
 
 
 def shared_zeros(size: int, dtype: np.dtype) -> np.ndarray:
@@ -37,26 +38,38 @@ class Workers:
 
     def __init__(self, count: int, job: Callable[..., Any]):
         context = multiprocessing.get_context("fork")  # the workers start with the model in memory
-        self.pipes, processes = [], []
+        self.pipes, self.processes = [], []
         for i in range(1, count + 1):
             ours, theirs = context.Pipe()
-            processes.append(context.Process(target=_serve, args=(i, job, theirs, ours), daemon=True, name=f"nptrain-{i}"))
-            processes[-1].start()
+            worker = context.Process(target=_serve, args=(i, job, theirs, ours), daemon=True, name=f"nptrain-{i}")
+            worker.start()
             theirs.close()
             self.pipes.append(ours)
+            self.processes.append(worker)
         # the workers stop when the model is dropped, or when this process ends (their pipes close)
-        weakref.finalize(self, _stop, list(self.pipes), processes)
+        weakref.finalize(self, _stop, list(self.pipes), list(self.processes))
 
     def send(self, i: int, *args: Any) -> None:
-        self.pipes[i - 1].send(args)
+        try:
+            self.pipes[i - 1].send(args)
+        except OSError:
+            raise _died() from None
 
     def results(self, workers: list[int]) -> list[Any]:
         """Each worker's answer to its last `send`; waits for all of them, then re-raises an error."""
-        answers = [self.pipes[i - 1].recv() for i in workers]
+        try:
+            answers = [self.pipes[i - 1].recv() for i in workers]
+        except (EOFError, OSError):  # the worker's end of the pipe closed, or was reset
+            raise _died() from None
         for ok, value in answers:
             if not ok:
                 raise value
         return [value for _, value in answers]
+
+
+def _died() -> TinyLMError:
+    return TinyLMError("a worker process of the NumPy trainer has died (out of memory?); "
+                       "train with fewer --threads or a smaller --batch-size")  # fmt: skip
 
 
 def _serve(i: int, job: Callable[..., Any], pipe, main_end) -> None:
