@@ -26,6 +26,7 @@ import numpy as np
 
 from tinylm.blas import set_blas_threads
 from tinylm.errors import TinyLMError
+from tinylm.nptrain.memory import keep_freed_memory
 
 
 def shared_zeros(size: int, dtype: np.dtype) -> np.ndarray:
@@ -73,11 +74,13 @@ def _died() -> TinyLMError:
 
 
 def _serve(i: int, job: Callable[..., Any], pipe, main_end) -> None:
-    """A worker's loop: one BLAS thread (the other parts run on the other cores), Ctrl-C left to the
-    main process (which finishes the step it is in, with the workers' help, before it stops)."""
+    """A worker's loop: one BLAS thread (the other parts run on the other cores), freed memory kept
+    for the next step as the trainer keeps it (tinylm.nptrain.memory), Ctrl-C left to the main
+    process (which finishes the step it is in, with the workers' help, before it stops)."""
     main_end.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_blas_threads(1)
+    keep_freed_memory()
     while True:
         try:
             args = pipe.recv()
