@@ -75,10 +75,12 @@ def _died() -> TinyLMError:
 
 def _serve(i: int, job: Callable[..., Any], pipe, main_end) -> None:
     """A worker's loop: one BLAS thread (the other parts run on the other cores), freed memory kept
-    for the next step as the trainer keeps it (tinylm.nptrain.memory), Ctrl-C left to the main
-    process (which finishes the step it is in, with the workers' help, before it stops)."""
+    for the next step as the trainer keeps it (tinylm.nptrain.memory), Ctrl-C and SIGTERM left to
+    the main process (which finishes the step it is in, with the workers' help, before it stops;
+    a worker stops when its pipe closes)."""
     main_end.close()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.SIG_IGN)
     set_blas_threads(1)
     keep_freed_memory()
     while True:
