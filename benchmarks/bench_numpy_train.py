@@ -17,6 +17,7 @@ python benchmarks/bench_numpy_train.py --threads 2 --repeats 5 --curve-steps 0
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -179,13 +180,14 @@ def main() -> None:
     args = p.parse_args()
     keep_freed_memory()  # as the NumPy trainer does; the torch loop in this process gets the same malloc
     print(f"batch {args.batch} x {args.context} tokens, {args.steps} steps x {args.repeats} alternating repeats, "
-          f"torch {torch.__version__}, numpy {np.__version__}\n")  # fmt: skip
+          f"torch {torch.__version__}, numpy {np.__version__}, load average {os.getloadavg()[0]:.2f}\n")  # fmt: skip
     print("| shape | threads | engine | training tokens/s (range) | median |\n|---|---|---|---|---|")
     counts = [int(n) for n in args.threads.split(",")]
     for threads in counts:
         use(threads)
         for name, cfg in shapes(args.shapes, args.vocab, args.context).items():
             throughput(name, cfg, threads, args)
+    print(f"\nload average after the runs: {os.getloadavg()[0]:.2f} (other processes skew the figures)")
     if args.curve_steps:
         text = args.text.read_bytes()
         chars, ids = np.unique(np.frombuffer(text, np.uint8), return_inverse=True)
