@@ -17,6 +17,7 @@ python benchmarks/bench_numpy_train.py --threads 2 --repeats 5 --curve-steps 0
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -151,20 +152,21 @@ def report_curves(runs: dict[str, dict[str, np.ndarray]], steps: int, plot: Path
 
 def use(threads: int) -> None:
     """As the trainers do: torch's pool gets the threads; the NumPy trainer splits its batch between
-    them (tinylm.nptrain.model), with one BLAS thread under each."""
+    that many processes (tinylm.nptrain.parallel), with one BLAS thread in each."""
     torch.set_num_threads(threads)
     if not set_blas_threads(1 if threads > 1 else threads):
         print("(NumPy's BLAS is not OpenBLAS: its threads follow OPENBLAS_NUM_THREADS, set before the run)")
 
 
-def shapes(vocab: int, context: int) -> dict[str, ModelConfig]:
-    return {"stories260K": get_preset("stories260K").replace(vocab_size=vocab, context_length=context),
-            "gpt-micro": get_preset("gpt-micro").replace(vocab_size=vocab, context_length=context)}  # fmt: skip
+def shapes(names: str, vocab: int, context: int) -> dict[str, ModelConfig]:
+    """The presets named (comma-separated) with the benchmark's vocabulary and context."""
+    return {n: get_preset(n).replace(vocab_size=vocab, context_length=context) for n in names.split(",")}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", default="1,2", help="thread counts of both engines, comma-separated (default 1,2)")
+    p.add_argument("--shapes", default="stories260K,gpt-micro", help="presets, comma-separated (default: stories260K,gpt-micro)")
     p.add_argument("--batch", type=int, default=8, help="sequences per step (default 8)")
     p.add_argument("--context", type=int, default=256, help="tokens per sequence (default 256)")
     p.add_argument("--vocab", type=int, default=512, help="vocabulary of the speed test (stories260K's: 512)")
@@ -178,18 +180,19 @@ def main() -> None:
     args = p.parse_args()
     keep_freed_memory()  # as the NumPy trainer does; the torch loop in this process gets the same malloc
     print(f"batch {args.batch} x {args.context} tokens, {args.steps} steps x {args.repeats} alternating repeats, "
-          f"torch {torch.__version__}, numpy {np.__version__}\n")  # fmt: skip
+          f"torch {torch.__version__}, numpy {np.__version__}, load average {os.getloadavg()[0]:.2f}\n")  # fmt: skip
     print("| shape | threads | engine | training tokens/s (range) | median |\n|---|---|---|---|---|")
     counts = [int(n) for n in args.threads.split(",")]
     for threads in counts:
         use(threads)
-        for name, cfg in shapes(args.vocab, args.context).items():
+        for name, cfg in shapes(args.shapes, args.vocab, args.context).items():
             throughput(name, cfg, threads, args)
+    print(f"\nload average after the runs: {os.getloadavg()[0]:.2f} (other processes skew the figures)")
     if args.curve_steps:
         text = args.text.read_bytes()
         chars, ids = np.unique(np.frombuffer(text, np.uint8), return_inverse=True)
         runs = {name: curves(cfg, ids.astype(np.int64), counts[-1], args)
-                for name, cfg in shapes(len(chars), args.curve_context).items()}  # fmt: skip
+                for name, cfg in shapes(args.shapes, len(chars), args.curve_context).items()}  # fmt: skip
         report_curves(runs, args.curve_steps, args.plot)
 
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import tinylm.model
 from tests.conftest import tiny_gpt2, tiny_llama
+from tinylm.errors import TinyLMError
 from tinylm.model import Model
 from tinylm.nptrain.model import Transformer, parameter_shapes
 from tinylm.train.objectives import cross_entropy
@@ -118,8 +119,9 @@ def test_a_sequence_of_several_attention_blocks_equals_autograd(monkeypatch):
 
 
 def test_threads_split_the_batch_and_sum_to_the_same_loss_and_gradients():
-    """threads > 1: each thread takes a part of the batch (one part with every target ignored, one
-    with none left over: 3 threads, 5 sequences); loss and gradients are the one-thread ones."""
+    """threads > 1: each process takes a part of the batch (one part with every target ignored, one
+    with none left over: 3 processes, 5 sequences); loss and gradients are the one-process ones, and
+    a step after the optimizer changed the parameters in place sees them in every process."""
     cfg = tiny_llama(n_kv_heads=2)
     rng = np.random.default_rng(4)
     x, y = rng.integers(cfg.vocab_size, size=(5, 12)), rng.integers(cfg.vocab_size, size=(5, 12))
@@ -129,5 +131,23 @@ def test_threads_split_the_batch_and_sum_to_the_same_loss_and_gradients():
     for _ in range(2):  # gradients accumulate over calls, as over micro-batches
         assert three.loss_and_backward(x, y, scale=0.5) == pytest.approx(one.loss_and_backward(x, y, scale=0.5), rel=1e-12)
     np.testing.assert_allclose(three.flat_grad, one.flat_grad, rtol=1e-10, atol=1e-14)
-    assert not three.passes[1].flat_grad.any()  # the threads' own gradients were handed over
+    assert not three.passes[1].flat_grad.any()  # the workers' own gradients were handed over
     assert three.loss(x, y) == pytest.approx(one.loss(x, y), rel=1e-12)
+    for model in (one, three):
+        model.flat -= 0.1 * model.flat_grad
+    assert three.loss(x, y) == pytest.approx(one.loss(x, y), rel=1e-12)
+
+
+def test_an_error_in_a_worker_process_is_raised_here_and_the_model_goes_on():
+    cfg = tiny_gpt2()
+    model, plain = Transformer(cfg, dtype=np.float64, seed=1, threads=2), Transformer(cfg, dtype=np.float64, seed=1)
+    rng = np.random.default_rng(5)
+    x = rng.integers(cfg.vocab_size, size=(2, cfg.context_length + 1))
+    with pytest.raises(TinyLMError, match="longer than the context"):
+        model.loss_and_backward(x, x)
+    x, y = x[:, :-1], x[:, 1:]
+    assert model.loss_and_backward(x, y) == pytest.approx(plain.loss_and_backward(x, y), rel=1e-12)
+    np.testing.assert_allclose(model.flat_grad, plain.flat_grad, rtol=1e-10, atol=1e-14)
+    model.workers.processes[0].kill()  # as the kernel's out-of-memory killer would
+    with pytest.raises(TinyLMError, match=r"worker process .* has died"):
+        model.loss(x, y)

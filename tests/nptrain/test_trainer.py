@@ -147,8 +147,8 @@ sys.meta_path.insert(0, NoTorch())
 
 
 def test_cli_trains_where_torch_cannot_be_imported(tmp_path):
-    """`tinylm train --engine numpy` in a process where importing torch fails: it trains, evaluates and
-    writes a checkpoint that torch then loads and resumes."""
+    """`tinylm train --engine numpy --threads 2` (a worker process beside the main one) where importing
+    torch fails: it trains, evaluates and writes a checkpoint that torch then loads and resumes."""
     blocker = tmp_path / "blocker"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(NO_TORCH, encoding="utf-8")
@@ -158,7 +158,7 @@ def test_cli_trains_where_torch_cannot_be_imported(tmp_path):
     out = tmp_path / "run"
     args = ["train", "--data", str(text), "--tokenizer", "char", "--out", str(out), "--layers", "1", "--dim", "16",
             "--heads", "2", "--context", "16", "--batch-size", "8", "--steps", "40", "--lr", "1e-2",
-            "--warmup-steps", "2", "--eval-batches", "2", "--threads", "1", "--engine", "numpy", "--quiet"]  # fmt: skip
+            "--warmup-steps", "2", "--eval-batches", "2", "--threads", "2", "--engine", "numpy", "--quiet"]  # fmt: skip
     src = Path(__file__).resolve().parents[2] / "src"
     env = {"PYTHONPATH": f"{blocker}:{src}", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     probe = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, text=True, env=env)

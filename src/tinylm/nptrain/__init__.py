@@ -6,6 +6,7 @@
   checkpoint.py  the torch trainer's checkpoint files (weights, optimizer, data position)
   trainer.py     the loop behind `tinylm train --engine numpy`
   memory.py      freed activations kept for the next step (no page faults)
+  parallel.py    worker processes that take parts of the batch (--threads), memory shared with them
 
 The data order (tinylm.train.order), token windows (tinylm.train.windows), the run's file names,
 counters and saved state (tinylm.train.progress) and the clean stop (tinylm.train.interrupt) are the

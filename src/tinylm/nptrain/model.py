@@ -10,15 +10,14 @@ index torch's optimizer state uses, which makes optimizer checkpoints interchang
     loss = model.loss_and_backward(x, y)              # x, y (B, T) int arrays; gradients in model.grads
 
 Threads: NumPy runs one element-wise operation on one core, so with threads > 1 the batch's sequences
-are split between threads instead (as data-parallel processes split it), each with its own activations
-and gradients, summed at the end; BLAS then runs one thread per call. NumPy releases the GIL inside its
-loops and BLAS, so the parts run at once.
+are split between that many processes instead (data parallelism, `tinylm.nptrain.parallel`): this one
+and forked workers, each with its own activations and gradients, summed at the end; BLAS then runs
+one thread per call. Parameters and gradients are in memory the processes share.
 """
 
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import numpy as np
@@ -27,6 +26,7 @@ from tinylm.config import ModelConfig
 from tinylm.errors import TinyLMError
 from tinylm.layout import linear_shapes, tensor_layout, tensor_shapes
 from tinylm.nptrain import ops
+from tinylm.nptrain.parallel import Workers, shared_zeros
 
 
 def parameter_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -62,7 +62,7 @@ class Pass:
 class Transformer:
     """tinylm.model.Model in NumPy, for training: `forward` keeps every activation its `backward`
     needs; `backward` adds the gradients into `grads` (views of `flat_grad`, as `params` are of `flat`).
-    threads > 1: `loss_and_backward` and `loss` split the batch between that many threads."""
+    threads > 1: `loss_and_backward` and `loss` split the batch between that many processes."""
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray] | None = None, *,
                  dtype: type = np.float32, seed: int = 0, threads: int = 1):  # fmt: skip
@@ -72,8 +72,9 @@ class Transformer:
         shapes = parameter_shapes(cfg)
         self.names = optimizer_order(cfg)
         self.n_decay = sum(int(np.prod(shapes[n])) for n in self.names if len(shapes[n]) >= 2)
-        self.flat = np.zeros(sum(int(np.prod(s)) for s in shapes.values()), self.dtype)
-        self.flat_grad = np.zeros_like(self.flat)
+        zeros = shared_zeros if threads > 1 else np.zeros  # shared with the worker processes
+        self.flat = zeros(sum(int(np.prod(s)) for s in shapes.values()), self.dtype)
+        self.flat_grad = zeros(self.flat.size, self.dtype)
         self.offsets, at = {}, 0
         for n in self.names:
             self.offsets[n] = at
@@ -90,12 +91,12 @@ class Transformer:
                                             else (ops.gelu_exact_forward, ops.gelu_exact_backward))  # fmt: skip
         if cfg.positions == "rope":
             self.rotation = ops.rope_rotation(cfg.context_length, cfg.head_dim, cfg.rope_theta, self.dtype)
-        # one pass per thread; the first adds into the model's gradients, the others into their own
+        # one pass per process; the first adds into the model's gradients, the others into their own
         self.passes = [Pass(self.flat_grad, self.grads)]
         for _ in range(threads - 1):
-            flat_grad = np.zeros_like(self.flat)
+            flat_grad = shared_zeros(self.flat.size, self.dtype)
             self.passes.append(Pass(flat_grad, self._views(flat_grad)))
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="nptrain") if threads > 1 else None
+        self.workers = Workers(threads - 1, self._loss) if threads > 1 else None
 
     def _views(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         """Every named tensor as a view into a flat array laid out as `self.flat`."""
@@ -197,21 +198,18 @@ class Transformer:
 
     def loss_and_backward(self, idx: np.ndarray, targets: np.ndarray, scale: float = 1.0) -> float:
         """Mean cross-entropy of the batch; adds the gradients of `scale` * loss to self.grads."""
-        loss = self._split(idx, targets, lambda run, x, y, share: self._loss(run, x, y, scale * share, backward=True))
-        if self.pool is not None:  # the threads' gradients, summed in a fixed order (same sums every run)
-            list(self.pool.map(self._gather_grads, ops.row_blocks(self.flat_grad)))
+        loss, parts = self._split(idx, targets, scale, backward=True)
+        for run in self.passes[1:parts]:  # the workers' gradients, summed in a fixed order (same sums every run)
+            self.flat_grad += run.flat_grad
+            run.flat_grad.fill(0.0)
         return loss
 
-    def _gather_grads(self, r: slice) -> None:
-        """Add the other passes' gradients in block r to the model's own, and zero them."""
-        for run in self.passes[1:]:
-            self.flat_grad[r] += run.flat_grad[r]
-            run.flat_grad[r] = 0.0
-
     def loss(self, idx: np.ndarray, targets: np.ndarray) -> float:
-        return self._split(idx, targets, lambda run, x, y, share: self._loss(run, x, y))
+        return self._split(idx, targets, 1.0, backward=False)[0]
 
-    def _loss(self, run: Pass, idx: np.ndarray, targets: np.ndarray, scale: float = 1.0, backward: bool = False) -> float:
+    def _loss(self, part: int, idx: np.ndarray, targets: np.ndarray, scale: float, backward: bool) -> float:
+        """The loss of a part of the batch, and its backward, in the process of pass `part`."""
+        run = self.passes[part]
         logits = self.forward(idx, run)
         t = targets.reshape(-1)
         loss, probs = ops.cross_entropy_forward(logits.reshape(t.size, -1), t)
@@ -219,19 +217,24 @@ class Transformer:
             self.backward(ops.cross_entropy_backward(probs, t, scale), run)
         return loss
 
-    def _split(self, idx: np.ndarray, targets: np.ndarray, f) -> float:
-        """f(pass, idx part, targets part, share) on each thread's part of the batch; returns the mean
-        loss over all scored targets: each part's mean weighted by its share of them (share, passed
-        to f, also weights the part's gradients)."""
-        if self.pool is None or len(idx) < 2:
-            return f(self.passes[0], idx, targets, 1.0)
+    def _split(self, idx: np.ndarray, targets: np.ndarray, scale: float, backward: bool) -> tuple[float, int]:
+        """`_loss` of each process's part of the batch, part 0 here; returns the mean loss over all
+        scored targets, each part's mean weighted by its share of them (the share also weights the
+        part's gradients), and the number of parts."""
+        if self.workers is None or len(idx) < 2:
+            return self._loss(0, idx, targets, scale, backward), 1
         parts = [p for p in np.array_split(np.arange(len(idx)), len(self.passes)) if p.size]
         scored = [int((targets[p] >= 0).sum()) for p in parts]
         shares = [n / max(sum(scored), 1) for n in scored]
-        jobs = [self.pool.submit(f, run, idx[p], targets[p], share)
-                for run, p, share in zip(self.passes[: len(parts)], parts, shares, strict=True)]  # fmt: skip
-        losses = [j.result() for j in jobs]
-        return sum(loss * share for loss, share in zip(losses, shares, strict=True) if share) if any(shares) else math.nan
+        for i in range(1, len(parts)):
+            self.workers.send(i, idx[parts[i]], targets[parts[i]], scale * shares[i], backward)
+        try:
+            ours = self._loss(0, idx[parts[0]], targets[parts[0]], scale * shares[0], backward)
+        finally:  # the workers' answers, even when this part failed: the next call must not read them
+            theirs = self.workers.results(list(range(1, len(parts))))
+        losses = [ours, *theirs]
+        loss = sum(loss * share for loss, share in zip(losses, shares, strict=True) if share) if any(shares) else math.nan
+        return loss, len(parts)
 
     # ---- one block:  x = x + attn(norm(x));  x = x + mlp(norm(x))
 

@@ -98,7 +98,7 @@ def _setup(cfg: TrainConfig, data: Data, model_config: ModelConfig | None, weigh
     if model_config is None:
         raise TinyLMError("train() needs a model_config")
     model = Transformer(model_config, weights, dtype=dtype, seed=cfg.seed, threads=threads)
-    if threads > 1:  # the model's threads each take a part of the batch: one BLAS thread under each
+    if threads > 1:  # the model's processes each take a part of the batch: one BLAS thread in each
         set_blas_threads(1)
     T = data.train.context
     if T > model_config.context_length or cfg.batch_size * T > len(data.train.tokens):
