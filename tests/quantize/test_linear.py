@@ -127,7 +127,10 @@ def test_numpy_runtime_rounds_activations_to_int8_unless_asked(scheme, monkeypat
     fast, exact = (NumpyModel(cfg, weights, quantization=spec, activations=a) for a in (None, "float32"))
     assert fast.activations == "int8"
     rounded, want = (e.prefill([0], [[1, 5, 9]]) for e in (fast, exact))  # 3 rows: through the kernels
-    assert 0 < np.abs(rounded - want).max() < 0.05 * np.abs(want).max()
+    if kernels.library() is None:  # no C kernels (no compiler, TINYLM_KERNELS=numpy): NumPy multiplies in float32
+        np.testing.assert_array_equal(rounded, want)
+    else:
+        assert 0 < np.abs(rounded - want).max() < 0.05 * np.abs(want).max()
     monkeypatch.setenv("TINYLM_ACTIVATIONS", "float32")
     assert NumpyModel(cfg, weights, quantization=spec).activations == "float32"
 
@@ -156,8 +159,9 @@ def test_bench_says_which_activations_each_engine_multiplied(monkeypatch):
     weights = bench.random_weights(cfg)
     said = {(e, s): bench.activations_of(bench.build_engine(e, cfg, weights, s), s)
             for e in ("numpy", "torch") for s in ("fp32", "q4_0", "nf4", "w8a8")}  # fmt: skip
-    assert said == {("numpy", "fp32"): "float32", ("numpy", "q4_0"): "int8", ("numpy", "nf4"): "float32",
+    int8 = "int8" if kernels.library() is not None else "float32"  # the NumPy fallback rounds nothing
+    assert said == {("numpy", "fp32"): "float32", ("numpy", "q4_0"): int8, ("numpy", "nf4"): "float32",
                     ("numpy", "w8a8"): "int8/token", ("torch", "fp32"): "float32", ("torch", "q4_0"): "float32",
                     ("torch", "nf4"): "float32", ("torch", "w8a8"): "int8/token"}  # fmt: skip
     monkeypatch.setenv("TINYLM_ACTIVATIONS", "int8")
-    assert bench.activations_of(bench.build_engine("torch", cfg, weights, "q8_0"), "q8_0") == "int8"
+    assert bench.activations_of(bench.build_engine("torch", cfg, weights, "q8_0"), "q8_0") == int8
