@@ -14,7 +14,6 @@ torch's: torch's wheel ships libgomp.so.1, which the loader reuses for our libra
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 from functools import cache
 from pathlib import Path
@@ -36,14 +35,9 @@ def library() -> ctypes.CDLL | None:
     """The compiled kernel, or None (no compiler, TINYLM_KERNELS=numpy, no source file, or a failed build)."""
     if os.environ.get("TINYLM_KERNELS") == "numpy":
         return None
-    from tinylm.data.download import cache_dir
-
-    flags = kernels.FLAGS
+    path = kernels.built("tinylm_attention", SOURCE)
     try:
-        source = SOURCE.read_bytes()
-        key = hashlib.sha256(source + " ".join(flags).encode() + kernels._cpu().encode()).hexdigest()[:16]
-        path = cache_dir() / "kernels" / f"tinylm_attention_{key}.so"
-        if not path.is_file() and not kernels.compile_library(path, flags, SOURCE):
+        if path is None:
             return None
         lib = ctypes.CDLL(str(path))
     except OSError:

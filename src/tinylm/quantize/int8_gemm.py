@@ -9,7 +9,6 @@ this class of machine it measured slower than a float32 matmul.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 from dataclasses import dataclass
 from functools import cache
@@ -60,13 +59,10 @@ class Kernel:
 
 def build(march: tuple[str, ...] = ("-march=native",)) -> Kernel | None:
     """int8_gemm.c compiled with `march` in place of -march=native (cached), or None if we cannot."""
-    from tinylm.data.download import cache_dir
-
     flags = tuple(f for f in kernels.FLAGS if f != "-march=native") + march
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode() + kernels._cpu().encode())
-    path = cache_dir() / "kernels" / f"tinylm_int8_{key.hexdigest()[:16]}.so"
+    path = kernels.built("tinylm_int8", SOURCE, flags=flags)
     try:
-        if not path.is_file() and not kernels.compile_library(path, flags, SOURCE):
+        if path is None:
             return None
         with kernels.briefly_spinning_threads():  # see there
             return Kernel(ctypes.CDLL(str(path)))

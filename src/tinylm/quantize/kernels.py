@@ -95,18 +95,29 @@ def load_library(path: Path) -> ctypes.CDLL:
     return lib
 
 
+def built(name: str, main: Path, sources: tuple[Path, ...] = (), flags: tuple[str, ...] = FLAGS) -> Path | None:
+    """`main` compiled with `flags` into the cache directory as {name}_{hash}.so, the hash of its sources
+    (`sources`, else `main` alone), the flags and this CPU; built on first use. None where it cannot be
+    built (no compiler, a missing source file)."""
+    from tinylm.data.download import cache_dir
+
+    try:
+        text = b"".join(source.read_bytes() for source in sources or (main,))
+        key = hashlib.sha256(text + " ".join(flags).encode() + _cpu().encode()).hexdigest()[:16]
+        path = cache_dir() / "kernels" / f"{name}_{key}.so"
+        return path if path.is_file() or compile_library(path, flags, main) else None
+    except OSError:
+        return None
+
+
 @cache
 def library() -> ctypes.CDLL | None:
     """The compiled kernels, or None (no compiler, TINYLM_KERNELS=numpy, or a failed build)."""
     if os.environ.get("TINYLM_KERNELS") == "numpy":
         return None
-    from tinylm.data.download import cache_dir
-
-    sources = b"".join(source.read_bytes() for source in SOURCES)
-    key = hashlib.sha256(sources + " ".join(FLAGS).encode() + _cpu().encode()).hexdigest()[:16]
-    path = cache_dir() / "kernels" / f"tinylm_quant_{key}.so"
+    path = built("tinylm_quant", SOURCE, SOURCES)
     try:
-        if not path.is_file() and not compile_library(path):
+        if path is None:
             return None
         with briefly_spinning_threads():
             return load_library(path)
