@@ -9,7 +9,7 @@ blocks of 32 by default, TINYLM_ACTIVATIONS=float32 for the exact path; the torc
 Each shape and scheme is measured for tinylm and then at once for llama.cpp (where it has the type), so
 that the two see about the same load on a shared machine; the last lines give their ratio. With
 --llama2c DIR (a checkout of github.com/karpathy/llama2.c; not a dependency, nothing of it is in this
-repository), the fp32 rows are also run by its run.c, compiled here with `cc -Ofast -march=native -fopenmp`,
+repository), the fp32 rows are also run by its run.c, compiled here (benchmarks/reference_programs.py),
 on our llama2.c export of the same weights: its own "achieved tok/s" (greedy, -t 0), which counts every
 token after the first.
 
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from reference_programs import compile_program
 
 from tinylm.config import get_preset
 from tinylm.generate import bench
@@ -78,10 +79,7 @@ def run_c_rows(checkout: Path, shapes: list[str], tokens: int, threads: int, rep
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        done = subprocess.run(["cc", "-Ofast", "-march=native", "-fopenmp", str(source), "-lm", "-o", "run"], cwd=folder,
-                              capture_output=True, text=True)  # fmt: skip
-        if done.returncode != 0:
-            raise SystemExit(f"compiling {source} failed:\n{done.stderr[-2000:]}")
+        compile_program(source, folder / "run")
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         for shape in shapes:
             model, tok = random_model(shape, "f32")

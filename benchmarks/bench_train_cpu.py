@@ -21,7 +21,7 @@ optimizer by their own time, the rest of the wall clock is Python, autograd and 
 the batch gathering, timed on its own.
 - llm.c:             llm.c's CPU trainer (train_gpt2.c, -Ofast -fopenmp), given --llmc DIR (a checkout of
                      github.com/karpathy/llm.c), on the GPT-2 shapes only: same shape, batch, initial weights
-                     and token data; its own per-step timings (benchmarks/llmc_baseline.py says how).
+                     and token data; its own per-step timings (benchmarks/reference_programs.py says how).
 
 python benchmarks/bench_train_cpu.py                                  # all shapes, 3 rounds of 10 steps
 python benchmarks/bench_train_cpu.py --shapes quickstart --rounds 5 --steps 20 --threads 1
@@ -37,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from reference_programs import LlmC
 
 SHAPES = {  # name: (model shape, vocab, batch, context)
     "stories260K": ({"preset": "stories260K"}, 512, 32, 256),
@@ -213,10 +215,7 @@ def run_shape(shape: str, args: argparse.Namespace, peaks: dict[str, float], tok
     rates: dict[str, list[float]] = {name: [] for name in loops}
     for _ in range(args.rounds):
         for name, loop in loops.items():
-            if name == "llm.c":
-                rates[name].append(loop.tokens_per_second(args.steps))
-            else:
-                rates[name].append(args.steps * loop.B * loop.T / timed(loop, args.steps))
+            rates[name].append(rate(loop, args.steps))
     median = {name: sorted(r)[len(r) // 2] for name, r in rates.items()}
     base, fpt = median["nanoGPT fp32"], flops_per_token(shape)
     for name, r in rates.items():
@@ -227,13 +226,19 @@ def run_shape(shape: str, args: argparse.Namespace, peaks: dict[str, float], tok
     for loop in loops.values():
         if isinstance(loop, TinyLM):
             loop.run.batches.close()
-        elif not isinstance(loop, NanoGPT):
+        elif isinstance(loop, LlmC):
             loop.close()
 
 
-def llmc_baseline(shape: str, tokens: Any, args: argparse.Namespace) -> Any:
+def rate(loop: Any, steps: int) -> float:
+    """Tokens/s over `steps` steps: timed here, or as llm.c times its own steps (a separate process)."""
+    if isinstance(loop, LlmC):
+        return loop.tokens_per_second(steps)
+    return steps * loop.B * loop.T / timed(loop, steps)
+
+
+def llmc_baseline(shape: str, tokens: Any, args: argparse.Namespace) -> LlmC:
     import torch
-    from llmc_baseline import LlmC
 
     from tinylm.model import Model
 

@@ -98,9 +98,11 @@ def load_library(path: Path) -> ctypes.CDLL:
 def built(name: str, main: Path, sources: tuple[Path, ...] = (), flags: tuple[str, ...] = FLAGS) -> Path | None:
     """`main` compiled with `flags` into the cache directory as {name}_{hash}.so, the hash of its sources
     (`sources`, else `main` alone), the flags and this CPU; built on first use. None where it cannot be
-    built (no compiler, a missing source file)."""
+    built (no compiler, a missing source file) or must not be (TINYLM_KERNELS=numpy: NumPy alone)."""
     from tinylm.data.download import cache_dir
 
+    if os.environ.get("TINYLM_KERNELS") == "numpy":
+        return None
     try:
         text = b"".join(source.read_bytes() for source in sources or (main,))
         key = hashlib.sha256(text + " ".join(flags).encode() + _cpu().encode()).hexdigest()[:16]
@@ -113,8 +115,6 @@ def built(name: str, main: Path, sources: tuple[Path, ...] = (), flags: tuple[st
 @cache
 def library() -> ctypes.CDLL | None:
     """The compiled kernels, or None (no compiler, TINYLM_KERNELS=numpy, or a failed build)."""
-    if os.environ.get("TINYLM_KERNELS") == "numpy":
-        return None
     path = built("tinylm_quant", SOURCE, SOURCES)
     try:
         if path is None:

@@ -1,8 +1,10 @@
-"""llm.c's CPU trainer (`train_gpt2.c`) as a baseline, run on this machine beside tinylm's trainer.
+"""The C programs the benchmarks measure tinylm against, built here from checkouts the user names:
+llama2.c's `run.c` (bench_quantize.py --llama2c DIR) and llm.c's CPU trainer (bench_train_cpu.py --llmc DIR).
+Neither is a dependency and none of either is in this repository (`git clone` them from
+github.com/karpathy). Both are compiled as their Makefiles build them for speed: `cc -Ofast -march=native
+-fopenmp`.
 
-llm.c is not a dependency and none of it is in this repository: point `--llmc DIR` at a checkout
-(`git clone https://github.com/karpathy/llm.c`). For each measurement its `train_gpt2.c` is copied into a
-scratch folder, compiled as its Makefile does for the CPU (`cc -Ofast -march=native -fopenmp -DOMP`), and
+llm.c: for each measurement its `train_gpt2.c` is copied into a scratch folder, compiled (with -DOMP), and
 run on the same GPT-2 shape, weights (written with tinylm's llm.c exporter) and batch size as the other
 variants, with `OMP_NUM_THREADS` = the benchmark's threads. Its `main` trains B=4 x T=64 for 40 steps,
 sampling text at step 20; three literal edits to that `main` (found or refused, never guessed) set the
@@ -28,8 +30,17 @@ MAIN_EDITS = (  # (as llm.c's main has it, what we set), each must occur exactly
     ("int T = 64;", "int T = {T};"),
     ("step <= 40;", "step <= {steps};"),
 )
+FLAGS = ("-Ofast", "-march=native", "-fopenmp")
 MAX_STEPS = 19  # llm.c samples text at step 20, which needs its GPT-2 tokenizer file
 STEP_LINE = re.compile(r"step (\d+): train loss ([-\d.naif]+) \(took ([\d.]+) ms\)")
+
+
+def compile_program(source: Path, binary: Path, *extra: str) -> Path:
+    """`source` built into `binary` with FLAGS (and `extra`); one clear line if it does not build."""
+    done = subprocess.run(["cc", *FLAGS, *extra, str(source), "-lm", "-o", str(binary)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"compiling {source} failed:\n{done.stderr[-2000:]}")
+    return binary
 
 
 class LlmC:
@@ -56,20 +67,11 @@ class LlmC:
         data.mkdir(parents=True)
         write_shard(data / "tiny_shakespeare_train.bin", tokens)
         write_shard(data / "tiny_shakespeare_val.bin", tokens[: 8 * B * T + 1])
-        self.binary = self._compile(MAX_STEPS)
-
-    def _compile(self, steps: int) -> Path:
         text = self.source
         for old, new in MAIN_EDITS:
-            text = text.replace(old, new.format(B=self.B, T=self.T, steps=steps))
+            text = text.replace(old, new.format(B=B, T=T, steps=MAX_STEPS))
         (self.dir / "train_gpt2.c").write_text(text)
-        binary = self.dir / "train_gpt2"
-        cmd = ["cc", "-Ofast", "-march=native", "-fopenmp", "-DOMP", "-Wno-unused-result", "train_gpt2.c", "-lm",
-               "-o", str(binary)]  # fmt: skip
-        done = subprocess.run(cmd, cwd=self.dir, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"compiling llm.c's train_gpt2.c failed:\n{done.stderr[-2000:]}")
-        return binary
+        self.binary = compile_program(self.dir / "train_gpt2.c", self.dir / "train_gpt2", "-DOMP", "-Wno-unused-result")
 
     def step_seconds(self) -> list[float]:
         """One run of the binary: the seconds of each step it timed, its warm-up step left out."""
@@ -84,7 +86,10 @@ class LlmC:
         """Tokens/s over at least `steps` timed steps (several runs of the binary where needed)."""
         seconds: list[float] = []
         while len(seconds) < steps:
-            seconds += self.step_seconds()
+            timed = self.step_seconds()
+            if not timed:
+                raise SystemExit("llm.c's train_gpt2 printed no step timings (its output changed?); see STEP_LINE")
+            seconds += timed
         return len(seconds) * self.B * self.T / sum(seconds)
 
     def close(self) -> None:
