@@ -18,6 +18,7 @@ Sampling, stop handling and streaming are the torch-free pieces in `tinylm.gener
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ from tinylm.errors import TinyLMError
 from tinylm.layout import check_tensors
 from tinylm.quantize.blocks import Form
 from tinylm.quantize.decode import DecodeStep
-from tinylm.quantize.kernels import activations_from_env, attend_one, default_threads, matmul
+from tinylm.quantize.kernels import activations_from_env, attend_one, default_threads, in_large_pages, matmul
 from tinylm.quantize.transform import numpy_forms
 
 # ----------------------------------------------------------------------------------------------
@@ -187,6 +188,7 @@ class NumpyModel:
         self.pos_emb = w.get("pos_emb.weight")
         self.norm_w = (w["norm.weight"], w.get("norm.bias"))
         self.layers = [Layer(w, i, cfg, forms) for i in range(cfg.n_layers)]
+        self.into_large_pages()
         self.norm = rms_norm if cfg.norm == "rmsnorm" else layer_norm
         if cfg.positions == "rope":  # angle of frequency i at position p: p * theta^(-2i / head_dim)
             freqs = cfg.rope_theta ** (-np.arange(0, cfg.head_dim, 2, dtype=np.float64) / cfg.head_dim)
@@ -198,6 +200,31 @@ class NumpyModel:
         # a batch-1 decode step in one C call (tinylm.quantize.decode), where the kernels cover every
         # matrix; None: forward's Python path, which is also its reference
         self.step = DecodeStep.build(self)
+
+    def into_large_pages(self) -> None:
+        """Move the matrices every decode token reads (each layer's, and the head) into memory with large
+        pages (kernels.in_large_pages: ~1.2x faster to stream here, more where they outgrow the caches).
+        A quantized matrix moves its values, scales and mins; W8A8's keep their own memory; a tied head
+        stays the embedding table."""
+        holders = [(layer, name) for layer in self.layers for name in ("wqkv", "wo", "w1", "w2")] + [(self, "head")]
+
+        def parts(w: Any) -> list[np.ndarray]:
+            if isinstance(w, Form):
+                return [a for a in (w.q, w.scale, w.mins) if a is not None]
+            return [w] if isinstance(w, np.ndarray) else []
+
+        tied = self.head is self.tok_emb
+        moved = iter(in_large_pages([a for holder in holders for a in parts(getattr(*holder))]))
+        for holder, name in holders:
+            w = getattr(holder, name)
+            if isinstance(w, Form):
+                q, scale = next(moved), next(moved)
+                w = dataclasses.replace(w, q=q, scale=scale, mins=None if w.mins is None else next(moved))
+            elif isinstance(w, np.ndarray):
+                w = next(moved)
+            setattr(holder, name, w)
+        if tied:
+            self.tok_emb = self.head  # type: ignore[assignment]
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, activations: str | None = None) -> NumpyModel:

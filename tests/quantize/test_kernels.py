@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -197,3 +199,39 @@ def test_one_token_attention_equals_a_float64_reference(lib):
     p = np.exp(scores - scores.max(-1, keepdims=True))
     exact = np.einsum("hgt,htd->hgd", p / p.sum(-1, keepdims=True), v[:, :11]).reshape(6, 8)
     np.testing.assert_allclose(y, exact, rtol=1e-5, atol=1e-6)
+
+
+def huge_page_eligible(address: int) -> bool | None:
+    """Whether Linux may back the mapping holding `address` with 2 MiB pages (/proc/self/smaps'
+    THPeligible); None where that cannot be told."""
+    try:
+        lines = Path("/proc/self/smaps").read_text().splitlines()
+    except OSError:
+        return None
+    inside = False
+    for line in lines:
+        if "-" in line.split()[0] and not line.endswith(":"):  # a mapping's first line: start-end perms ...
+            start, end = (int(a, 16) for a in line.split()[0].split("-"))
+            inside = start <= address < end
+        elif inside and line.startswith("THPeligible:"):
+            return line.split()[1] == "1"
+    return None
+
+
+def test_in_large_pages_copies_into_one_block_marked_for_large_pages():
+    rng = np.random.default_rng(5)
+    arrays = [rng.normal(0, 1, (1024, 1024)).astype(np.float32), np.arange(-7, 6, dtype=np.int8),
+              rng.normal(0, 1, (3, 5)).astype(np.float32)]  # fmt: skip
+    copies = kernels.in_large_pages(arrays)
+    for a, c in zip(arrays, copies, strict=True):
+        assert c.dtype == a.dtype and np.array_equal(c, a) and not np.shares_memory(c, a)
+        assert c.ctypes.data % 64 == 0 and c.flags.c_contiguous and c.flags.writeable
+    assert copies[1].ctypes.data == copies[0].ctypes.data + copies[0].nbytes  # side by side
+    try:
+        thp = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        pytest.skip("no transparent huge pages here (not Linux)")
+    if "[never]" in thp:
+        pytest.skip("transparent huge pages are switched off here")
+    assert huge_page_eligible(copies[0].ctypes.data)
+    assert kernels.in_large_pages([]) == []

@@ -641,35 +641,64 @@ static float dot(const float *a, const float *b, int n) {
     return s;
 }
 
-/* y += a * x over n values (vectorised by the compiler) */
-static void axpy(float *y, float a, const float *x, int n) {
-    for (int i = 0; i < n; i++) y[i] += a * x[i];
+/* y (hs) = sum over t < n of a[t] * v[t * hs ...]: the attention-weighted sum of n value rows. The sums
+   stay in registers, VLEN values each, across all n rows (summing into y in memory instead makes each
+   row wait for the previous row's store), in chunks of up to WSUM vectors of a row. */
+#define WSUM 4
+static void weighted_sum(float *y, const float *a, const float *v, int n, int hs) {
+    int i = 0;
+    while (i + VLEN <= hs) {
+        int parts = (hs - i) / VLEN < WSUM ? (hs - i) / VLEN : WSUM;
+        vf acc[WSUM];
+        for (int j = 0; j < parts; j++) acc[j] = vzero();
+        for (int t = 0; t < n; t++) {
+            vf at = vset1(a[t]);
+            for (int j = 0; j < parts; j++) acc[j] = vfma(at, vload(v + (int64_t)t * hs + i + j * VLEN), acc[j]);
+        }
+        for (int j = 0; j < parts; j++) memcpy(y + i + j * VLEN, &acc[j], sizeof(vf));
+        i += parts * VLEN;
+    }
+    for (; i < hs; i++) {  /* what is left of a row that is not whole vectors */
+        float s = 0.0f;
+        for (int t = 0; t < n; t++) s += a[t] * v[(int64_t)t * hs + i];
+        y[i] = s;
+    }
 }
+
+/* Rows read this far ahead are asked for in advance (prefetch): a head's keys and values were written
+   over earlier tokens and have since been pushed out of the core's caches by a token's worth of weights */
+#define KV_AHEAD 8
 
 /* y (H, hs) = softmax(q k^T * scale) v for each of the H query heads, q (H, hs); keys and values are
    one cache row, (KV, context, hs), of which the first n positions are read; query head h uses
    kv head h / (H / KV). scores: scratch of H * n floats. Heads are split over threads (a work-sharing
    loop, as the products'): each reads its own keys and values, so on a long prefix the heads' reads
-   add up to as much as a small matrix. */
-/* knew, vnew (KV, hs), where not NULL: the last position's keys and values, read there instead of from
+   add up to as much as a small matrix.
+   knew, vnew (KV, hs), where not NULL: the last position's keys and values, read there instead of from
    the cache (the decode step's threads attend before the cache row is written, without waiting for it) */
 static void heads(float *y, const float *q, const float *k, const float *v, const float *knew, const float *vnew,
                   float *scores, int H, int KV, int context, int hs, int n, float scale) {
     #pragma omp for schedule(static)
     for (int h = 0; h < H; h++) {
         int g = h / (H / KV);  /* its kv head */
-        int64_t kv = (int64_t)g * context * hs;
+        const float *kh = k + (int64_t)g * context * hs, *vh = v + (int64_t)g * context * hs;
+        int cached = knew ? n - 1 : n;  /* positions read from the cache */
         float *sh = scores + (int64_t)h * n, top = -INFINITY, total = 0.0f;
         for (int t = 0; t < n; t++) {
-            const float *kt = knew && t == n - 1 ? knew + (int64_t)g * hs : k + kv + (int64_t)t * hs;
+            const float *kt = t < cached ? kh + (int64_t)t * hs : knew + (int64_t)g * hs;
+            for (int b = 0; b < hs * (int)sizeof(float); b += 64) {  /* this row's next keys and its values */
+                __builtin_prefetch((const char *)(kt + KV_AHEAD * hs) + b);
+                __builtin_prefetch((const char *)(vh + (int64_t)(t + KV_AHEAD) * hs) + b);
+            }
             sh[t] = dot(q + (int64_t)h * hs, kt, hs) * scale;
             top = sh[t] > top ? sh[t] : top;
         }
         for (int t = 0; t < n; t++) total += sh[t] = expf(sh[t] - top);
-        float *yh = y + (int64_t)h * hs;
-        memset(yh, 0, hs * sizeof(float));
-        for (int t = 0; t < n; t++)
-            axpy(yh, sh[t] / total, vnew && t == n - 1 ? vnew + (int64_t)g * hs : v + kv + (int64_t)t * hs, hs);
+        float *yh = y + (int64_t)h * hs, inv = 1.0f / total;
+        for (int t = 0; t < n; t++) sh[t] *= inv;
+        weighted_sum(yh, sh, vh, cached, hs);
+        if (cached < n)  /* the new position's values */
+            for (int i = 0; i < hs; i++) yh[i] += sh[cached] * vnew[(int64_t)g * hs + i];
     }
 }
 
