@@ -10,6 +10,8 @@ For each shape, in one process and alternating in chunks of steps (so every vari
                      precision auto (bf16 autocast on CPUs with native bf16), fused AdamW, batches gathered ahead;
 - tinylm (default):  the same step compiled, as `tinylm train` runs a run of 5 minutes or 1000 steps and more;
                      small heads attend through tinylm.small_attention (our C kernel);
+- tinylm fp32:       the default with --precision fp32 (what precision auto picks on CPUs without native bf16):
+                     the output head and cross-entropy fused (tinylm.head_loss);
 - tinylm SDPA:       the default attending by SDPA (as TINYLM_ATTENTION=sdpa), for the kernel's share (--no-sdpa
                      skips it).
 Warm-up (compilation included) is reported and not counted. Same model init, shape, batch and token data.
@@ -111,7 +113,7 @@ class NanoGPT:
 class TinyLM:
     """tinylm's training step (the trainer's own setup and step function), compiled or not."""
 
-    def __init__(self, shape: str, tokens: Any, compile: bool, kernel: bool = True):
+    def __init__(self, shape: str, tokens: Any, compile: bool, kernel: bool = True, precision: str = "auto"):
         import torch
 
         from tinylm.train import TrainConfig, TrainData, distributed
@@ -122,7 +124,7 @@ class TinyLM:
         self.kernel = kernel
         self.tmp = tempfile.TemporaryDirectory()
         cfg = TrainConfig(out_dir=self.tmp.name, batch_size=self.B, compile=compile, device="cpu", eval_batches=1,
-                          seed=0)  # fmt: skip
+                          seed=0, precision=precision)  # fmt: skip
         data = TrainData(TokenWindows(tokens, self.T), TokenWindows(tokens[: 4 * self.T], self.T))
         self.run = _setup(cfg, data, model_config(shape), None, False, distributed.from_env(), torch.device("cpu"),
                           quiet=True)  # fmt: skip
@@ -201,12 +203,13 @@ def run_shape(shape: str, args: argparse.Namespace, peaks: dict[str, float], tok
     t0 = time.perf_counter()
     loops: dict[str, Any] = {"nanoGPT fp32": NanoGPT(shape, tokens)}
     warmup = {"nanoGPT fp32": timed(loops["nanoGPT fp32"], 2) + time.perf_counter() - t0}
-    variants = [("tinylm eager", False, True)]
+    variants = [("tinylm eager", False, True, "auto")]
     if not args.no_compile:
-        variants += [("tinylm (default)", True, True)] + ([] if args.no_sdpa else [("tinylm SDPA", True, False)])
-    for name, compile, kernel in variants:
+        variants += [("tinylm (default)", True, True, "auto"), ("tinylm fp32", True, True, "fp32")]
+        variants += [] if args.no_sdpa else [("tinylm SDPA", True, False, "auto")]
+    for name, compile, kernel, precision in variants:
         t0 = time.perf_counter()
-        loops[name] = TinyLM(shape, tokens, compile, kernel)
+        loops[name] = TinyLM(shape, tokens, compile, kernel, precision)
         warmup[name] = timed(loops[name], 2) + time.perf_counter() - t0
     if args.llmc and is_gpt2(model_config(shape)):
         t0 = time.perf_counter()
