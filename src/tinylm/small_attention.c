@@ -22,7 +22,7 @@
    and v fit in the core's L1/L2 caches, and a row's softmax is exact in two passes over its scores
    (no running-max rescaling as in flash attention, which exists for rows that do not fit on chip).
    Measured (forward + backward, one thread, CPU time): 2.3-2.6x faster than SDPA at head size 8
-   (stories260K's shape), 1.5x at 16, 1.25-1.3x at 32 (gpt-micro's and the quick start's shapes), where
+   (stories260K's shape), 1.4-1.5x at 16, 1.1-1.3x at 32 (gpt-micro's and the quick start's shapes), where
    y = P V and dq = dS K accumulate along the head size (weighted_rows) instead of across keys.
 
    Threads: the forward pass splits (batch row, query head) pairs; the backward pass splits (batch

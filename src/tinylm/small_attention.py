@@ -24,8 +24,8 @@ from tinylm.quantize import kernels
 
 SOURCE = Path(__file__).with_name("small_attention.c")
 # Head sizes the kernel takes (MAX_HS in the C file), and the model attends through it at all of them: faster than
-# SDPA there (forward + backward, this 2-core Xeon, one thread, CPU time: head size 8 2.3-2.6x, 16 1.5x, 32
-# 1.25-1.3x; benchmarks/bench_small_attention.py).
+# SDPA there (forward + backward, this 2-core Xeon, one thread, CPU time: head size 8 2.3-2.6x, 16 1.4-1.5x, 32
+# 1.1-1.3x; benchmarks/bench_small_attention.py --threads 1 --clock cpu).
 MAX_HEAD_SIZE = 32
 
 
