@@ -10,6 +10,8 @@ For each shape, in one process and alternating in chunks of steps (so every vari
                      precision auto (bf16 autocast on CPUs with native bf16), fused AdamW, batches gathered ahead;
 - tinylm (default):  the same step compiled, as `tinylm train` runs a run of 5 minutes or 1000 steps and more;
                      small heads attend through tinylm.small_attention (our C kernel);
+- tinylm fp32:       the default with --precision fp32 (what precision auto picks on CPUs without native bf16):
+                     the output head and cross-entropy fused (tinylm.head_loss);
 - tinylm SDPA:       the default attending by SDPA (as TINYLM_ATTENTION=sdpa), for the kernel's share (--no-sdpa
                      skips it).
 Warm-up (compilation included) is reported and not counted. Same model init, shape, batch and token data.
@@ -26,6 +28,7 @@ the batch gathering, timed on its own.
 python benchmarks/bench_train_cpu.py                                  # all shapes, 3 rounds of 10 steps
 python benchmarks/bench_train_cpu.py --shapes quickstart --rounds 5 --steps 20 --threads 1
 python benchmarks/bench_train_cpu.py --shapes gpt-micro --llmc ~/src/llm.c     # with llm.c's trainer beside
+python benchmarks/bench_train_cpu.py --threads 1 --clock cpu --no-sdpa  # busy machine: CPU time of the one thread
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ SHAPES = {  # name: (model shape, vocab, batch, context)
     "gpt-micro": ({"preset": "gpt-micro"}, 4096, 16, 256),
 }
 TOKENS = 1_000_000  # random token ids: throughput does not depend on what they say
+clock = time.perf_counter  # what the steps are timed by: --clock cpu makes it this thread's CPU time
 
 
 @contextlib.contextmanager
@@ -111,7 +115,7 @@ class NanoGPT:
 class TinyLM:
     """tinylm's training step (the trainer's own setup and step function), compiled or not."""
 
-    def __init__(self, shape: str, tokens: Any, compile: bool, kernel: bool = True):
+    def __init__(self, shape: str, tokens: Any, compile: bool, kernel: bool = True, precision: str = "auto"):
         import torch
 
         from tinylm.train import TrainConfig, TrainData, distributed
@@ -122,7 +126,7 @@ class TinyLM:
         self.kernel = kernel
         self.tmp = tempfile.TemporaryDirectory()
         cfg = TrainConfig(out_dir=self.tmp.name, batch_size=self.B, compile=compile, device="cpu", eval_batches=1,
-                          seed=0)  # fmt: skip
+                          seed=0, precision=precision)  # fmt: skip
         data = TrainData(TokenWindows(tokens, self.T), TokenWindows(tokens[: 4 * self.T], self.T))
         self.run = _setup(cfg, data, model_config(shape), None, False, distributed.from_env(), torch.device("cpu"),
                           quiet=True)  # fmt: skip
@@ -135,10 +139,10 @@ class TinyLM:
 
 
 def timed(loop: Any, steps: int) -> float:
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(steps):
         loop.step()
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 def peak_flops(dtype_name: str, n: int = 2048, repeats: int = 5) -> float:
@@ -153,9 +157,9 @@ def peak_flops(dtype_name: str, n: int = 2048, repeats: int = 5) -> float:
 
 
 def timed_call(f: Any) -> float:
-    t0 = time.perf_counter()
+    t0 = clock()
     f()
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 def flops_per_token(shape: str) -> float:
@@ -178,8 +182,11 @@ def breakdown(loop: NanoGPT, steps: int = 3) -> str:
     for _ in range(steps):
         loop.get_batch()
     data = time.perf_counter() - t0
-    with profile() as prof:
-        wall = timed(loop, steps)
+    with profile() as prof:  # the profiler's times are wall clock: so is this, whatever --clock says
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            loop.step()
+        wall = time.perf_counter() - t0
     kinds = {"matmul": 0.0, "attention": 0.0, "optimizer": 0.0, "other kernels": 0.0}
     calls = 0
     for e in prof.key_averages():
@@ -200,14 +207,17 @@ def run_shape(shape: str, args: argparse.Namespace, peaks: dict[str, float], tok
 
     t0 = time.perf_counter()
     loops: dict[str, Any] = {"nanoGPT fp32": NanoGPT(shape, tokens)}
-    warmup = {"nanoGPT fp32": timed(loops["nanoGPT fp32"], 2) + time.perf_counter() - t0}
-    variants = [("tinylm eager", False, True)]
+    timed(loops["nanoGPT fp32"], 2)
+    warmup = {"nanoGPT fp32": time.perf_counter() - t0}  # wall seconds, whatever --clock says
+    variants = [("tinylm eager", False, True, "auto")]
     if not args.no_compile:
-        variants += [("tinylm (default)", True, True)] + ([] if args.no_sdpa else [("tinylm SDPA", True, False)])
-    for name, compile, kernel in variants:
+        variants += [("tinylm (default)", True, True, "auto"), ("tinylm fp32", True, True, "fp32")]
+        variants += [] if args.no_sdpa else [("tinylm SDPA", True, False, "auto")]
+    for name, compile, kernel, precision in variants:
         t0 = time.perf_counter()
-        loops[name] = TinyLM(shape, tokens, compile, kernel)
-        warmup[name] = timed(loops[name], 2) + time.perf_counter() - t0
+        loops[name] = TinyLM(shape, tokens, compile, kernel, precision)
+        timed(loops[name], 2)
+        warmup[name] = time.perf_counter() - t0
     if args.llmc and is_gpt2(model_config(shape)):
         t0 = time.perf_counter()
         loops["llm.c"] = llmc_baseline(shape, tokens, args)
@@ -257,7 +267,15 @@ def main() -> None:
     p.add_argument("--no-sdpa", action="store_true", help="skip the compiled variant with SDPA attention")
     p.add_argument("--llmc", metavar="DIR", help="a checkout of github.com/karpathy/llm.c: adds its CPU trainer "
                    "on the GPT-2 shapes (default: not run)")  # fmt: skip
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="cpu: time steps by this thread's CPU time, which leaves out the time the OS gives to other "
+                   "processes (--threads 1 only; tinylm's batches, gathered ahead in another thread, are left out "
+                   "too: under 1%% of a step)")  # fmt: skip
     args = p.parse_args()
+    if args.clock == "cpu" and (args.threads != 1 or args.llmc):
+        raise SystemExit("--clock cpu counts this thread's CPU time: use it with --threads 1 and without --llmc")
+    global clock
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]  # rows as they come, also into a file
     from tinylm.threads import busy_cores, use_threads
 
@@ -267,7 +285,8 @@ def main() -> None:
 
     peaks = {k: peak_flops(k) for k in ("float32", "bfloat16")}
     print(f"{threads} thread(s); other processes kept {busy:.1f} core(s) busy at start; torch.mm peak "
-          f"{peaks['float32'] / 1e9:,.0f} GFLOP/s fp32, {peaks['bfloat16'] / 1e9:,.0f} GFLOP/s bf16\n")  # fmt: skip
+          f"{peaks['float32'] / 1e9:,.0f} GFLOP/s fp32, {peaks['bfloat16'] / 1e9:,.0f} GFLOP/s bf16; steps timed by the "
+          f"{'CPU time' if args.clock == 'cpu' else 'wall clock'}\n")  # fmt: skip
     tokens = np.random.default_rng(0).integers(0, 512, TOKENS).astype(np.uint16)  # every shape's vocab has 512
     print(f"{'shape':<12}{'variant':<18}{'tokens/s (min-max)':>20}{'vs base':>10}{'MFU fp32':>9}{'MFU bf16':>9}"
           f"{'warm-up s':>10}")  # fmt: skip

@@ -167,3 +167,17 @@ def test_positions_without_a_cache_shift_the_sequence() -> None:
             torch.testing.assert_close(plain, shifted, atol=1e-4, rtol=1e-4)
         else:
             assert not torch.allclose(plain, shifted)
+
+
+def test_compiled_tanh_gelu_is_the_same_function() -> None:
+    from tinylm.model import gelu
+
+    x = torch.linspace(-12, 12, 2001, requires_grad=True)
+    compiled = torch.compile(lambda t: gelu(t, tanh=True), fullgraph=True, backend="aot_eager")
+    y = compiled(x)  # the sigmoid form
+    y.sum().backward()
+    x64 = x.detach().double().requires_grad_()
+    want = torch.nn.functional.gelu(x64, approximate="tanh")
+    want.sum().backward()
+    torch.testing.assert_close(y.double(), want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-5, atol=1e-6)

@@ -134,7 +134,7 @@ def test_model_attends_through_the_kernel_only_where_it_applies(monkeypatch: pyt
     monkeypatch.setattr(sa, "small_attention", lambda q, k, v: calls.append(q.shape[-1]) or kernel(q, k, v))
     idx = torch.randint(0, 67, (2, 16))
     small = Model(tiny_llama())  # head size 8
-    sdpa = Model(tiny_llama(dim=4 * 2 * sa.FASTER_UP_TO, n_heads=4, n_kv_heads=2))  # head size above FASTER_UP_TO
+    sdpa = Model(tiny_llama(dim=4 * 2 * sa.MAX_HEAD_SIZE, n_heads=4, n_kv_heads=2))  # head size above the kernel's
     sdpa(idx)
     assert calls == []
     small(idx)

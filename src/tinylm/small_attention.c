@@ -21,10 +21,9 @@
    and contexts of a few thousand positions, those copies, one row of scores and the gradients of k
    and v fit in the core's L1/L2 caches, and a row's softmax is exact in two passes over its scores
    (no running-max rescaling as in flash attention, which exists for rows that do not fit on chip).
-   Measured (forward + backward, one thread, benchmarks/bench_small_attention.py): 2.6x faster than
-   SDPA at head size 8 (stories260K's shape), 1.3x at 16, and at 32 about as fast (0.9-0.97x), where
-   SDPA's matrix-product blocks start to pay; the model uses it up to head size 16
-   (small_attention.py, FASTER_UP_TO).
+   Measured (forward + backward, one thread, CPU time): 2.3-2.6x faster than SDPA at head size 8
+   (stories260K's shape), 1.4-1.5x at 16, 1.1-1.3x at 32 (gpt-micro's and the quick start's shapes), where
+   y = P V and dq = dS K accumulate along the head size (weighted_rows) instead of across keys.
 
    Threads: the forward pass splits (batch row, query head) pairs; the backward pass splits (batch
    row, kv head) pairs, so the G query heads that add into one kv head's dk/dv run on one thread and
@@ -157,6 +156,30 @@ INLINE void weighted_sums(float out[ROWS][MAX_HS], const float *w, const float *
     }
 }
 
+/* The same sums from x in its own layout (rows j at x + j * xs, hs contiguous floats), for head sizes that are
+   whole vectors (16, 32): each weight w[r, j] is broadcast and multiplies x's row j, hs / LANES vectors, into
+   accumulators over the head size, so no sum across lanes is left at the end. weighted_sums reduces ROWS x hs
+   vectors across their lanes per call, which at a few hundred keys per row cost about as much as the products
+   (gpt-micro's attention, one thread, CPU time: forward 7.2-8.1 -> 6.1-6.7 ms). Keys j < n, n at most the rows
+   of x. */
+INLINE void weighted_rows(float out[ROWS][MAX_HS], const float *w, int Tp, const float *x, int64_t xs, int n,
+                          const int hs) {
+    vec acc[ROWS][MAX_HS / LANES] = {};
+    for (int j = 0; j < n; j++) {
+        const float *xj = x + j * xs;
+        UNROLL
+        for (int c = 0; c < hs / LANES; c++) {
+            const vec xc = vloadu(xj + c * LANES);
+            UNROLL
+            for (int r = 0; r < ROWS; r++) acc[r][c] += w[r * Tp + j] * xc;
+        }
+    }
+    UNROLL
+    for (int r = 0; r < ROWS; r++)
+        UNROLL
+        for (int c = 0; c < hs / LANES; c++) vstoreu(out[r] + c * LANES, acc[r][c]);
+}
+
 /* One (batch row b, query head h): y and lse of every row, ROWS rows at a time (each key vector loaded
    serves ROWS rows). srow is scratch for ROWS rows of scores (ROWS, Tp), kT and vT for the transposed
    keys and values (hs, Tp). hs is a compile-time constant at the call sites in attention_forward, so
@@ -164,8 +187,9 @@ INLINE void weighted_sums(float out[ROWS][MAX_HS], const float *w, const float *
 INLINE void forward_head(const Shape *a, float *y, float *lse, int b, int h, float *kT, float *vT, float *srow,
                          const int hs) {
     const int T = a->T, Tp = (T + LANES - 1) / LANES * LANES, kvh = h / (a->H / a->KV);
+    const float *v = a->v + b * a->vb + (int64_t)kvh * hs;
     transpose_in(kT, a->k + b * a->kb + (int64_t)kvh * hs, a->kt, T, Tp, hs);
-    transpose_in(vT, a->v + b * a->vb + (int64_t)kvh * hs, a->vt, T, Tp, hs);
+    if (hs % LANES) transpose_in(vT, v, a->vt, T, Tp, hs);
     for (int i0 = 0; i0 < T; i0 += ROWS) {
         /* row i0 + r, or -1 past the end (a row that sees no key and is not written) */
         int rows[ROWS];
@@ -215,7 +239,8 @@ INLINE void forward_head(const Shape *a, float *y, float *lse, int b, int h, flo
         }
         /* y = sum_j p_j v_j / l */
         float o[ROWS][MAX_HS];
-        weighted_sums(o, srow, vT, Tp, n, hs);
+        if (hs % LANES) weighted_sums(o, srow, vT, Tp, n, hs);
+        else weighted_rows(o, srow, Tp, v, a->vt, last + 1, hs);
         for (int r = 0; r < ROWS && rows[r] >= 0; r++) {
             float *yi = y + (((int64_t)b * T + rows[r]) * a->H + h) * hs;
             UNROLL
@@ -317,7 +342,8 @@ INLINE void backward_head(const Shape *a, const float *dy, const float *y, const
                 }
             }
             float g[ROWS][MAX_HS];  /* dq = scale * sum_j ds_j k_j */
-            weighted_sums(g, dsrow, kT, Tp, n, hs);
+            if (hs % LANES) weighted_sums(g, dsrow, kT, Tp, n, hs);
+            else weighted_rows(g, dsrow, Tp, a->k + b * a->kb + (int64_t)kvh * hs, a->kt, last + 1, hs);
             for (int r = 0; r < ROWS && rows[r] >= 0; r++) {
                 float *dqi = dq + (((int64_t)b * T + rows[r]) * a->H + h) * hs;
                 UNROLL

