@@ -29,9 +29,9 @@ of a story's content words requested), full fine-tuning at 1e-3 used 41-44% of t
 every word; two runs) against the base's 8%, LoRA rank 8 on attn 19% at 5e-3 and 22% at 1e-2, QLoRA 20%.
 Short runs on 64 prompts: full at 3e-3 learned less than at 1e-3, LoRA at 2e-2 diverged, LoRA on v,o at rank
 16 or on all layers did no better, and --variants 4 made no measurable difference to full fine-tuning.
-Teacher-forced (600-step runs), full fine-tuning lowered the loss on the requested words' first tokens from 3.7 to 2.7 nats
-and LoRA to 3.2: this base (pretrained 375 steps) seems to lack a copying circuit that a rank-8 update of
-its attention could reuse. The 4-row table took 36 minutes under that load.
+Teacher-forced (600-step runs), full fine-tuning lowered the loss on the requested words' first tokens
+from 3.7 to 2.7 nats and LoRA to 3.2: this base (pretrained 375 steps) seems to lack a copying circuit that
+a rank-8 update of its attention could reuse. The 4-row table took 36 minutes under that load.
 
 On a busy machine give --threads 1: torch's threads wait for each other when another process holds a core
 (a LoRA step of the 5M model took 1.5-1.9 s on 1 thread and 13-18 s on 2, alternating, under load).
