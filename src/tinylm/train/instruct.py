@@ -131,7 +131,7 @@ class Conversations(Examples):
         x, y = super().get(rows)
         scored = (y != -1).any(0).nonzero()
         end = int(scored[-1]) + 1 if len(scored) else 1
-        return x[:, :end], y[:, :end]
+        return x[:, :end].contiguous(), y[:, :end].contiguous()  # a compiled step guards on strides too
 
 
 def split(records: list[Record], val_frac: float = 0.05, seed: int = 1337) -> tuple[list[Record], list[Record]]:
