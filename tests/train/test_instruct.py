@@ -103,3 +103,24 @@ def test_masked_objective_ignores_prompt_positions(tok, tmp_path):
     before = next_token(Fixed(logits), data.x, data.y)
     logits[data.y == -1] = torch.randn_like(logits[data.y == -1])
     assert torch.equal(next_token(Fixed(logits), data.x, data.y), before)
+
+
+def test_a_batch_is_cut_after_its_last_scored_position(tok, tmp_path):
+    """Short conversations batched alone lose the padding after their replies, and a causal model's loss on
+    them is what it is on the full-width rows."""
+    from tinylm.config import ModelConfig
+    from tinylm.model import Model
+    from tinylm.train.objectives import next_token
+
+    long = json.dumps({"prompt": "Tell it.", "completion": "Once upon a time there was a dog. " * 3})
+    data = encode(read_jsonl(write_lines(tmp_path / "d.jsonl", [*GOOD, long])), tok, context=64)
+    short = torch.tensor([0, 1])
+    x, y = data.get(short)
+    width = max(int((row != -1).nonzero()[-1]) + 1 for row in data.y[short])
+    assert x.shape == y.shape == (2, width) and width < data.x.shape[1]
+    assert x.is_contiguous() and y.is_contiguous()  # else a compiled step recompiles on the stride change
+    assert data.get(torch.tensor([0, 2]))[0].shape == (2, data.x.shape[1])  # the long one keeps every column
+    torch.manual_seed(0)
+    model = Model(ModelConfig(family="llama", vocab_size=tok.vocab_size, n_layers=1, dim=32, n_heads=2,
+                              context_length=64)).eval()  # fmt: skip
+    torch.testing.assert_close(next_token(model, x, y), next_token(model, data.x[short], data.y[short]))

@@ -61,6 +61,20 @@ def test_story_words_examples_are_satisfiable(stories):
     assert words_used("A dog and a cat.", ["cat", "dog", "bird"]) == 2
 
 
+def test_variants_ask_for_different_words_of_the_same_story(stories):
+    rows = list(examples(stories[:20], variants=4, rng=random.Random(3)))
+    by_story: dict[str, list[frozenset[str]]] = {}
+    for r in rows:
+        assert uses_words(r["completion"], r["words"]) and r["prompt"] == prompt(r["words"])
+        by_story.setdefault(r["completion"], []).append(frozenset(r["words"]))
+    assert all(len(sets) == len(set(sets)) for sets in by_story.values())  # no set asked twice of one story
+    assert sum(len(sets) == 4 for sets in by_story.values()) >= 15  # most stories have 4 different sets
+    assert rows == list(examples(stories[:20], variants=4, rng=random.Random(3)))  # seeded
+    assert rows != list(examples(stories[:20], variants=4, rng=random.Random(4)))
+    # "The dog ran to the ball." has exactly three content words: one set, however many are asked for
+    assert [set(r["words"]) for r in examples(["The dog ran to the ball."], variants=5)] == [{"dog", "ran", "ball"}]
+
+
 def test_write_task_draws_common_words_and_splits_by_story(tmp_path, stories):
     src = tmp_path / "s.txt"
     src.write_text("<|endoftext|>".join(stories[:150]), encoding="utf-8")
@@ -79,6 +93,12 @@ def test_write_task_draws_common_words_and_splits_by_story(tmp_path, stories):
     again = tmp_path / "again"
     write_task(str(src), again, n_train=120, n_test=30, min_share=0.05, max_share=0.2)
     assert (again / "test.jsonl").read_text() == (tmp_path / "task" / "test.jsonl").read_text()  # seeded
+    n_more, n_test_more = write_task(str(src), tmp_path / "v3", n_train=120, n_test=30, min_share=0.05,
+                                     max_share=0.2, variants=3)  # fmt: skip
+    more = read_jsonl(tmp_path / "v3" / "train.jsonl")
+    assert n_test_more == n_test and 2.5 * n_train <= n_more <= 3 * n_train
+    assert (tmp_path / "v3" / "test.jsonl").read_text() == (tmp_path / "task" / "test.jsonl").read_text()  # one each
+    assert {r.messages[-1]["content"] for r in more} == {r.messages[-1]["content"] for r in train}
 
 
 def test_score_rates_and_standard_errors():

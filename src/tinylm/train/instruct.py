@@ -1,5 +1,5 @@
 """Instruction and chat data: `.jsonl` conversations rendered by the one chat template (tinylm.chat) into
-fixed-length training rows whose targets are -1 except on the assistant's replies and their EOS.
+training rows whose targets are -1 except on the assistant's replies and their EOS.
 
 A line is {"messages": [{"role": ..., "content": ...}, ...]} or {"prompt": ..., "completion": ...} (one
 user turn and one reply); other keys are kept for tasks (story-words keeps its "words"). A malformed line
@@ -119,7 +119,19 @@ def encode(records: list[Record], tok: Tokenizer, context: int, too_long: str = 
         t = torch.tensor(ids)
         x[i, : len(ids) - 1] = t[:-1]
         y[i, : len(ids) - 1] = torch.where(torch.tensor(mask[1:]), t[1:], -1)
-    return Examples(x, y)
+    return Conversations(x, y)
+
+
+class Conversations(Examples):
+    """Rows padded to the longest conversation, each batch cut after its last scored position: a causal
+    model's loss on a position does not depend on the positions after it, so a batch of short
+    conversations does not pay for the longest one."""
+
+    def get(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = super().get(rows)
+        scored = (y != -1).any(0).nonzero()
+        end = int(scored[-1]) + 1 if len(scored) else 1
+        return x[:, :end].contiguous(), y[:, :end].contiguous()  # a compiled step guards on strides too
 
 
 def split(records: list[Record], val_frac: float = 0.05, seed: int = 1337) -> tuple[list[Record], list[Record]]:

@@ -80,14 +80,24 @@ def uses_words(text: str, words: Sequence[str]) -> bool:
 
 
 def examples(stories: Sequence[str], n_words: int = 3, rng: random.Random | None = None,
-             vocabulary: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:  # fmt: skip
+             vocabulary: Iterable[str] | None = None, variants: int = 1) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """Up to `variants` examples per story, each asking for a different set of its words: with one set per
+    story the words also name the story to recall; with several, only the requested words differ between
+    a story's examples (on the 5M base of bench_finetune this made no measurable difference)."""
     rng = rng or random.Random(1337)
     vocabulary = None if vocabulary is None else frozenset(vocabulary)
     for story in stories:
         story = story.strip()
-        words = pick_words(story, n_words, rng, vocabulary) if story else None
-        if words is not None:
-            yield {"prompt": prompt(words), "completion": story, "words": words}
+        seen: set[frozenset[str]] = set()
+        for _ in range(variants * 4 if story else 0):  # a story with few words has fewer distinct sets
+            words = pick_words(story, n_words, rng, vocabulary)
+            if words is None:
+                break
+            if frozenset(words) not in seen:
+                seen.add(frozenset(words))
+                yield {"prompt": prompt(words), "completion": story, "words": words}
+            if len(seen) == variants:
+                break
 
 
 def read_stories(source: str) -> list[str]:
@@ -101,10 +111,11 @@ def read_stories(source: str) -> list[str]:
 
 
 def write_task(source: str, out: Path, n_train: int, n_test: int, n_words: int = 3, seed: int = 1337,
-               min_share: float = MIN_SHARE, max_share: float = MAX_SHARE) -> tuple[int, int]:  # fmt: skip
+               min_share: float = MIN_SHARE, max_share: float = MAX_SHARE, variants: int = 1) -> tuple[int, int]:  # fmt: skip
     """test.jsonl from the first `n_test` stories of `source` and train.jsonl from the `n_train` after them,
     the words drawn from the vocabulary of those training stories (see the module docstring); (train, test)
-    counts. A story without `n_words` such words makes no example."""
+    counts. A story without `n_words` such words makes no example; a training story makes up to `variants`
+    (different words each, see examples), a test story one."""
     import json
 
     stories = read_stories(source)[: n_train + n_test]
@@ -112,7 +123,7 @@ def write_task(source: str, out: Path, n_train: int, n_test: int, n_words: int =
     held, rest = stories[:n_test], stories[n_test:]
     vocabulary = common_words(rest, min_share, max_share)
     rng = random.Random(seed)
-    test, train = list(examples(held, n_words, rng, vocabulary)), list(examples(rest, n_words, rng, vocabulary))
+    test, train = list(examples(held, n_words, rng, vocabulary)), list(examples(rest, n_words, rng, vocabulary, variants))
     if not test or not train:
         raise TinyLMError(f"{source}: too few stories with {n_words} words found in {min_share:.0%} to "
                           f"{max_share:.0%} of the training stories ({len(vocabulary)} such words)")  # fmt: skip
