@@ -203,8 +203,13 @@ def breakdown(loop: NanoGPT, steps: int = 3) -> str:
 
 
 def run_shape(shape: str, args: argparse.Namespace, peaks: dict[str, float], tokens: Any) -> None:
+    import torch
+
     from tinylm.formats.common import is_gpt2
 
+    # every compiled variant of every shape compiles the same objective function, and torch.compile stops
+    # compiling a function after 8 versions (it ran gpt-micro's last variant eagerly): a fresh start per shape
+    torch._dynamo.reset()
     t0 = time.perf_counter()
     loops: dict[str, Any] = {"nanoGPT fp32": NanoGPT(shape, tokens)}
     timed(loops["nanoGPT fp32"], 2)
