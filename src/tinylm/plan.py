@@ -16,9 +16,10 @@ values (E 1.69, A 406.4, B 410.7, alpha 0.34, beta 0.28), which they show fit th
 optimum those give drifts with compute (~8 tokens per parameter at 1e13 FLOPs, this scale; ~100 at 1e24),
 while the refit's stays near the 20 of the paper's other two approaches (35 here, 18 at 1e24). With the
 paper's values the plan chose shapes one rung too big here (pydocs, 3 minutes: 6x192, held-out loss
-3.393, over 4x128, 3.348); the refit orders 5 of the 6 pairs of shapes those two benchmark runs trained
-as they came out (the sixth: 4x96 and 4x128, 0.4% apart). Absolute values belong to that data and
-tokenizer, not ours; only the ranking is used. Repeated data is worth less than fresh data: with U unique
+3.393, over 4x128, 3.348). Over three such runs the refit orders 7 of the 9 pairs of shapes trained as
+they came out, the paper's values 3; both misses prefer 4x128 to 4x96, which trained 0.4% and 0.6% lower
+(benchmarks/bench_plan.py). Absolute values belong to that data and tokenizer, not ours; only the ranking
+is used. Repeated data is worth less than fresh data: with U unique
 tokens (--data), D counts as U + U R* (1 - exp(-(D/U - 1) / R*)), R* = 15.4 (Muennighoff et al.
 2023, "Scaling data-constrained language models"), so many passes over a small corpus stop paying.
 """
