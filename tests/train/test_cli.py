@@ -73,9 +73,13 @@ def test_bad_input_is_one_line(tmp_path, text_file, capsys, extra, message):
     assert err.startswith("tinylm train: error: ") and message in err and "\n" not in err
 
 
-def test_missing_data_and_unwritable_out(tmp_path, capsys):
+def test_missing_data_and_unwritable_out(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default run folder, runs/tinylm, is relative
     assert main(["train", "--data", str(tmp_path / "nope.txt"), "--quiet"]) == 1
     assert "no such file or directory" in capsys.readouterr().err
+    assert main(["train", "--quiet"]) == 1
+    assert "--data is required" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # refused before the run folder (and its lock) were made
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(TinyLMError, match="file/run: a part of the path is a file"):

@@ -19,8 +19,21 @@ if TYPE_CHECKING:  # the torch trainer's; imported by shard_data, so `tinylm tra
     from tinylm.train.trainer import TrainData
 
 
+def check_data(spec: str | None) -> None:
+    """Refuse a missing --data, or one that is no file, folder or dataset name, in one line (a run checks
+    before it takes its folder, so that a mistyped path leaves nothing behind)."""
+    if spec is None:
+        raise TinyLMError("--data is required: a text file, a `tinylm prepare` directory or a dataset name")
+    if not (spec in DATASETS or Path(spec).exists()):
+        raise TinyLMError(
+            f"--data {spec}: no such file or directory, and not a dataset name ({', '.join(DATASETS)}); "
+            "give a text file, a `tinylm prepare` output directory or a dataset name"
+        )
+
+
 def prepared_dir(spec: str, out_dir: str | Path, tokenizer: str, vocab_size: int) -> tuple[Path, bool]:
     """Where the shards for `spec` are (or will be), and whether they still have to be prepared."""
+    check_data(spec)
     path = Path(spec)
     if path.is_dir():
         return path, False
@@ -29,13 +42,8 @@ def prepared_dir(spec: str, out_dir: str | Path, tokenizer: str, vocab_size: int
         size = vocab_size if tokenizer in ("bpe", "sentencepiece") else ""
         name = f"tok{tokenizer_hash(saved)[:12]}" if saved else f"{tokenizer}{size}"
         where = cache_dir() / "prepared" / f"{spec}-{name}"
-    elif path.is_file():
-        where = Path(out_dir) / "data"
     else:
-        raise TinyLMError(
-            f"--data {spec}: no such file or directory, and not a dataset name ({', '.join(DATASETS)}); "
-            "give a text file, a `tinylm prepare` output directory or a dataset name"
-        )
+        where = Path(out_dir) / "data"
     if (where / MANIFEST).is_file():
         manifest = Manifest.load(where)
         m = manifest.raw

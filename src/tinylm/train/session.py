@@ -18,7 +18,7 @@ from tinylm.errors import TinyLMError
 from tinylm.runlock import run_lock
 from tinylm.train import distributed
 from tinylm.train.config import TrainConfig
-from tinylm.train.data import prepare_data, prepared_dir
+from tinylm.train.data import check_data, prepare_data, prepared_dir
 from tinylm.train.progress import LAST, Saved, check_new_run
 from tinylm.train.shapes import build_config
 
@@ -40,6 +40,8 @@ def run_training(train_args: dict[str, Any], model_args: dict[str, Any], *, init
     `setup`: another objective than next-token prediction (e.g. distillation; torch only), see `Setup`."""
     out = Path(train_args.get("out_dir", TrainConfig.out_dir))
     main = distributed.from_env().main
+    if not resume:  # before the run folder exists: a mistyped --data leaves nothing behind
+        check_data(train_args.get("data"))
     with run_lock(out) if main else contextlib.nullcontext():  # one writer per run folder, from the start
         if main:
             check_new_run(out, resume, overwrite)
@@ -56,8 +58,7 @@ def _run(out: Path, train_args: dict[str, Any], model_args: dict[str, Any], init
         saved_model = load_config(out / LAST)
     else:
         cfg = TrainConfig(**train_args)
-    if cfg.data is None:
-        raise TinyLMError("--data is required: a text file, a `tinylm prepare` directory or a dataset name")
+    check_data(cfg.data)
     d = distributed.from_env()
     if engine == "numpy" and d.enabled:
         raise TinyLMError("the NumPy trainer runs in one process; start it without torchrun, or use --engine torch")
