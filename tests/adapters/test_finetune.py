@@ -140,6 +140,13 @@ def test_bad_finetune_input_is_one_line(task, tmp_path, capsys):
     assert "--targets gate: this model's MLP (GELU: fc = up, proj = down) has no gate" in capsys.readouterr().err
     assert main(["merge", str(base), "--out", str(tmp_path / "m")]) == 1
     assert "has no adapter" in capsys.readouterr().err
+    # a mistyped base or data path is refused before the run folder (and its lock) is made
+    fresh = tmp_path / "fresh"
+    assert main(["finetune", str(tmp_path / "nobase"), "--data", str(task[1]), "--out", str(fresh), "--quiet"]) == 1
+    assert "nobase: no checkpoint directory here" in capsys.readouterr().err
+    assert main(["finetune", str(base), "--data", str(tmp_path / "no.jsonl"), "--out", str(fresh), "--quiet"]) == 1
+    assert "no.jsonl: no such file" in capsys.readouterr().err
+    assert not fresh.exists()
 
 
 def test_full_finetune_writes_whole_checkpoints(task, tmp_path):

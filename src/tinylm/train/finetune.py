@@ -19,6 +19,7 @@ from typing import Any
 
 from tinylm import transforms
 from tinylm.checkpoint import load_checkpoint, save_checkpoint
+from tinylm.config import read_config
 from tinylm.errors import TinyLMError
 from tinylm.model import Model
 from tinylm.runlock import run_lock
@@ -58,6 +59,10 @@ def run_finetune(opts: Options, train_args: dict[str, Any], resume: bool = False
         raise TinyLMError(f"--method must be one of {', '.join(METHODS)}, got {opts.method!r}")
     out = Path(train_args.get("out_dir", DEFAULTS["out_dir"]))
     main = distributed.from_env().main
+    if not resume:  # before the run folder exists: a mistyped path leaves nothing behind
+        read_config(opts.base)
+        if not Path(opts.data).is_file():
+            raise instruct.no_such_file(opts.data)
     with run_lock(out) if main else contextlib.nullcontext():  # before QLoRA writes its base into the run folder
         if main:
             check_new_run(out, resume, overwrite)

@@ -58,6 +58,10 @@ def parse_line(text: str) -> tuple[list[Message], dict[str, Any]]:
     return messages, rest
 
 
+def no_such_file(path: str | Path) -> TinyLMError:
+    return TinyLMError(f"{path}: no such file; give a .jsonl file of conversations")
+
+
 def read_jsonl(path: str | Path, on_error: str = "stop", quiet: bool = False) -> list[Record]:
     """Every conversation of a JSONL file (blank lines ignored)."""
     path = Path(path)
@@ -66,7 +70,7 @@ def read_jsonl(path: str | Path, on_error: str = "stop", quiet: bool = False) ->
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise TinyLMError(f"{path}: no such file; give a .jsonl file of conversations") from None
+        raise no_such_file(path) from None
     except (OSError, UnicodeDecodeError) as e:
         raise TinyLMError(f"{path}: cannot read it as UTF-8 text ({e})") from None
     records, bad = [], []
