@@ -24,7 +24,7 @@ def check_data(spec: str | None) -> None:
     before it takes its folder, so that a mistyped path leaves nothing behind)."""
     if spec is None:
         raise TinyLMError("--data is required: a text file, a `tinylm prepare` directory or a dataset name")
-    if not (spec in DATASETS or Path(spec).exists()):
+    if not (spec in DATASETS or Path(spec).is_file() or Path(spec).is_dir()):
         raise TinyLMError(
             f"--data {spec}: no such file or directory, and not a dataset name ({', '.join(DATASETS)}); "
             "give a text file, a `tinylm prepare` output directory or a dataset name"

@@ -58,7 +58,6 @@ def _run(out: Path, train_args: dict[str, Any], model_args: dict[str, Any], init
         saved_model = load_config(out / LAST)
     else:
         cfg = TrainConfig(**train_args)
-    check_data(cfg.data)
     d = distributed.from_env()
     if engine == "numpy" and d.enabled:
         raise TinyLMError("the NumPy trainer runs in one process; start it without torchrun, or use --engine torch")
